@@ -1,0 +1,285 @@
+/* embedder.c: images -> embedding vectors (contract in embedder.h). */
+#include "embedder.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/check.h"
+#include "data/loader.h"
+#include "data/transform.h"
+#include "weights_h5.h"
+
+#define RMAC_SCALES 3
+#define RMAC_OVERLAP 0.4
+#define GEM_EPS 1e-6f
+
+struct st_embedder {
+    st_embedder_options o;
+    st_backend *be;
+    st_model *m;
+    st_transform transform;
+    st_decode_opts decode;
+    int layer_index;     /* feature map exported and pooled on the host; -1: model output */
+    int use_embedding;   /* model output = the `embedding` head (else the pooled features) */
+    int dim;
+    char arch[32];
+    char layer_name[64];
+    float *host_input;   /* (batch, S, S, 3) */
+    float *host_output;  /* (batch, H, W, C) or (batch, D) */
+};
+
+int st_embed_pool_parse(const char *name, st_embed_pool *out) {
+    static const char *names[] = {"avg", "max", "gem", "rmac"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (st_embed_pool)i;
+            return 0;
+        }
+    return st_error_set("unknown pooling '%s' (expected avg, max, gem or rmac)", name);
+}
+
+const char *st_embed_pool_name(st_embed_pool p) {
+    static const char *names[] = {"avg", "max", "gem", "rmac"};
+    return names[p];
+}
+
+void st_embedder_defaults(st_embedder_options *o) {
+    memset(o, 0, sizeof *o);
+    o->pool = ST_EMBED_POOL_AVG;
+    o->gem_p = 3.0f;
+    o->normalize = 1;
+    o->batch = 16;
+    o->image_size = 224;
+    o->device = "cpu";
+}
+
+int st_embedder_dim(const st_embedder *e) { return e->dim; }
+const char *st_embedder_arch(const st_embedder *e) { return e->arch; }
+const char *st_embedder_layer(const st_embedder *e) { return e->layer_name; }
+st_backend *st_embedder_backend(const st_embedder *e) { return e->be; }
+
+static st_gpool_kind model_pool(st_embed_pool p) {
+    return p == ST_EMBED_POOL_MAX ? ST_GPOOL_MAX : p == ST_EMBED_POOL_GEM ? ST_GPOOL_GEM : ST_GPOOL_AVG;
+}
+
+/* Build the model, load the weights and pick the exported tensor. */
+static int embedder_build(st_embedder *e, const st_weights_info *info) {
+    const st_embedder_options *o = &e->o;
+    int host_pool = o->layer || o->pool == ST_EMBED_POOL_RMAC;
+    st_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.arch = e->arch; /* outlives info: the model keeps the pointer */
+    cfg.batch = o->batch;
+    cfg.height = cfg.width = o->image_size;
+    cfg.pool = model_pool(o->pool);
+    cfg.gem_p = o->gem_p;
+    cfg.embed_dim = host_pool ? 0 : info->embed_dim;
+    /* a frozen boundary layer keeps its output in inference: that is how a feature map stays
+     * readable after the forward pass ("all" = the last map before avg_pool) */
+    cfg.freeze_until = host_pool ? (o->layer ? o->layer : "all") : NULL;
+    cfg.bn_momentum = 0.1f;
+    e->m = st_model_create(e->be, &cfg, 0);
+    if (!e->m) return -1;
+    if (st_weights_load(e->m, o->weights, NULL) != 0) return -1;
+    if (!host_pool) {
+        e->layer_index = -1;
+        e->use_embedding = info->embed_dim > 0;
+        e->dim = e->use_embedding ? info->embed_dim : e->m->feature_dim;
+        snprintf(e->layer_name, sizeof e->layer_name, "%s", info->embed_dim > 0 ? "embedding" : "avg_pool");
+        return 0;
+    }
+    e->layer_index = o->layer ? st_model_layer_index(e->m, o->layer) : st_model_layer_index(e->m, "avg_pool") - 1;
+    st_tensor t = st_model_layer_output(e->m, e->layer_index);
+    snprintf(e->layer_name, sizeof e->layer_name, "%s", st_model_layer_name(e->m, e->layer_index));
+    if (!t.data)
+        return st_error_set("%s: layer '%s': its output is fused into the next step and never "
+                            "stored; HINT: export a block output (e.g. conv4_block6_out) or a "
+                            "*_relu layer",
+                            o->weights, e->layer_name);
+    e->dim = t.c;
+    return 0;
+}
+
+int st_embedder_open(const st_embedder_options *o, st_embedder **out) {
+    *out = NULL;
+    if (o->batch < 1 || o->image_size < 32)
+        return st_error_set("batch %d must be >= 1 and image size %d >= 32", o->batch, o->image_size);
+    st_weights_info info;
+    if (st_weights_probe(o->weights, &info) != 0) return -1;
+    if (!info.arch_info) {
+        st_error_set("%s: cannot tell the architecture (%s); HINT: convert torchvision weights "
+                     "with tools/torchvision2h5.py, or use a Keras application or simtune file",
+                     o->weights, info.arch_reason);
+        st_weights_info_free(&info);
+        return -1;
+    }
+    st_embedder *e = ST_CALLOC(1, sizeof *e);
+    e->o = *o;
+    snprintf(e->arch, sizeof e->arch, "%s", info.arch);
+    e->transform = st_transform_eval(o->image_size, o->image_size * 256 / 224, info.preprocess);
+    e->decode = st_decode_opts_default();
+    e->decode.min_short_side = st_transform_min_decode_side(&e->transform);
+    e->be = st_backend_open(o->device, o->threads);
+    int rc = e->be ? embedder_build(e, &info) : -1;
+    st_weights_info_free(&info);
+    if (rc != 0) {
+        st_embedder_close(e);
+        return -1;
+    }
+    size_t per_image = e->layer_index >= 0 ? st_numel(st_model_layer_output(e->m, e->layer_index)) / o->batch
+                                           : (size_t)e->dim;
+    e->host_input = ST_MALLOC((size_t)o->batch * o->image_size * o->image_size * 3 * sizeof(float));
+    e->host_output = ST_MALLOC((size_t)o->batch * per_image * sizeof(float));
+    *out = e;
+    return 0;
+}
+
+void st_embedder_close(st_embedder *e) {
+    if (!e) return;
+    if (e->m) st_model_free(e->m);
+    st_backend_close(e->be);
+    free(e->host_input);
+    free(e->host_output);
+    free(e);
+}
+
+/* ---- host pooling of a feature map (H, W, C) ------------------------------------------- */
+
+static void pool_window(const float *x, int w, int c, int y0, int x0, int side_h, int side_w,
+                        st_embed_pool kind, float p, float *out) {
+    for (int ch = 0; ch < c; ch++) out[ch] = kind == ST_EMBED_POOL_AVG || kind == ST_EMBED_POOL_GEM ? 0.0f : -INFINITY;
+    for (int i = y0; i < y0 + side_h; i++)
+        for (int j = x0; j < x0 + side_w; j++) {
+            const float *v = x + ((size_t)i * w + j) * c;
+            for (int ch = 0; ch < c; ch++) {
+                if (kind == ST_EMBED_POOL_AVG) out[ch] += v[ch];
+                else if (kind == ST_EMBED_POOL_GEM) out[ch] += powf(fmaxf(v[ch], GEM_EPS), p);
+                else out[ch] = fmaxf(out[ch], v[ch]);
+            }
+        }
+    float count = (float)side_h * side_w;
+    for (int ch = 0; ch < c; ch++) {
+        if (kind == ST_EMBED_POOL_AVG) out[ch] /= count;
+        else if (kind == ST_EMBED_POOL_GEM) out[ch] = powf(out[ch] / count, 1.0f / p);
+    }
+}
+
+static void l2_normalise(float *v, int n) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)v[i] * v[i];
+    if (ss <= 0) return;
+    float inv = (float)(1.0 / sqrt(ss));
+    for (int i = 0; i < n; i++) v[i] *= inv;
+}
+
+/* Extra window positions along the long side so that windows of the short side overlap by
+ * closest to RMAC_OVERLAP (Tolias et al.'s choice among 1..6 extra positions). */
+static int rmac_extra_steps(int long_side, int short_side) {
+    if (long_side == short_side) return 0;
+    int best = 0;
+    double best_err = 1e30;
+    for (int steps = 2; steps <= 7; steps++) {
+        double stride = (double)(long_side - short_side) / (steps - 1);
+        double overlap = ((double)short_side * short_side - short_side * stride) / ((double)short_side * short_side);
+        double err = fabs(overlap - RMAC_OVERLAP);
+        if (err < best_err) {
+            best_err = err;
+            best = steps - 1;
+        }
+    }
+    return best;
+}
+
+/* Window origins: count positions spread evenly over [0, size - side]. */
+static int window_origin(int size, int side, int count, int index) {
+    if (count <= 1) return 0;
+    return (int)floor((double)(size - side) * index / (count - 1));
+}
+
+static void rmac(const float *x, int h, int w, int c, float *out, float *region) {
+    int short_side = h < w ? h : w;
+    int extra = rmac_extra_steps(h > w ? h : w, short_side);
+    int extra_h = h > w ? extra : 0, extra_w = w > h ? extra : 0;
+    pool_window(x, w, c, 0, 0, h, w, ST_EMBED_POOL_MAX, 0, out); /* the whole map */
+    l2_normalise(out, c);
+    for (int l = 1; l <= RMAC_SCALES; l++) {
+        int side = 2 * short_side / (l + 1);
+        if (side < 1) continue;
+        int nh = l + extra_h, nw = l + extra_w;
+        for (int a = 0; a < nh; a++)
+            for (int b = 0; b < nw; b++) {
+                pool_window(x, w, c, window_origin(h, side, nh, a), window_origin(w, side, nw, b),
+                            side, side, ST_EMBED_POOL_MAX, 0, region);
+                l2_normalise(region, c);
+                for (int ch = 0; ch < c; ch++) out[ch] += region[ch];
+            }
+    }
+}
+
+/* ---- running ---------------------------------------------------------------------------- */
+
+static void export_batch(st_embedder *e, int nb, float *out) {
+    st_model *m = e->m;
+    st_backend *be = e->be;
+    if (e->layer_index < 0) {
+        const float *src = e->use_embedding ? m->embedding.data : m->features.data;
+        be->download(be, out, src, (size_t)nb * e->dim * sizeof(float));
+    } else {
+        st_tensor t = st_model_layer_output(m, e->layer_index);
+        size_t per_image = (size_t)t.h * t.w * t.c;
+        be->download(be, e->host_output, t.data, (size_t)nb * per_image * sizeof(float));
+#pragma omp parallel
+        {
+            float *region = ST_MALLOC((size_t)t.c * sizeof(float));
+#pragma omp for schedule(static)
+            for (int i = 0; i < nb; i++) {
+                const float *x = e->host_output + i * per_image;
+                if (e->o.pool == ST_EMBED_POOL_RMAC) rmac(x, t.h, t.w, t.c, out + (size_t)i * t.c, region);
+                else pool_window(x, t.w, t.c, 0, 0, t.h, t.w, e->o.pool, e->o.gem_p, out + (size_t)i * t.c);
+            }
+            free(region);
+        }
+    }
+    if (e->o.normalize)
+        for (int i = 0; i < nb; i++) l2_normalise(out + (size_t)i * e->dim, e->dim);
+}
+
+long st_embedder_run(st_embedder *e, const char *const *paths, long n, float *out, uint8_t *ok) {
+    int s = e->o.image_size;
+    size_t image_floats = (size_t)s * s * 3;
+    long *slot = ST_MALLOC((size_t)e->o.batch * sizeof(long)); /* batch position -> image */
+    float *vectors = ST_MALLOC((size_t)e->o.batch * e->dim * sizeof(float));
+    long done = 0;
+    for (long i0 = 0; i0 < n; i0 += e->o.batch) {
+        int count = n - i0 < e->o.batch ? (int)(n - i0) : e->o.batch;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int j = 0; j < count; j++) {
+            st_rng rng; /* the evaluation transform draws nothing; the API wants a stream */
+            st_rng_seed(&rng, (uint64_t)(i0 + j));
+            ok[i0 + j] = st_load_image_transformed(paths[i0 + j], &e->decode, &e->transform, &rng,
+                                                   e->host_input + (size_t)j * image_floats) == 0;
+            if (!ok[i0 + j]) fprintf(stderr, "warning: skipping %s\n", st_error_get());
+        }
+        int nb = 0; /* pack the good images to the front of the batch */
+        for (int j = 0; j < count; j++) {
+            if (!ok[i0 + j]) continue;
+            if (nb != j)
+                memcpy(e->host_input + (size_t)nb * image_floats, e->host_input + (size_t)j * image_floats,
+                       image_floats * sizeof(float));
+            slot[nb++] = i0 + j;
+        }
+        for (int j = 0; j < count; j++) memset(out + (size_t)(i0 + j) * e->dim, 0, (size_t)e->dim * sizeof(float));
+        if (nb == 0) continue;
+        e->be->upload(e->be, e->m->input.data, e->host_input, (size_t)nb * image_floats * sizeof(float));
+        st_model_forward(e->m, nb, 0);
+        export_batch(e, nb, vectors);
+        for (int j = 0; j < nb; j++)
+            memcpy(out + (size_t)slot[j] * e->dim, vectors + (size_t)j * e->dim, (size_t)e->dim * sizeof(float));
+        done += nb;
+    }
+    free(slot);
+    free(vectors);
+    return done;
+}

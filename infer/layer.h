@@ -1,0 +1,103 @@
+/*
+ * layer.h: the private layer record of the ResNet model, shared by infer/resnet.c (builder and
+ * forward) and train/backward.c (backward). Nothing outside those two files reads it, except
+ * through st_model_weights_changed() below.
+ *
+ * The model is a fixed sequence of Keras-named layers (model.h). Work is done by "steps": a step
+ * is one backend call (or a few for the residual add) owned by its compute layer, the layer with
+ * exec == own index. Weightless neighbours are fused into a step:
+ *   ZeroPadding2D   -> the conv / max-pool that follows (explicit pad amounts in the descriptor)
+ *   ReLU            -> the BN or add before it (fused ReLU flag)
+ *   frozen BN       -> the frozen conv before it (weights folded with be->conv_fold_bn)
+ * A step reads the materialized outputs of its producers (in_mat) and writes one materialized
+ * tensor: layers[step.last].out. Layers inside a fused group that is not their last have no
+ * materialized output (out.data == NULL), nor do padding layers.
+ *
+ * Memory (all from the model's arenas, laid out twice: sizing then commit):
+ *   out.data  "kept" outputs (needed by backward, the delimiting layer, the head) get their own
+ *             block; every other output shares a small pool of reused blocks (slots), so a frozen
+ *             trunk costs a few activation buffers only.
+ *   grad      gradient of a materialized output (same shape), only for steps that need a
+ *             gradient; backbone gradients share another slot pool, head gradients are
+ *             m->d_features / d_embedding / d_logits.
+ */
+#ifndef ST_LAYER_H
+#define ST_LAYER_H
+
+#include "model.h"
+
+typedef enum {
+    ST_LAYER_INPUT,
+    ST_LAYER_ZEROPAD, /* Keras ZeroPadding2D, symmetric */
+    ST_LAYER_CONV,
+    ST_LAYER_BN,
+    ST_LAYER_RELU,
+    ST_LAYER_MAXPOOL,
+    ST_LAYER_ADD,
+    ST_LAYER_GPOOL,   /* the head's global pooling, named avg_pool whatever its kind */
+    ST_LAYER_DENSE,
+    ST_LAYER_L2NORM
+} st_layer_kind;
+
+enum { ST_LAYER_NAME_MAX = 48 };
+
+/* Geometry as the builder declared it (Keras semantics, before fusion). */
+typedef struct st_layer_geom {
+    int filters;   /* conv K, dense units */
+    int kernel;    /* square window (conv, max-pool) */
+    int stride;
+    int pad;       /* own symmetric zero padding (conv SAME / torchvision padding; ZeroPadding2D) */
+    int has_bias;  /* conv */
+    float eps;     /* BN */
+} st_layer_geom;
+
+/* What the compute layer of a fused group does; valid when layer.exec == its own index. */
+typedef struct st_step {
+    int last;          /* layer whose output this step materializes */
+    int in_mat[2];     /* materialized producer layers (padding resolved), -1 when unused */
+    int n_in;
+    int relu;          /* ReLU fused at the end */
+    int fold_bn;       /* conv: BN layer folded into this conv, -1 none */
+    int trains;        /* has trainable parameters (gets parameter gradients) */
+    int needs_grad;    /* gradient of its output is needed (it or something below trains) */
+    int accumulate[2]; /* backward: input k's gradient already holds another consumer's part */
+
+    st_conv_desc conv; /* full batch; plan for the full batch */
+    st_conv_plan *plan;
+    st_pool_desc pool;
+    st_gpool_desc gpool;
+    float bn_eps;
+
+    /* parameter views (device memory); NULL where absent */
+    float *w, *b;                       /* conv kernel (R,S,C,K) HWIO / dense (in,out); bias (K) */
+    float *gamma, *beta, *mean, *var;   /* BN (C); for a folded conv, the folded BN's */
+    float *dw, *db, *dgamma, *dbeta;    /* gradients; NULL when frozen */
+    float *w_fold, *b_fold;             /* folded conv kernel (R,S,C,K) and bias (K) */
+    float *save_mean, *save_rstd;       /* trainable BN: batch statistics kept for backward (C) */
+    float *norms;                       /* L2 norm: row norms (N) */
+    float *scratch;                     /* backward workspace shared by all steps, as large as
+                                         * the largest gradient: accumulation partner, sink for
+                                         * a dx nobody reads */
+} st_step;
+
+struct st_layer {
+    char name[ST_LAYER_NAME_MAX];
+    st_layer_kind kind;
+    int in[2];              /* producer layer indices as in Keras, -1 when unused */
+    int n_in;
+    st_tensor out;          /* full-batch shape; data only for materialized outputs */
+    float *grad;            /* gradient of out (same shape) when a step needs it, else NULL */
+    int exec;               /* index of the layer whose step computes this layer */
+    int materialized;       /* out is written by a step (last layer of its group, or the input) */
+    int kept;               /* out has its own block and stays valid after forward */
+    int first_param, n_params; /* slice of m->params */
+    st_layer_geom geom;
+    st_step step;
+};
+
+/* Recompute everything derived from the parameter values (the folded conv+BN copies of frozen
+ * layers). Call after writing parameter values by other means than training steps: weight
+ * loading, checkpoint restore. st_model_create calls it after the initialisation. */
+void st_model_weights_changed(st_model *m);
+
+#endif

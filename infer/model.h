@@ -1,0 +1,122 @@
+/*
+ * model.h: the ResNet family as a fixed sequence of named layers (no autograd).
+ *
+ * Every layer carries its Keras name (conv1_conv, conv4_block6_out, post_bn, avg_pool ...), and
+ * torchvision models are mapped onto the same scheme (docs/resnet-weights-hdf5 section 5.3), so
+ * any layer name can be the delimiting layer of freeze_until. Weightless Keras layers
+ * (conv1_pad, pool1_pad, *_relu ...) exist as layers too; their work is fused into a neighbour.
+ *
+ * Parameters are listed in st_param entries named (layer, weight) with weight one of
+ * kernel, bias, gamma, beta, moving_mean, moving_variance and their Keras shapes, so the HDF5
+ * loader (infer/weights_h5.c) and the checkpoint writer map files onto a model by name.
+ *
+ * Memory: four arenas (params, grads, optimizer state is the trainer's, activations), sized by a
+ * dry run of the builder and committed once; nothing is allocated in forward or backward.
+ * Shapes: input (N, H, W, 3) NHWC, pooled features (N, C_feat), embedding (N, D), logits (N, K).
+ */
+#ifndef ST_MODEL_H
+#define ST_MODEL_H
+
+#include <stdint.h>
+
+#include "../kernels/arena.h"
+#include "../kernels/backend.h"
+#include "../kernels/tensor.h"
+#include "data/transform.h" /* st_preprocess */
+
+typedef enum {
+    ST_FAMILY_KERAS_V1,   /* resnet50/101/152: stride on the first 1x1 conv, BN eps 1.001e-5 */
+    ST_FAMILY_KERAS_V2,   /* resnet50v2/...: pre-activation, stride in the last block's 3x3 */
+    ST_FAMILY_TORCHVISION /* tv_resnet18..152: "v1.5", stride on the 3x3, BN eps 1e-5, no conv bias */
+} st_family;
+
+
+typedef struct st_arch_info {
+    const char *name;        /* "resnet50", "resnet101v2", "tv_resnet18", ... */
+    st_family family;
+    int blocks[4];           /* blocks per stage conv2..conv5 */
+    int bottleneck;          /* 1: 1x1-3x3-1x1 (expansion 4); 0: BasicBlock 3x3-3x3 */
+    float bn_eps;
+    st_preprocess preprocess;
+} st_arch_info;
+
+/* NULL when unknown; st_arch_names() lists them for messages, comma-separated. */
+const st_arch_info *st_arch_find(const char *name);
+const char *st_arch_names(void);
+
+typedef struct st_model_config {
+    const char *arch;         /* st_arch_info name */
+    int batch;                /* N the arenas are sized for */
+    int height, width;        /* input size, each >= 32 */
+    int training;             /* 1: keep activations for backward, allocate gradients */
+    const char *freeze_until; /* NULL or "none": train all; "all": head only; else a layer name */
+    st_gpool_kind pool;       /* global pooling of the last feature map */
+    float gem_p;              /* GeM exponent when pool == ST_GPOOL_GEM */
+    int embed_dim;            /* 0: no projection; else dense 'embedding' to D then L2 norm */
+    int num_classes;          /* 0: no classifier; else dense 'predictions' to K logits */
+    float bn_momentum;        /* running-statistics momentum in training (PyTorch convention) */
+} st_model_config;
+
+typedef struct st_param {
+    const char *layer;   /* Keras layer name, e.g. "conv2_block1_1_conv" */
+    const char *weight;  /* kernel | bias | gamma | beta | moving_mean | moving_variance */
+    int rank;            /* Keras rank: 4 conv kernel HWIO, 2 dense kernel (in,out), 1 vectors */
+    int dims[4];
+    size_t numel;
+    float *value;        /* device memory in the params arena */
+    float *grad;         /* device memory in the grads arena; NULL when frozen or not trainable */
+    int trainable;       /* 0 for frozen layers and for BN moving statistics */
+    int layer_index;     /* index into st_model.layers */
+} st_param;
+
+typedef struct st_layer st_layer; /* private to infer/resnet.c and train/backward.c */
+
+typedef struct st_model {
+    st_model_config config;
+    const st_arch_info *arch;
+    st_backend *backend;
+
+    st_layer *layers;     /* the fixed sequence, input first */
+    int n_layers;
+    int freeze_index;     /* layers [0, freeze_index] are frozen; -1 none */
+
+    st_param *params;
+    int n_params;
+
+    st_arena params_arena, grads_arena, acts_arena;
+
+    st_tensor input;      /* (N, H, W, 3), preprocessed */
+    st_tensor features;   /* (N, C_feat) pooled */
+    st_tensor embedding;  /* (N, D) when embed_dim > 0 */
+    st_tensor logits;     /* (N, K) when num_classes > 0 */
+    int feature_dim;
+
+    /* Gradients of the head outputs, written by the loss before st_model_backward
+     * (train/backward.h): exactly one of them is the loss's input. */
+    st_tensor d_features, d_embedding, d_logits;
+} st_model;
+
+/* Build and allocate; returns NULL with st_error_get() set on a bad config (unknown arch,
+ * unknown freeze_until layer, input smaller than 32). Parameters start at a deterministic
+ * He/Glorot init from seed so a model is usable without weights (tests, the demo). */
+st_model *st_model_create(st_backend *be, const st_model_config *cfg, uint64_t seed);
+void st_model_free(st_model *m);
+
+/* Layer lookup by Keras name; -1 when absent. Names of all layers for messages and inspect. */
+int st_model_layer_index(const st_model *m, const char *name);
+const char *st_model_layer_name(const st_model *m, int index);
+st_param *st_model_find_param(st_model *m, const char *layer, const char *weight);
+
+/* Forward on m->input (already uploaded and preprocessed) for the first n <= batch images.
+ * training: BN in batch-statistics mode (except frozen BNs, always inference) and activations
+ * kept for backward. Results in m->features / m->embedding / m->logits. */
+void st_model_forward(st_model *m, int n, int training);
+
+/* Call after writing parameters directly (weight loading, checkpoint restore, copying between
+ * models): refreshes everything derived from them, such as BN folded into frozen convolutions. */
+void st_model_weights_changed(st_model *m);
+
+/* The model's layers that have a feature map output, for embed --layer. */
+st_tensor st_model_layer_output(const st_model *m, int index);
+
+#endif

@@ -1,0 +1,205 @@
+/*
+ * backend.h: the device-neutral compute interface, a struct of function pointers (ggml's shape,
+ * scaled down to what a ResNet fine-tuner needs).
+ *
+ * Contract for every op:
+ *   - Pointers are device memory of this backend (from alloc / an arena), except where a
+ *     parameter is marked "host".
+ *   - Activations are NHWC float32; "rows" means N*H*W for per-channel ops.
+ *   - Backward ops OVERWRITE their outputs (dx, dw, ...) unless the comment says "accumulates".
+ *     Summing gradients of a tensor used twice (residual blocks) is done with axpy.
+ *   - Ops may run asynchronously; download() and sync() order them with the host.
+ *   - Both backends fill EVERY member; st_backend_open() refuses a backend with a NULL member,
+ *     so there is never a silent fallback from CUDA to CPU.
+ * Per-element math shared by the CPU and CUDA implementations lives in the kernels/math headers.
+ */
+#ifndef ST_BACKEND_H
+#define ST_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct st_backend st_backend;
+typedef struct st_conv_plan st_conv_plan; /* backend-private: primitives, descriptors, algos */
+
+/* ---- descriptors ---------------------------------------------------------------------- */
+
+typedef struct st_conv_desc {
+    int n, h, w, c;                     /* input  (N, H, W, C) */
+    int k, r, s;                        /* filter HWIO (R, S, C, K): K outputs, R x S window */
+    int stride_h, stride_w;
+    int pad_top, pad_bottom, pad_left, pad_right; /* explicit zero padding (Keras ZeroPadding2D) */
+    int p, q;                           /* output (N, P, Q, K); filled by st_conv_desc_finish */
+    int relu;                           /* forward applies ReLU after bias (fused) */
+} st_conv_desc;
+
+typedef struct st_bn_desc {
+    long rows;      /* N*H*W */
+    int c;          /* channels */
+    float eps;      /* 1.001e-5 Keras, 1e-5 torchvision */
+    float momentum; /* running = (1-momentum)*running + momentum*batch (PyTorch convention) */
+    int relu;       /* forward applies ReLU after the affine transform (fused) */
+} st_bn_desc;
+
+typedef struct st_pool_desc {
+    int n, h, w, c;                     /* input (N, H, W, C) */
+    int r, s;                           /* window */
+    int stride_h, stride_w;
+    int pad_top, pad_bottom, pad_left, pad_right;
+    int p, q;                           /* output (N, P, Q, C); filled by st_pool_desc_finish */
+    int pad_with_zero;                  /* 1: padded cells are 0 (Keras ZeroPadding2D); 0: -inf */
+} st_pool_desc;
+
+typedef enum { ST_GPOOL_AVG, ST_GPOOL_MAX, ST_GPOOL_GEM } st_gpool_kind;
+
+typedef struct st_gpool_desc {
+    int n, hw, c;        /* input (N, H*W, C) -> output (N, C) */
+    st_gpool_kind kind;
+    float p;             /* GeM exponent (3 usual) */
+    float eps;           /* GeM clamp (1e-6) */
+} st_gpool_desc;
+
+typedef enum { ST_OPT_SGD, ST_OPT_ADAM, ST_OPT_ADAMW, ST_OPT_RMSPROP } st_opt_kind;
+
+typedef struct st_optim_desc {
+    st_opt_kind kind;
+    float lr;
+    float momentum;      /* SGD momentum, RMSprop momentum */
+    int nesterov;        /* SGD */
+    float beta1, beta2;  /* Adam/AdamW */
+    float eps;           /* Adam/AdamW/RMSprop */
+    float alpha;         /* RMSprop smoothing constant (PyTorch 'alpha', 0.99) */
+    float weight_decay;  /* L2 (SGD/Adam/RMSprop, added to the gradient) or decoupled (AdamW) */
+    long step;           /* 1-based step count, for Adam bias correction */
+} st_optim_desc;
+
+typedef struct st_triplet_desc {
+    int n, d;            /* embeddings (N, D), N = P*K */
+    int batch_all;       /* 0: batch hard (Hermans eq. 5), 1: batch all, mean over active terms */
+    int soft_margin;     /* 1: softplus(dp - dn), margin unused */
+    float margin;
+    float eps;           /* safe sqrt: D = sqrt(max(s,0) + eps), eps 1e-12 */
+} st_triplet_desc;
+
+typedef struct st_triplet_stats { /* host */
+    float loss;
+    float active_fraction; /* anchors (or triplets) with non-zero loss */
+    float mean_pos, mean_neg; /* mean hardest-positive / hardest-negative distance */
+} st_triplet_stats;
+
+/* ---- the interface ------------------------------------------------------------------ */
+
+struct st_backend {
+    const char *name; /* "cpu" or "cuda" */
+    void *ctx;        /* backend-private state */
+    int threads;
+
+    /* memory */
+    void *(*alloc)(st_backend *be, size_t bytes);                 /* zeroed, 64-byte aligned */
+    void (*free)(st_backend *be, void *ptr);
+    void (*upload)(st_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*download)(st_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(st_backend *be, void *dst, const void *src, size_t bytes);
+    void (*sync)(st_backend *be);
+    void (*destroy)(st_backend *be);
+
+    /* elementwise and BLAS-1 */
+    void (*fill)(st_backend *be, float *x, float value, size_t n);
+    void (*scale)(st_backend *be, float *x, float alpha, size_t n);
+    void (*axpy)(st_backend *be, float *y, float alpha, const float *x, size_t n); /* y += alpha*x */
+    double (*sum_squares)(st_backend *be, const float *x, size_t n);              /* host result */
+    int (*all_finite)(st_backend *be, const float *x, size_t n);                  /* host result */
+
+    /* GEMM, row-major: C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C */
+    void (*gemm)(st_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+    /* convolution (cross-correlation), kernels HWIO (R, S, C, K), bias (K) or NULL */
+    st_conv_plan *(*conv_plan)(st_backend *be, const st_conv_desc *d); /* cached per shape */
+    void (*conv_forward)(st_backend *be, st_conv_plan *p, const float *x, const float *w,
+                         const float *bias, float *y);
+    void (*conv_backward_data)(st_backend *be, st_conv_plan *p, const float *dy, const float *w,
+                               float *dx);
+    /* dbias may be NULL */
+    void (*conv_backward_filter)(st_backend *be, st_conv_plan *p, const float *x, const float *dy,
+                                 float *dw, float *dbias);
+    /* Fold an inference-mode batch norm into the conv before it (frozen layers):
+     * w_out = w * gamma*rstd per output channel, b_out = (b - mean)*gamma*rstd + beta; b may be NULL. */
+    void (*conv_fold_bn)(st_backend *be, const st_conv_desc *d, const float *w, const float *b,
+                         const float *gamma, const float *beta, const float *mean, const float *var,
+                         float eps, float *w_out, float *b_out);
+
+    /* batch norm over NHWC rows; save_mean/save_rstd (C) are kept for backward */
+    void (*bn_forward_train)(st_backend *be, const st_bn_desc *d, const float *x, const float *gamma,
+                             const float *beta, float *y, float *save_mean, float *save_rstd,
+                             float *running_mean, float *running_var);
+    void (*bn_forward_infer)(st_backend *be, const st_bn_desc *d, const float *x, const float *gamma,
+                             const float *beta, const float *running_mean,
+                             const float *running_var, float *y);
+    /* y is the fused forward output (for the ReLU mask) or NULL when d->relu == 0 */
+    void (*bn_backward)(st_backend *be, const st_bn_desc *d, const float *x, const float *y,
+                        const float *dy, const float *gamma, const float *save_mean,
+                        const float *save_rstd, float *dx, float *dgamma, float *dbeta);
+
+    /* activations and residuals */
+    void (*relu_forward)(st_backend *be, const float *x, float *y, size_t n);
+    void (*relu_backward)(st_backend *be, const float *y, const float *dy, float *dx, size_t n);
+    void (*add_forward)(st_backend *be, const float *a, const float *b, float *y, size_t n, int relu);
+
+    /* pooling */
+    void (*maxpool_forward)(st_backend *be, const st_pool_desc *d, const float *x, float *y);
+    void (*maxpool_backward)(st_backend *be, const st_pool_desc *d, const float *x, const float *y,
+                             const float *dy, float *dx);
+    void (*gpool_forward)(st_backend *be, const st_gpool_desc *d, const float *x, float *y);
+    void (*gpool_backward)(st_backend *be, const st_gpool_desc *d, const float *x, const float *y,
+                           const float *dy, float *dx);
+
+    /* dense: y[n,out] = x[n,in] * w[in,out] + b (Keras kernel layout); dx, db may be NULL */
+    void (*dense_forward)(st_backend *be, int n, int in, int out, const float *x, const float *w,
+                          const float *b, float *y);
+    void (*dense_backward)(st_backend *be, int n, int in, int out, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db);
+
+    /* row-wise L2 normalisation: y = x / max(||x||, eps); norms (N) kept for backward */
+    void (*l2norm_forward)(st_backend *be, int n, int d, const float *x, float *y, float *norms,
+                           float eps);
+    void (*l2norm_backward)(st_backend *be, int n, int d, const float *y, const float *norms,
+                            const float *dy, float *dx);
+
+    /* softmax cross-entropy with label smoothing; labels int32 (N) on device;
+     * probs (N,K) kept for backward; loss_rows (N) per-sample loss */
+    void (*xent_forward)(st_backend *be, int n, int k, const float *logits, const int32_t *labels,
+                         float smoothing, float *probs, float *loss_rows);
+    /* dlogits = scale * (probs - target), scale usually 1/N */
+    void (*xent_backward)(st_backend *be, int n, int k, const float *probs, const int32_t *labels,
+                          float smoothing, float scale, float *dlogits);
+
+    /* triplet loss on a PK batch: loss, stats (host) and the gradient w.r.t. emb in one pass;
+     * dist is workspace (N, N); demb overwritten */
+    void (*triplet_loss)(st_backend *be, const st_triplet_desc *d, const float *emb,
+                         const int32_t *labels, float *dist, float *demb, st_triplet_stats *stats);
+
+    /* one optimizer step over a flat slice of the parameter arena; m, v optimizer state
+     * (unused ones may be NULL) */
+    void (*optim_step)(st_backend *be, const st_optim_desc *d, float *param, const float *grad,
+                       float *m, float *v, size_t n);
+
+    /* retrieval: merge one tile of scores (Q, tile) into running per-query top-k lists
+     * (Q, k) kept sorted best first; ties go to the lower index; base = gallery index of
+     * column 0. Empty slots hold index -1 and the worst score. */
+    void (*topk_merge)(st_backend *be, int q, int tile, int64_t base, int k, int larger_is_better,
+                       const float *scores, float *best_scores, int64_t *best_index);
+};
+
+/* ---- registry and helpers (backend.c) ------------------------------------------------ */
+
+/* Open "cpu" or "cuda" with the given thread count (0 = all cores). NULL with st_error_get()
+ * set when the backend is not compiled in or no device exists. */
+st_backend *st_backend_open(const char *name, int threads);
+void st_backend_close(st_backend *be);
+
+/* Output sizes from input, window, stride and padding; fails on a window larger than the input. */
+void st_conv_desc_finish(st_conv_desc *d);
+void st_pool_desc_finish(st_pool_desc *d);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * xent.c: CPU softmax cross-entropy with label smoothing (st_backend xent_forward/backward).
+ * logits, probs, dlogits (N, K) row-major; labels int32 (N) in [0, K); loss_rows (N).
+ * The per-row formulas are kernels/math/xent.h (shared with CUDA); rows run in parallel.
+ */
+#include "../check.h"
+#include "../math/xent.h"
+#include "cpu_ops.h"
+
+static void check_labels(int n, int k, const int32_t *labels) {
+    for (int i = 0; i < n; i++)
+        ST_CHECK(labels[i] >= 0 && labels[i] < k, "xent: label %d of row %d outside [0, %d)",
+                 (int)labels[i], i, k);
+}
+
+void cpu_xent_forward(st_backend *be, int n, int k, const float *logits, const int32_t *labels,
+                      float smoothing, float *probs, float *loss_rows) {
+    (void)be;
+    ST_CHECK(n > 0 && k > 0, "xent_forward: bad shape (%d, %d)", n, k);
+    check_labels(n, k, labels);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        const size_t row = (size_t)i * k;
+        loss_rows[i] = st_xent_row_forward(logits + row, k, labels[i], smoothing, probs + row);
+    }
+}
+
+void cpu_xent_backward(st_backend *be, int n, int k, const float *probs, const int32_t *labels,
+                       float smoothing, float scale, float *dlogits) {
+    (void)be;
+    ST_CHECK(n > 0 && k > 0, "xent_backward: bad shape (%d, %d)", n, k);
+    check_labels(n, k, labels);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        const size_t row = (size_t)i * k;
+        for (int j = 0; j < k; j++)
+            dlogits[row + j] = st_xent_grad(probs[row + j], j, labels[i], smoothing, k, scale);
+    }
+}

@@ -1,0 +1,15 @@
+# ops.cmake: tests of the CPU backend's core ops (kernels/cpu: memory, gemm, conv, batchnorm,
+# activation, pool, l2norm).
+#   test_ops_grad   finite-difference gradient checks of every differentiable op (C only)
+#   test_ops_torch  forward/backward against PyTorch 1.13 in float64 (python oracle): the script
+#                   draws inputs, runs ops_torch_runner (a small C driver, not a test by itself)
+#                   and compares.
+st_add_test(NAME test_ops_grad SOURCES test_ops_grad.c LIBS st_kernels LABELS cpu)
+
+add_executable(ops_torch_runner test_ops_torch.c)
+target_include_directories(ops_torch_runner PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_compile_options(ops_torch_runner PRIVATE ${ST_WARNINGS})
+target_link_libraries(ops_torch_runner PRIVATE st_kernels)
+st_add_script_test(NAME test_ops_torch
+  COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_ops_torch.py $<TARGET_FILE:ops_torch_runner>
+  LABELS cpu python)

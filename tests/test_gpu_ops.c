@@ -1,0 +1,630 @@
+/*
+ * test_gpu_ops.c: every op of the CUDA backend against the CPU backend on the same random
+ * inputs (ggml's test-backend-ops idea): each op runs on both backends, results are downloaded
+ * and compared. Backward ops get the SAME forward results (the CPU's y, probs, norms, uploaded
+ * to both), so each op is checked on its own. Labelled `gpu`; exits 77 (skipped) when
+ * st_backend_open("cuda") fails: no device, or a build without CUDA. The missing device is not a
+ * missing oracle, so this skip stands even under SIMTUNE_REQUIRE_ORACLES=1. TF32 is off unless
+ * SIMTUNE_CUDA_TF32=1 is set, which the tolerances below do not allow: the test unsets it.
+ * A training-step parity test (whole ResNet step on both backends) comes with the trainer.
+ *
+ * Usage: test_gpu_ops [BACKEND]   BACKEND defaults to cuda; `cpu` runs the harness against
+ * itself (a sanity check of this file on machines without a GPU).
+ *
+ * Tolerances (why each value):
+ *   exact (0)        ops that only move or compare values (copy, fill, ReLU, add, max pools
+ *                    and their backward gathers, which add the same terms in the same order,
+ *                    top-k): any difference is a bug.
+ *   TOL_ELEM 1e-6    per-element formulas shared through kernels/math (BN fold, optimizer,
+ *                    BN apply, GeM, l2norm, softmax): nvcc contracts a*b+c into one FMA where
+ *                    gcc (ISO C, -ffp-contract=off) rounds twice, and CUDA's expf/powf/sqrtf
+ *                    differ from glibc's by <= 2 ulp; a few ulp (6e-8 each) stay far below 1e-6
+ *                    relative plus 1e-7 absolute near zero.
+ *   TOL_OPT 1e-5     five optimizer steps compound those ulp differences (Adam's division by
+ *                    sqrt(v) amplifies them by ~10x when v is small).
+ *   TOL_GEMM 1e-5    by norm: FP32 GEMM/conv/BN reductions with different blocking; the error of
+ *                    a dot product of k terms is ~ sqrt(k) * 6e-8 relative, < 2e-6 for k <= 1000.
+ *   TOL_REDUCE 5e-5  by norm: backward-filter and BN/bias gradients sum over N*P*Q ~ 10^3 terms
+ *                    per output and cancel (random-sign dy), so relative errors of the small
+ *                    results are larger; a wrong index or missing term gives errors ~1e-1 .. 1.
+ *   TOL_TRIPLET 1e-4 distances come from two different GEMMs (OpenBLAS vs cuBLAS) through the
+ *                    expanded form (B.4 in docs/algorithms.md): absolute error ~ 2^-24 * norms.
+ *   1e-5 elementwise, stated at the call: BN outputs (y = x * scale + shift with |x| ~ 3 and
+ *                    |y| ~ 1 amplifies a 1-ulp difference of scale or shift 3-5x; rstd and
+ *                    running_var pass through a float rounding of a double and a sqrt), softmax
+ *                    probabilities (the CPU sums 1000 exponentials in float, ~2e-6 typical
+ *                    relative error, the GPU in double), GeM backward (three powf per element).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "kernels/check.h"
+#include "test_util.h"
+
+#define TOL_ELEM 1e-6
+#define TOL_OPT 1e-5
+#define TOL_GEMM 1e-5
+#define TOL_REDUCE 5e-5
+#define TOL_TRIPLET 1e-4
+
+static st_backend *ref; /* CPU backend, the reference */
+static st_backend *dev; /* backend under test */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static float urand(float lo, float hi) { /* xorshift64*, uniform in [lo, hi) */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    double u = (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
+    return lo + (hi - lo) * (float)u;
+}
+
+static float *host_random(size_t n, float lo, float hi) {
+    float *h = ST_MALLOC(n * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = urand(lo, hi);
+    return h;
+}
+
+/* The same buffer on both backends. */
+typedef struct {
+    void *ref, *dev;
+    size_t bytes;
+} twin;
+
+static twin twin_bytes(const void *host, size_t bytes) {
+    twin t = {ref->alloc(ref, bytes), dev->alloc(dev, bytes), bytes};
+    if (host) {
+        ref->upload(ref, t.ref, host, bytes);
+        dev->upload(dev, t.dev, host, bytes);
+    }
+    return t;
+}
+
+static twin twin_floats(const float *host, size_t n) { return twin_bytes(host, n * sizeof(float)); }
+
+/* Host copy of the reference side uploaded over the device side (feeds backward the CPU's y). */
+static void twin_share_ref(twin t) {
+    void *h = ST_MALLOC(t.bytes);
+    ref->download(ref, h, t.ref, t.bytes);
+    dev->upload(dev, t.dev, h, t.bytes);
+    free(h);
+}
+
+static void twin_free(twin t) {
+    ref->free(ref, t.ref);
+    dev->free(dev, t.dev);
+}
+
+#define R(t) ((float *)(t).ref)
+#define D(t) ((float *)(t).dev)
+
+static void fetch(twin t, void **href, void **hdev) {
+    *href = ST_MALLOC(t.bytes);
+    *hdev = ST_MALLOC(t.bytes);
+    ref->download(ref, *href, t.ref, t.bytes);
+    dev->download(dev, *hdev, t.dev, t.bytes);
+}
+
+/* Elementwise |dev - ref| <= atol + rtol |ref|. */
+static void compare(const char *name, twin t, double atol, double rtol) {
+    void *r, *d;
+    fetch(t, &r, &d);
+    TEST_CLOSE(name, (const float *)d, (const float *)r, t.bytes / sizeof(float), atol, rtol);
+    free(r);
+    free(d);
+}
+
+/* ||dev - ref|| / ||ref|| <= tol. */
+static void compare_norm(const char *name, twin t, double tol) {
+    void *r, *d;
+    fetch(t, &r, &d);
+    double err = test_rel_error((const float *)d, (const float *)r, t.bytes / sizeof(float));
+    TEST_CHECK(err <= tol, "%s: relative error by norm %.3g > %.3g", name, err, tol);
+    free(r);
+    free(d);
+}
+
+static void compare_exact_bytes(const char *name, twin t) {
+    void *r, *d;
+    fetch(t, &r, &d);
+    TEST_CHECK(memcmp(r, d, t.bytes) == 0, "%s: device bytes differ from the CPU's", name);
+    free(r);
+    free(d);
+}
+
+/* ---- memory and BLAS-1 --------------------------------------------------------------- */
+
+static void test_memory(void) {
+    /* 5M floats = 20 MB: more than two staging halves, so the chunked paths run */
+    const size_t n = 5u << 20;
+    float *h = host_random(n, -2.0f, 2.0f);
+    twin zero = twin_floats(NULL, 1000);
+    compare("alloc is zeroed", zero, 0, 0);
+    twin a = twin_floats(h, n), b = twin_floats(NULL, n);
+    compare("upload/download round trip", a, 0, 0);
+    ref->copy(ref, b.ref, a.ref, n * sizeof(float));
+    dev->copy(dev, b.dev, a.dev, n * sizeof(float));
+    compare("copy", b, 0, 0);
+    ref->scale(ref, R(b), 0.75f, n);
+    dev->scale(dev, D(b), 0.75f, n);
+    ref->axpy(ref, R(b), -1.5f, R(a), n);
+    dev->axpy(dev, D(b), -1.5f, D(a), n);
+    compare("scale + axpy", b, 1e-7, TOL_ELEM);
+    double ss_ref = ref->sum_squares(ref, R(a), n), ss_dev = dev->sum_squares(dev, D(a), n);
+    /* both sum in double, in different orders: 5M positive terms, each addition off by at most
+     * 1.1e-16 relative, so even the worst case of sequential partial sums stays below 1e-9 */
+    TEST_CHECK(fabs(ss_dev - ss_ref) <= 1e-9 * ss_ref, "sum_squares %.17g vs %.17g", ss_dev,
+               ss_ref);
+    TEST_CHECK(dev->all_finite(dev, D(a), n) == 1, "all_finite on finite data");
+    const float bad[2] = {NAN, INFINITY};
+    for (int i = 0; i < 2; i++) {
+        dev->upload(dev, D(a) + n - 7, &bad[i], sizeof(float));
+        TEST_CHECK(dev->all_finite(dev, D(a), n) == 0, "all_finite misses %g", (double)bad[i]);
+    }
+    ref->fill(ref, R(zero), 3.25f, 1000);
+    dev->fill(dev, D(zero), 3.25f, 1000);
+    compare("fill", zero, 0, 0);
+    twin_free(zero);
+    twin_free(a);
+    twin_free(b);
+    free(h);
+}
+
+/* ---- GEMM and dense ------------------------------------------------------------------- */
+
+static void test_gemm(void) {
+    const int m = 37, n = 53, k = 301, pad = 3; /* leading dimensions padded: lda > columns */
+    for (int ta = 0; ta < 2; ta++) {
+        for (int tb = 0; tb < 2; tb++) {
+            int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+            int lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+            float *ha = host_random((size_t)a_rows * lda, -1, 1);
+            float *hb = host_random((size_t)b_rows * ldb, -1, 1);
+            float *hc = host_random((size_t)m * ldc, -1, 1);
+            twin a = twin_floats(ha, (size_t)a_rows * lda);
+            twin b = twin_floats(hb, (size_t)b_rows * ldb);
+            twin c = twin_floats(hc, (size_t)m * ldc);
+            ref->gemm(ref, ta, tb, m, n, k, 0.5f, R(a), lda, R(b), ldb, -2.0f, R(c), ldc);
+            dev->gemm(dev, ta, tb, m, n, k, 0.5f, D(a), lda, D(b), ldb, -2.0f, D(c), ldc);
+            char name[64];
+            snprintf(name, sizeof name, "gemm trans_a=%d trans_b=%d", ta, tb);
+            compare_norm(name, c, TOL_GEMM);
+            twin_free(a);
+            twin_free(b);
+            twin_free(c);
+            free(ha);
+            free(hb);
+            free(hc);
+        }
+    }
+}
+
+static void test_dense(void) {
+    const int n = 12, in = 200, out = 33;
+    float *hx = host_random((size_t)n * in, -1, 1), *hw = host_random((size_t)in * out, -1, 1);
+    float *hb = host_random(out, -1, 1), *hdy = host_random((size_t)n * out, -1, 1);
+    twin x = twin_floats(hx, (size_t)n * in), w = twin_floats(hw, (size_t)in * out);
+    twin b = twin_floats(hb, out), y = twin_floats(NULL, (size_t)n * out);
+    twin dy = twin_floats(hdy, (size_t)n * out), dx = twin_floats(NULL, (size_t)n * in);
+    twin dw = twin_floats(NULL, (size_t)in * out), db = twin_floats(NULL, out);
+    ref->dense_forward(ref, n, in, out, R(x), R(w), R(b), R(y));
+    dev->dense_forward(dev, n, in, out, D(x), D(w), D(b), D(y));
+    compare_norm("dense forward", y, TOL_GEMM);
+    ref->dense_backward(ref, n, in, out, R(x), R(w), R(dy), R(dx), R(dw), R(db));
+    dev->dense_backward(dev, n, in, out, D(x), D(w), D(dy), D(dx), D(dw), D(db));
+    compare_norm("dense dx", dx, TOL_GEMM);
+    compare_norm("dense dw", dw, TOL_GEMM);
+    compare_norm("dense db", db, TOL_GEMM);
+    twin parts[] = {x, w, b, y, dy, dx, dw, db};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(hx);
+    free(hw);
+    free(hb);
+    free(hdy);
+}
+
+/* ---- convolution ---------------------------------------------------------------------- */
+
+static void check_conv(st_conv_desc d, int with_bias) {
+    st_conv_desc_finish(&d);
+    size_t nx = (size_t)d.n * d.h * d.w * d.c, ny = (size_t)d.n * d.p * d.q * d.k;
+    size_t nw = (size_t)d.r * d.s * d.c * d.k;
+    float *hx = host_random(nx, -1, 1), *hw = host_random(nw, -0.5f, 0.5f);
+    float *hb = host_random(d.k, -0.5f, 0.5f), *hdy = host_random(ny, -1, 1);
+    twin x = twin_floats(hx, nx), w = twin_floats(hw, nw), b = twin_floats(hb, d.k);
+    twin y = twin_floats(NULL, ny), dy = twin_floats(hdy, ny), dx = twin_floats(NULL, nx);
+    twin dw = twin_floats(NULL, nw), db = twin_floats(NULL, d.k);
+    st_conv_plan *pr = ref->conv_plan(ref, &d), *pd = dev->conv_plan(dev, &d);
+    TEST_CHECK(dev->conv_plan(dev, &d) == pd, "conv plan is not cached per shape");
+    ref->conv_forward(ref, pr, R(x), R(w), with_bias ? R(b) : NULL, R(y));
+    dev->conv_forward(dev, pd, D(x), D(w), with_bias ? D(b) : NULL, D(y));
+    ref->conv_backward_data(ref, pr, R(dy), R(w), R(dx));
+    dev->conv_backward_data(dev, pd, D(dy), D(w), D(dx));
+    ref->conv_backward_filter(ref, pr, R(x), R(dy), R(dw), R(db));
+    dev->conv_backward_filter(dev, pd, D(x), D(dy), D(dw), D(db));
+    char name[160];
+    snprintf(name, sizeof name, "conv %dx%d s%dx%d pad %d,%d,%d,%d relu=%d bias=%d", d.r, d.s,
+             d.stride_h, d.stride_w, d.pad_top, d.pad_bottom, d.pad_left, d.pad_right, d.relu,
+             with_bias);
+    char what[200];
+    snprintf(what, sizeof what, "%s forward", name);
+    compare_norm(what, y, TOL_GEMM);
+    snprintf(what, sizeof what, "%s backward data", name);
+    compare_norm(what, dx, TOL_GEMM);
+    snprintf(what, sizeof what, "%s backward filter", name);
+    compare_norm(what, dw, TOL_REDUCE);
+    snprintf(what, sizeof what, "%s dbias", name);
+    compare_norm(what, db, TOL_REDUCE);
+    twin parts[] = {x, w, b, y, dy, dx, dw, db};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(hx);
+    free(hw);
+    free(hb);
+    free(hdy);
+}
+
+static void test_conv(void) {
+    /*        n  h  w  c   k  r  s  sh sw  top bot left right */
+    st_conv_desc stem = {2, 19, 19, 3, 8, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0, 0};
+    st_conv_desc body = {2, 8, 8, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1};
+    st_conv_desc shortcut = {2, 8, 8, 16, 32, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0};
+    st_conv_desc same_s2 = {2, 8, 8, 8, 8, 3, 3, 2, 2, 0, 1, 0, 1, 0, 0, 1}; /* TF "same" */
+    st_conv_desc lopsided = {1, 7, 6, 4, 5, 3, 2, 2, 1, 2, 1, 1, 0, 0, 0, 0};
+    check_conv(stem, 1);
+    check_conv(body, 1);
+    check_conv(shortcut, 0);
+    check_conv(same_s2, 1);
+    check_conv(lopsided, 0);
+}
+
+static void test_fold_bn(void) {
+    st_conv_desc d = {1, 4, 4, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0};
+    st_conv_desc_finish(&d);
+    size_t nw = (size_t)d.r * d.s * d.c * d.k;
+    float *hw = host_random(nw, -1, 1), *hb = host_random(d.k, -1, 1);
+    float *hg = host_random(d.k, 0.5f, 1.5f), *hbeta = host_random(d.k, -1, 1);
+    float *hmean = host_random(d.k, -1, 1), *hvar = host_random(d.k, 0.1f, 2.0f);
+    twin w = twin_floats(hw, nw), b = twin_floats(hb, d.k), g = twin_floats(hg, d.k);
+    twin beta = twin_floats(hbeta, d.k), mean = twin_floats(hmean, d.k);
+    twin var = twin_floats(hvar, d.k), w_out = twin_floats(NULL, nw);
+    twin b_out = twin_floats(NULL, d.k);
+    ref->conv_fold_bn(ref, &d, R(w), R(b), R(g), R(beta), R(mean), R(var), 1.001e-5f, R(w_out),
+                      R(b_out));
+    dev->conv_fold_bn(dev, &d, D(w), D(b), D(g), D(beta), D(mean), D(var), 1.001e-5f, D(w_out),
+                      D(b_out));
+    compare("fold_bn weights", w_out, 1e-7, TOL_ELEM);
+    compare("fold_bn bias", b_out, 1e-7, TOL_ELEM);
+    ref->conv_fold_bn(ref, &d, R(w), NULL, R(g), R(beta), R(mean), R(var), 1e-5f, R(w_out),
+                      R(b_out));
+    dev->conv_fold_bn(dev, &d, D(w), NULL, D(g), D(beta), D(mean), D(var), 1e-5f, D(w_out),
+                      D(b_out));
+    compare("fold_bn bias without conv bias", b_out, 1e-7, TOL_ELEM);
+    twin parts[] = {w, b, g, beta, mean, var, w_out, b_out};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(hw);
+    free(hb);
+    free(hg);
+    free(hbeta);
+    free(hmean);
+    free(hvar);
+}
+
+/* ---- batch norm, activations, pooling ------------------------------------------------ */
+
+static void check_bn(long rows, int c, int relu) {
+    st_bn_desc d = {rows, c, 1.001e-5f, 0.1f, relu};
+    size_t nx = (size_t)rows * c;
+    float *hx = host_random(nx, 2.0f, 4.0f); /* mean ~3 >> std: the pivot matters */
+    float *hg = host_random(c, 0.5f, 1.5f), *hb = host_random(c, -0.5f, 0.5f);
+    float *hrm = host_random(c, -1, 1), *hrv = host_random(c, 0.5f, 1.5f);
+    float *hdy = host_random(nx, -1, 1);
+    twin x = twin_floats(hx, nx), g = twin_floats(hg, c), b = twin_floats(hb, c);
+    twin rm = twin_floats(hrm, c), rv = twin_floats(hrv, c), y = twin_floats(NULL, nx);
+    twin mean = twin_floats(NULL, c), rstd = twin_floats(NULL, c), dy = twin_floats(hdy, nx);
+    twin dx = twin_floats(NULL, nx), dg = twin_floats(NULL, c), db = twin_floats(NULL, c);
+    ref->bn_forward_train(ref, &d, R(x), R(g), R(b), R(y), R(mean), R(rstd), R(rm), R(rv));
+    dev->bn_forward_train(dev, &d, D(x), D(g), D(b), D(y), D(mean), D(rstd), D(rm), D(rv));
+    compare("bn train y", y, 1e-5, 1e-5);
+    compare("bn save_mean", mean, 1e-6, TOL_ELEM);
+    compare("bn save_rstd", rstd, 1e-6, 1e-5);
+    compare("bn running_mean", rm, 1e-6, TOL_ELEM);
+    compare("bn running_var", rv, 1e-6, 1e-5);
+    twin_share_ref(y);
+    twin_share_ref(mean);
+    twin_share_ref(rstd);
+    ref->bn_backward(ref, &d, R(x), relu ? R(y) : NULL, R(dy), R(g), R(mean), R(rstd), R(dx),
+                     R(dg), R(db));
+    dev->bn_backward(dev, &d, D(x), relu ? D(y) : NULL, D(dy), D(g), D(mean), D(rstd), D(dx),
+                     D(dg), D(db));
+    compare_norm("bn backward dx", dx, TOL_REDUCE);
+    compare_norm("bn backward dgamma", dg, TOL_REDUCE);
+    compare_norm("bn backward dbeta", db, TOL_REDUCE);
+    ref->bn_forward_infer(ref, &d, R(x), R(g), R(b), R(rm), R(rv), R(y));
+    twin_share_ref(rm);
+    twin_share_ref(rv);
+    dev->bn_forward_infer(dev, &d, D(x), D(g), D(b), D(rm), D(rv), D(y));
+    compare("bn infer y", y, 1e-6, 1e-5);
+    twin parts[] = {x, g, b, rm, rv, y, mean, rstd, dy, dx, dg, db};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(hx);
+    free(hg);
+    free(hb);
+    free(hrm);
+    free(hrv);
+    free(hdy);
+}
+
+static void test_bn(void) {
+    check_bn(2 * 5 * 5, 24, 0);
+    check_bn(3 * 7 * 7, 40, 1); /* C not a multiple of 32: partial column strip */
+    check_bn(4 * 28 * 28, 64, 1); /* several row chunks in the column reduction */
+}
+
+static void test_activation(void) {
+    const size_t n = 10007;
+    float *ha = host_random(n, -1, 1), *hb = host_random(n, -1, 1), *hg = host_random(n, -1, 1);
+    twin a = twin_floats(ha, n), b = twin_floats(hb, n), y = twin_floats(NULL, n);
+    twin dy = twin_floats(hg, n), dx = twin_floats(NULL, n);
+    ref->relu_forward(ref, R(a), R(y), n);
+    dev->relu_forward(dev, D(a), D(y), n);
+    compare("relu forward", y, 0, 0);
+    ref->relu_backward(ref, R(y), R(dy), R(dx), n);
+    dev->relu_backward(dev, D(y), D(dy), D(dx), n);
+    compare("relu backward", dx, 0, 0);
+    for (int relu = 0; relu < 2; relu++) {
+        ref->add_forward(ref, R(a), R(b), R(y), n, relu);
+        dev->add_forward(dev, D(a), D(b), D(y), n, relu);
+        compare(relu ? "add + relu" : "add", y, 0, 0);
+    }
+    twin parts[] = {a, b, y, dy, dx};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(ha);
+    free(hb);
+    free(hg);
+}
+
+static void check_maxpool(st_pool_desc d) {
+    st_pool_desc_finish(&d);
+    size_t nx = (size_t)d.n * d.h * d.w * d.c, ny = (size_t)d.n * d.p * d.q * d.c;
+    float *hx = ST_MALLOC(nx * sizeof *hx);
+    for (size_t i = 0; i < nx; i++) /* few distinct values, many negative: ties and pad wins */
+        hx[i] = (float)((int)urand(0, 7) - 4);
+    float *hdy = host_random(ny, -1, 1);
+    twin x = twin_floats(hx, nx), y = twin_floats(NULL, ny), dy = twin_floats(hdy, ny);
+    twin dx = twin_floats(NULL, nx);
+    ref->maxpool_forward(ref, &d, R(x), R(y));
+    dev->maxpool_forward(dev, &d, D(x), D(y));
+    compare(d.pad_with_zero ? "maxpool forward (zero pad)" : "maxpool forward (-inf pad)", y, 0,
+            0);
+    ref->maxpool_backward(ref, &d, R(x), R(y), R(dy), R(dx));
+    dev->maxpool_backward(dev, &d, D(x), D(y), D(dy), D(dx));
+    compare(d.pad_with_zero ? "maxpool backward (zero pad)" : "maxpool backward (-inf pad)", dx,
+            0, 0);
+    twin_free(x);
+    twin_free(y);
+    twin_free(dy);
+    twin_free(dx);
+    free(hx);
+    free(hdy);
+}
+
+static void test_pool(void) {
+    /*  n  h   w   c   r  s  sh sw top bot left right zero */
+    st_pool_desc keras = {2, 11, 11, 8, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1};
+    st_pool_desc torch = {2, 11, 11, 8, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 0};
+    st_pool_desc lopsided = {1, 9, 8, 5, 3, 2, 2, 1, 0, 2, 1, 0, 0, 0, 1};
+    check_maxpool(keras);
+    check_maxpool(torch);
+    check_maxpool(lopsided);
+
+    st_gpool_kind kinds[3] = {ST_GPOOL_AVG, ST_GPOOL_MAX, ST_GPOOL_GEM};
+    const char *names[3] = {"avg", "max", "gem"};
+    for (int i = 0; i < 3; i++) {
+        st_gpool_desc d = {3, 49, 70, kinds[i], 3.0f, 1e-6f};
+        size_t nx = (size_t)d.n * d.hw * d.c, ny = (size_t)d.n * d.c;
+        float *hx = host_random(nx, -0.5f, 2.0f), *hdy = host_random(ny, -1, 1);
+        twin x = twin_floats(hx, nx), y = twin_floats(NULL, ny), dy = twin_floats(hdy, ny);
+        twin dx = twin_floats(NULL, nx);
+        char name[64];
+        ref->gpool_forward(ref, &d, R(x), R(y));
+        dev->gpool_forward(dev, &d, D(x), D(y));
+        snprintf(name, sizeof name, "gpool %s forward", names[i]);
+        compare(name, y, 1e-7, kinds[i] == ST_GPOOL_MAX ? 0 : TOL_ELEM);
+        twin_share_ref(y);
+        ref->gpool_backward(ref, &d, R(x), R(y), R(dy), R(dx));
+        dev->gpool_backward(dev, &d, D(x), D(y), D(dy), D(dx));
+        snprintf(name, sizeof name, "gpool %s backward", names[i]);
+        compare(name, dx, 1e-7, kinds[i] == ST_GPOOL_GEM ? 1e-5 : 0);
+        twin_free(x);
+        twin_free(y);
+        twin_free(dy);
+        twin_free(dx);
+        free(hx);
+        free(hdy);
+    }
+}
+
+/* ---- embedding heads and losses ------------------------------------------------------ */
+
+static void test_l2norm(void) {
+    const int n = 9, d = 300;
+    float *hx = host_random((size_t)n * d, -1, 1), *hdy = host_random((size_t)n * d, -1, 1);
+    for (int j = 0; j < d; j++) hx[(size_t)4 * d + j] *= 1e-9f; /* a row under eps: the clamp */
+    twin x = twin_floats(hx, (size_t)n * d), y = twin_floats(NULL, (size_t)n * d);
+    twin norms = twin_floats(NULL, n), dy = twin_floats(hdy, (size_t)n * d);
+    twin dx = twin_floats(NULL, (size_t)n * d);
+    ref->l2norm_forward(ref, n, d, R(x), R(y), R(norms), 1e-6f);
+    dev->l2norm_forward(dev, n, d, D(x), D(y), D(norms), 1e-6f);
+    compare("l2norm y", y, 1e-7, TOL_ELEM);
+    compare("l2norm norms", norms, 0, TOL_ELEM);
+    twin_share_ref(y);
+    twin_share_ref(norms);
+    ref->l2norm_backward(ref, n, d, R(y), R(norms), R(dy), R(dx));
+    dev->l2norm_backward(dev, n, d, D(y), D(norms), D(dy), D(dx));
+    compare_norm("l2norm backward", dx, TOL_GEMM);
+    twin parts[] = {x, y, norms, dy, dx};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(hx);
+    free(hdy);
+}
+
+static void test_xent(void) {
+    const int n = 13, k = 1000;
+    float *hz = host_random((size_t)n * k, -8, 8);
+    for (int j = 0; j < k; j++) hz[j] += 1000.0f; /* row 0: a large common offset */
+    int32_t labels[13];
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)urand(0, (float)k);
+    twin z = twin_floats(hz, (size_t)n * k), lab = twin_bytes(labels, sizeof labels);
+    twin probs = twin_floats(NULL, (size_t)n * k), loss = twin_floats(NULL, n);
+    twin dz = twin_floats(NULL, (size_t)n * k);
+    ref->xent_forward(ref, n, k, R(z), lab.ref, 0.1f, R(probs), R(loss));
+    dev->xent_forward(dev, n, k, D(z), lab.dev, 0.1f, D(probs), D(loss));
+    compare("xent probs", probs, 1e-9, 1e-5);
+    compare("xent loss", loss, 1e-6, 1e-5);
+    twin_share_ref(probs);
+    ref->xent_backward(ref, n, k, R(probs), lab.ref, 0.1f, 1.0f / n, R(dz));
+    dev->xent_backward(dev, n, k, D(probs), lab.dev, 0.1f, 1.0f / n, D(dz));
+    compare("xent backward", dz, 1e-9, TOL_ELEM);
+    twin parts[] = {z, lab, probs, loss, dz};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(hz);
+}
+
+static void check_triplet(int batch_all, int soft_margin) {
+    const int p = 6, kk = 4, n = p * kk, d = 64;
+    st_triplet_desc desc = {n, d, batch_all, soft_margin, 0.2f, 1e-12f};
+    float *he = host_random((size_t)n * d, -1, 1);
+    memcpy(he + (size_t)5 * d, he + (size_t)4 * d, d * sizeof(float)); /* a duplicated image */
+    int32_t labels[24];
+    for (int i = 0; i < n; i++) labels[i] = i / kk;
+    twin emb = twin_floats(he, (size_t)n * d), lab = twin_bytes(labels, sizeof labels);
+    twin dist = twin_floats(NULL, (size_t)n * n), demb = twin_floats(NULL, (size_t)n * d);
+    st_triplet_stats sr, sd;
+    ref->triplet_loss(ref, &desc, R(emb), lab.ref, R(dist), R(demb), &sr);
+    dev->triplet_loss(dev, &desc, D(emb), lab.dev, D(dist), D(demb), &sd);
+    char name[80];
+    snprintf(name, sizeof name, "triplet batch_all=%d soft=%d", batch_all, soft_margin);
+    TEST_CHECK(fabsf(sd.loss - sr.loss) <= TOL_TRIPLET * fabsf(sr.loss) + 1e-7f,
+               "%s loss %.9g vs %.9g", name, sd.loss, sr.loss);
+    TEST_CHECK(sd.active_fraction == sr.active_fraction, "%s active %.9g vs %.9g", name,
+               sd.active_fraction, sr.active_fraction);
+    TEST_CHECK(fabsf(sd.mean_pos - sr.mean_pos) <= TOL_TRIPLET * sr.mean_pos, "%s mean_pos", name);
+    TEST_CHECK(fabsf(sd.mean_neg - sr.mean_neg) <= TOL_TRIPLET * sr.mean_neg, "%s mean_neg", name);
+    compare_norm(name, dist, TOL_GEMM);
+    compare_norm(name, demb, TOL_TRIPLET);
+    twin parts[] = {emb, lab, dist, demb};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(he);
+}
+
+static void test_triplet(void) {
+    for (int batch_all = 0; batch_all < 2; batch_all++)
+        for (int soft = 0; soft < 2; soft++) check_triplet(batch_all, soft);
+}
+
+static void test_optim(void) {
+    const size_t n = 4099;
+    st_opt_kind kinds[4] = {ST_OPT_SGD, ST_OPT_ADAM, ST_OPT_ADAMW, ST_OPT_RMSPROP};
+    const char *names[4] = {"sgd", "adam", "adamw", "rmsprop"};
+    float *hp = host_random(n, -1, 1);
+    for (int i = 0; i < 4; i++) {
+        st_optim_desc d = {kinds[i], 1e-2f, 0.9f, kinds[i] == ST_OPT_SGD, 0.9f, 0.999f, 1e-8f,
+                           0.99f, 1e-4f, 0};
+        twin param = twin_floats(hp, n), m = twin_floats(NULL, n), v = twin_floats(NULL, n);
+        for (int step = 1; step <= 5; step++) {
+            float *hg = host_random(n, -1, 1);
+            twin grad = twin_floats(hg, n);
+            d.step = step;
+            ref->optim_step(ref, &d, R(param), R(grad), R(m), R(v), n);
+            dev->optim_step(dev, &d, D(param), D(grad), D(m), D(v), n);
+            twin_free(grad);
+            free(hg);
+        }
+        char name[64];
+        snprintf(name, sizeof name, "%s params after 5 steps", names[i]);
+        compare(name, param, 1e-7, TOL_OPT);
+        snprintf(name, sizeof name, "%s state m", names[i]);
+        compare(name, m, 1e-7, TOL_OPT);
+        twin_free(param);
+        twin_free(m);
+        twin_free(v);
+    }
+    free(hp);
+}
+
+/* ---- top-k: identical lists, tie order included ------------------------------------- */
+
+static void check_topk(int q, int tile, int tiles, int k, int larger) {
+    size_t nl = (size_t)q * k;
+    float *hs = ST_MALLOC(nl * sizeof *hs);
+    int64_t *hi = ST_MALLOC(nl * sizeof *hi);
+    for (size_t i = 0; i < nl; i++) {
+        hs[i] = larger ? -3.402823466e38f : 3.402823466e38f; /* empty slots: worst score, -1 */
+        hi[i] = -1;
+    }
+    twin best = twin_floats(hs, nl), index = twin_bytes(hi, nl * sizeof *hi);
+    for (int t = 0; t < tiles; t++) {
+        float *sc = ST_MALLOC((size_t)q * tile * sizeof *sc);
+        for (size_t i = 0; i < (size_t)q * tile; i++) {
+            sc[i] = (float)(int)urand(0, 50) * 0.25f; /* 50 values: heavy ties */
+            if (urand(0, 1) < 0.01f) sc[i] = NAN;     /* NaN never enters a list */
+        }
+        twin scores = twin_floats(sc, (size_t)q * tile);
+        int64_t base = (int64_t)(tiles - 1 - t) * tile; /* tiles out of gallery order */
+        ref->topk_merge(ref, q, tile, base, k, larger, R(scores), R(best), index.ref);
+        dev->topk_merge(dev, q, tile, base, k, larger, D(scores), D(best), index.dev);
+        twin_free(scores);
+        free(sc);
+    }
+    char name[96];
+    snprintf(name, sizeof name, "topk q=%d tile=%d x%d k=%d larger=%d indices", q, tile, tiles, k,
+             larger);
+    compare_exact_bytes(name, index);
+    snprintf(name, sizeof name, "topk q=%d tile=%d x%d k=%d larger=%d scores", q, tile, tiles, k,
+             larger);
+    compare_exact_bytes(name, best);
+    twin_free(best);
+    twin_free(index);
+    free(hs);
+    free(hi);
+}
+
+static void test_topk(void) {
+    check_topk(5, 1000, 3, 1, 1);
+    check_topk(5, 1000, 3, 10, 0);
+    check_topk(3, 5000, 2, 1024, 1); /* k = 1024 with merges inside a tile */
+    check_topk(2, 300, 2, 1000, 0);  /* k > gallery: empty slots stay (worst, -1) */
+    check_topk(2, 3000, 2, 2500, 1); /* k above 1024 */
+}
+
+int main(int argc, char **argv) {
+    const char *name = argc > 1 ? argv[1] : "cuda";
+    unsetenv("SIMTUNE_CUDA_TF32"); /* the tolerances assume plain FP32 */
+    dev = st_backend_open(name, 0);
+    if (!dev) { /* no device: a skip even under SIMTUNE_REQUIRE_ORACLES (see the header) */
+        fprintf(stderr, "SKIP: %s\n", st_error_get());
+        return 77;
+    }
+    ref = st_backend_open("cpu", 2);
+    test_memory();
+    test_gemm();
+    test_dense();
+    test_conv();
+    test_fold_bn();
+    test_bn();
+    test_activation();
+    test_pool();
+    test_l2norm();
+    test_xent();
+    test_triplet();
+    test_optim();
+    test_topk();
+    st_backend_close(ref);
+    st_backend_close(dev);
+    return test_finish("test_gpu_ops");
+}

@@ -1,0 +1,83 @@
+/*
+ * test_util.h: the assertions every C test uses. A failed check prints where and why and makes
+ * the test exit non-zero (never "print and return 0").
+ *
+ *   TEST_CHECK(cond, fmt, ...)           record a failure, keep going
+ *   TEST_CLOSE(name, got, ref, atol, rtol) |got-ref| <= atol + rtol*|ref| elementwise
+ *   test_rel_error(a, b, n)              ||a-b|| / max(||b||, tiny), by norm
+ *   return test_finish("name");          0 when every check passed, 1 otherwise
+ * test_skip(reason) exits 77 (ctest reports skipped) unless SIMTUNE_REQUIRE_ORACLES=1.
+ */
+#ifndef ST_TEST_UTIL_H
+#define ST_TEST_UTIL_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_failures;
+static int test_checks;
+
+#define TEST_CHECK(cond, ...)                                              \
+    do {                                                                   \
+        test_checks++;                                                     \
+        if (!(cond)) {                                                     \
+            test_failures++;                                               \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);          \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fprintf(stderr, "\n");                                         \
+        }                                                                  \
+    } while (0)
+
+static inline double test_rel_error(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+    }
+    return sqrt(num) / (den > 0 ? sqrt(den) : 1e-30);
+}
+
+static inline int test_close_at(const char *file, int line, const char *name, const float *got,
+                                const float *ref, size_t n, double atol, double rtol) {
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++) {
+        double tol = atol + rtol * fabs((double)ref[i]);
+        if (!(fabs((double)got[i] - (double)ref[i]) <= tol)) {
+            if (!bad) first = i;
+            bad++;
+        }
+    }
+    test_checks++;
+    if (bad) {
+        test_failures++;
+        fprintf(stderr, "FAIL %s:%d: %s: %zu of %zu elements off, first [%zu] got %.9g ref %.9g\n",
+                file, line, name, bad, n, first, got[first], ref[first]);
+    }
+    return bad == 0;
+}
+#define TEST_CLOSE(name, got, ref, n, atol, rtol) \
+    test_close_at(__FILE__, __LINE__, name, got, ref, n, atol, rtol)
+
+static inline void test_skip(const char *reason) {
+    const char *require = getenv("SIMTUNE_REQUIRE_ORACLES");
+    if (require && strcmp(require, "1") == 0) {
+        fprintf(stderr, "FAIL: %s, and SIMTUNE_REQUIRE_ORACLES=1 forbids skipping\n", reason);
+        exit(1);
+    }
+    fprintf(stderr, "SKIP: %s\n", reason);
+    exit(77);
+}
+
+static inline int test_finish(const char *name) {
+    if (test_failures) {
+        fprintf(stderr, "%s: %d of %d checks failed\n", name, test_failures, test_checks);
+        return 1;
+    }
+    printf("%s: all %d checks passed\n", name, test_checks);
+    return 0;
+}
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * cmd_bench.c: `simtune bench train|infer|data`: throughput and peak memory on random data.
+ *
+ *   train  forward (training mode) + loss + backward + SGD momentum step per iteration;
+ *          --loss xent: 1000-way classifier and cross-entropy (the PyTorch benchmark's setup);
+ *          --loss triplet: batch-hard triplet loss on the pooled features, P x 4 batches.
+ *   infer  inference forward to the pooled features (BN folded into the convolutions).
+ *   data   the image pipeline (data/bench_data.c).
+ * With --json the last line is one JSON object with images_per_second and peak_rss_mb.
+ * bench/run_model_bench.sh runs the same shapes in PyTorch (bench/torch_bench.py) side by side.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "../data/bench_data.h"
+#include "../data/rng.h"
+#include "../kernels/check.h"
+#include "backward.h"
+#include "commands.h"
+#include "loss.h"
+#include "optim.h"
+
+typedef struct bench_args {
+    const char *mode, *arch, *freeze_until, *device, *loss;
+    int image_size, batch, steps, warmup, threads, json;
+} bench_args;
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: simtune bench train|infer [--arch A] [--image-size S] [--batch B] [--steps N]\n"
+            "                     [--warmup W] [--threads T] [--freeze-until LAYER] [--loss xent|triplet]\n"
+            "                     [--device cpu|cuda] [--json]\n"
+            "       simtune bench data --help\n\n"
+            "Throughput on random data. Defaults: --arch resnet50 --image-size 224 --batch 16 --steps 10\n"
+            "--warmup 2 --threads 0 (all cores) --freeze-until none --loss xent --device cpu.\n"
+            "  train   forward + loss + backward + SGD step (xent: 1000-way classifier;\n"
+            "          triplet: batch-hard on pooled features, batches of P classes x 4 images)\n"
+            "  infer   inference forward to pooled features\n"
+            "  --json  print one JSON object last: images_per_second, peak_rss_mb, seconds, ...\n"
+            "bench/run_model_bench.sh compares with PyTorch in the same run.\n");
+}
+
+static int parse_args(int argc, char **argv, bench_args *a) {
+    static const struct option options[] = {
+        {"arch", required_argument, 0, 'a'},    {"image-size", required_argument, 0, 's'},
+        {"batch", required_argument, 0, 'b'},   {"steps", required_argument, 0, 'n'},
+        {"warmup", required_argument, 0, 'w'},  {"threads", required_argument, 0, 't'},
+        {"freeze-until", required_argument, 0, 'f'}, {"device", required_argument, 0, 'd'},
+        {"loss", required_argument, 0, 'l'},    {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    *a = (bench_args){argv[0], "resnet50", "none", "cpu", "xent", 224, 16, 10, 2, 0, 0};
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case 'a': a->arch = optarg; break;
+        case 's': a->image_size = atoi(optarg); break;
+        case 'b': a->batch = atoi(optarg); break;
+        case 'n': a->steps = atoi(optarg); break;
+        case 'w': a->warmup = atoi(optarg); break;
+        case 't': a->threads = atoi(optarg); break;
+        case 'f': a->freeze_until = optarg; break;
+        case 'd': a->device = optarg; break;
+        case 'l': a->loss = optarg; break;
+        case 'j': a->json = 1; break;
+        case 'h': usage(stdout); return 1;
+        default: return -1;
+        }
+    }
+    if (a->image_size < 32 || a->batch < 1 || a->steps < 1 || a->warmup < 0 || a->threads < 0) {
+        fprintf(stderr, "simtune bench: need --image-size >= 32, --batch >= 1, --steps >= 1\n");
+        return -1;
+    }
+    if (strcmp(a->loss, "xent") && strcmp(a->loss, "triplet")) {
+        fprintf(stderr, "simtune bench: --loss must be xent or triplet, not '%s'\n", a->loss);
+        return -1;
+    }
+    if (!strcmp(a->loss, "triplet") && a->batch % 4) {
+        fprintf(stderr, "simtune bench: --loss triplet needs --batch divisible by 4 (P x 4 images)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void random_input(st_model *m, int n, uint64_t seed) {
+    size_t count = (size_t)n * m->input.h * m->input.w * m->input.c;
+    float *x = ST_MALLOC(count * sizeof *x);
+    st_rng rng;
+    st_rng_seed(&rng, seed);
+    for (size_t i = 0; i < count; i++) x[i] = (float)(2.0 * st_rng_uniform(&rng) - 1.0);
+    m->backend->upload(m->backend, m->input.data, x, count * sizeof *x);
+    free(x);
+}
+
+typedef struct train_parts {
+    st_loss *loss;
+    st_optimizer *optimizer;
+    int32_t *labels;
+} train_parts;
+
+static int setup_training(st_model *m, const bench_args *a, train_parts *tp) {
+    int triplet = !strcmp(a->loss, "triplet");
+    st_loss_config lc = {0};
+    lc.kind = triplet ? ST_LOSS_TRIPLET : ST_LOSS_XENT;
+    lc.margin = 0.2f;
+    tp->loss = st_loss_create(m, &lc);
+    st_optim_config oc = st_optim_config_default(ST_OPT_SGD);
+    oc.momentum = 0.9f;
+    tp->optimizer = tp->loss ? st_optimizer_create(m, &oc) : NULL;
+    tp->labels = ST_MALLOC((size_t)a->batch * sizeof *tp->labels);
+    for (int i = 0; i < a->batch; i++) tp->labels[i] = triplet ? i / 4 : (i * 37) % 1000;
+    return tp->optimizer ? 0 : -1;
+}
+
+static void step_once(st_model *m, const bench_args *a, train_parts *tp) {
+    if (!tp->loss) {
+        st_model_forward(m, a->batch, 0);
+        return;
+    }
+    st_model_forward(m, a->batch, 1);
+    st_loss_compute(tp->loss, a->batch, tp->labels);
+    st_model_backward(m, a->batch);
+    st_optimizer_step(tp->optimizer, 0.01f);
+}
+
+static int bench_model(const bench_args *a) {
+    int training = !strcmp(a->mode, "train");
+    st_backend *be = st_backend_open(a->device, a->threads);
+    if (!be) {
+        fprintf(stderr, "simtune bench: %s\n", st_error_get());
+        return 1;
+    }
+    st_model_config mc = {0};
+    mc.arch = a->arch;
+    mc.batch = a->batch;
+    mc.height = mc.width = a->image_size;
+    mc.training = training;
+    mc.freeze_until = a->freeze_until;
+    mc.pool = ST_GPOOL_AVG;
+    mc.num_classes = training && !strcmp(a->loss, "xent") ? 1000 : 0;
+    mc.bn_momentum = 0.1f;
+    st_model *m = st_model_create(be, &mc, 1);
+    train_parts tp = {0};
+    if (!m || (training && setup_training(m, a, &tp))) {
+        fprintf(stderr, "simtune bench: %s\n", st_error_get());
+        return 1;
+    }
+    random_input(m, a->batch, 7);
+    for (int i = 0; i < a->warmup; i++) step_once(m, a, &tp);
+    be->sync(be);
+    double t0 = now_seconds();
+    for (int i = 0; i < a->steps; i++) step_once(m, a, &tp);
+    be->sync(be);
+    double seconds = now_seconds() - t0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double ips = a->batch * a->steps / seconds, rss_mb = ru.ru_maxrss / 1024.0;
+    printf("%s %s %dx%d batch %d, %d steps on %s (%d threads), freeze_until %s: %.2f images/s, peak RSS %.0f MB\n",
+           a->mode, a->arch, a->image_size, a->image_size, a->batch, a->steps, be->name, be->threads, a->freeze_until, ips,
+           rss_mb);
+    if (a->json)
+        printf("{\"peer\": \"simtune\", \"mode\": \"%s\", \"arch\": \"%s\", \"image_size\": %d, \"batch\": %d, "
+               "\"steps\": %d, \"threads\": %d, \"device\": \"%s\", \"freeze_until\": \"%s\", \"loss\": \"%s\", "
+               "\"seconds\": %.4f, \"images_per_second\": %.4f, \"peak_rss_mb\": %.1f}\n",
+               a->mode, a->arch, a->image_size, a->batch, a->steps, be->threads, be->name, a->freeze_until, a->loss,
+               seconds, ips, rss_mb);
+    st_optimizer_free(tp.optimizer);
+    st_loss_free(tp.loss);
+    free(tp.labels);
+    st_model_free(m);
+    st_backend_close(be);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "data")) return st_bench_data(argc - 1, argv + 1);
+    if (strcmp(argv[1], "train") && strcmp(argv[1], "infer")) {
+        fprintf(stderr, "simtune bench: unknown benchmark '%s' (train, infer or data)\n", argv[1]);
+        return 2;
+    }
+    bench_args a;
+    int rc = parse_args(argc - 1, argv + 1, &a);
+    if (rc) return rc > 0 ? 0 : 2;
+    a.mode = argv[1];
+    return bench_model(&a);
+}

@@ -1,0 +1,167 @@
+/*
+ * cmd_sweep.c: `simtune sweep`: plan (--dry-run) or run a Hyperband sweep described by a sweep
+ * file (train/sweep.h, docs/config.md "Sweeps"). Real runs train each trial with the trainer's
+ * st_train_trial (train/trainer.c); the sweep folder makes them resumable (--resume).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/check.h"
+#include "commands.h"
+#include "sweep.h"
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: simtune sweep --config SWEEP.yaml [options]\n"
+                 "       simtune sweep --resume SWEEP_DIR [--dry-run]\n\n"
+                 "Hyperband search over train-config keys (docs/config.md, section Sweeps).\n\n"
+                 "options:\n"
+                 "  --config FILE      sweep file: base, metric, seed, dir, hyperband, parameters\n"
+                 "  --set KEY=VALUE    override a key of the sweep file (repeatable), value in YAML:\n"
+                 "                     --set hyperband.eta=3  --set 'parameters.optimizer.lr.max=0.1'\n"
+                 "  --seed S           sweep seed (same seed, same trials); default: the file's seed, else 0\n"
+                 "  --dry-run          print the plan (brackets, rungs, epochs) and the first trials; train nothing\n"
+                 "  --json             with --dry-run: print only the plan as one JSON array of brackets,\n"
+                 "                     each an array of rungs {\"n\": trials, \"r\": epochs}\n"
+                 "  --resume DIR       continue the sweep in DIR (settings come from DIR/sweep.yaml)\n"
+                 "  --help             this text\n");
+}
+
+static int bad_usage(const char *msg, const char *arg) {
+    fprintf(stderr, "simtune sweep: %s%s%s\ntry 'simtune sweep --help'\n", msg, arg ? ": " : "", arg ? arg : "");
+    return 2;
+}
+
+static void print_param(const st_sweep_param *p) {
+    static const char *const names[] = {"values", "value", "uniform", "log_uniform", "int_uniform", "q_uniform"};
+    char flow[1024];
+    printf("  %-24s %-11s ", p->key, names[p->kind]);
+    if (p->kind == ST_SWEEP_VALUES || p->kind == ST_SWEEP_VALUE)
+        for (int i = 0; i < p->n_values; i++)
+            printf("%s%s", i ? " | " : "", st_ynode_flow(p->values[i], flow, sizeof flow));
+    else if (p->kind == ST_SWEEP_Q_UNIFORM)
+        printf("[%g, %g] step %g", p->min, p->max, p->q);
+    else
+        printf("[%g, %g]", p->min, p->max);
+    putchar('\n');
+}
+
+static void print_plan(const st_sweep_config *sc, const st_hb_plan *plan, const char *dir) {
+    const st_hyperband_config *c = &plan->config;
+    printf("sweep %s\n  base %s\n  metric %s (%s), seed %llu\n", sc->path, sc->base_path, sc->metric,
+           sc->maximize ? "maximize" : "minimize", (unsigned long long)sc->seed);
+    printf("hyperband: max_resource %d epochs, min_resource %d, eta %d, iterations %d, rounding %s -> s_max %d\n\n",
+           c->max_resource, c->min_resource, c->eta, c->iterations,
+           c->rounding == ST_HB_ROUNDING_PAPER ? "paper" : "algorithm", plan->s_max);
+    printf("%-8s %3s %-40s %7s %8s\n", "bracket", "s", "rungs (trials x epochs)", "trials", "epochs");
+    for (int b = 0; b < plan->n_brackets; b++) {
+        const st_hb_bracket *br = &plan->brackets[b];
+        char rungs[512] = "";
+        long long epochs = 0;
+        for (int i = 0; i < br->n_rungs; i++) {
+            size_t used = strlen(rungs);
+            snprintf(rungs + used, sizeof rungs - used, "%s%dx%d", i ? " " : "", br->rungs[i].n, br->rungs[i].r);
+            epochs += (long long)br->rungs[i].n * (br->rungs[i].r - (i ? br->rungs[i - 1].r : 0));
+        }
+        printf("%-8d %3d %-40s %7d %8lld\n", b + 1, br->s, rungs, br->rungs[0].n, epochs);
+    }
+    printf("\ntotal: %d trials, %lld epochs (promoted trials continue from their checkpoint; %lld if every rung "
+           "retrained)\n",
+           plan->n_trials, st_hb_total_epochs(plan, 1), st_hb_total_epochs(plan, 0));
+    printf("\nparameters:\n");
+    if (sc->n_params == 0) printf("  (none: every trial is the base config with its own seed)\n");
+    for (int i = 0; i < sc->n_params; i++) print_param(&sc->params[i]);
+    printf("\nfirst trials:\n");
+    for (int t = 0; t < plan->n_trials && t < 5; t++) {
+        uint64_t seed;
+        char flow[2048];
+        st_ynode *params = st_sweep_sample(sc, t, &seed);
+        printf("  trial %04d seed %llu %s\n", t, (unsigned long long)seed, st_ynode_flow(params, flow, sizeof flow));
+        st_ynode_free(params);
+    }
+    printf("\nsweep folder: %s\n", dir);
+}
+
+static int dry_run(const st_sweep_config *sc, const char *dir, int json) {
+    st_hb_plan plan;
+    if (st_hyperband_plan(&sc->hyperband, &plan)) return -1;
+    int rc = st_sweep_check_trials(sc, plan.n_trials, 0);
+    if (rc == 0) {
+        if (json)
+            st_sweep_plan_json(stdout, &plan);
+        else
+            print_plan(sc, &plan, dir);
+    }
+    st_hb_plan_free(&plan);
+    return rc;
+}
+
+int cmd_sweep(int argc, char **argv) {
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 's'},
+        {"seed", required_argument, NULL, 'S'},   {"dry-run", no_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},         {"resume", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    const char *config = NULL, *resume = NULL;
+    const char **sets = ST_CALLOC((size_t)argc + 1, sizeof *sets);
+    char seed_set[64];
+    int n_sets = 0, dry = 0, json = 0, opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config = optarg; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'S': {
+            char *end;
+            unsigned long long seed = strtoull(optarg, &end, 10);
+            if (*end || !optarg[0] || optarg[0] == '-' || seed > (unsigned long long)INT64_MAX) {
+                free(sets);
+                return bad_usage("--seed needs a non-negative integer", optarg);
+            }
+            snprintf(seed_set, sizeof seed_set, "seed=%llu", seed);
+            sets[n_sets++] = seed_set;
+            break;
+        }
+        case 'n': dry = 1; break;
+        case 'j': json = 1; break;
+        case 'r': resume = optarg; break;
+        case 'h':
+            usage(stdout);
+            free(sets);
+            return 0;
+        default: free(sets); return bad_usage("bad option", NULL);
+        }
+    }
+    const char *problem = NULL;
+    if (optind < argc)
+        problem = "unexpected argument";
+    else if (!config == !resume)
+        problem = "give exactly one of --config FILE or --resume DIR";
+    else if (resume && n_sets)
+        problem = "--set and --seed cannot change a sweep being resumed (its settings are in DIR/sweep.yaml)";
+    else if (json && !dry)
+        problem = "--json goes with --dry-run";
+    if (problem) {
+        free(sets);
+        return bad_usage(problem, optind < argc ? argv[optind] : NULL);
+    }
+
+    st_sweep_config sc;
+    int rc = resume ? st_sweep_load_dir(resume, &sc) : st_sweep_load(config, sets, n_sets, &sc);
+    free(sets);
+    if (rc != 0) {
+        fprintf(stderr, "simtune sweep: %s\n", st_error_get());
+        return 1;
+    }
+    const char *dir = resume ? resume : sc.dir;
+    if (dry) {
+        rc = dry_run(&sc, dir, json);
+    } else {
+        st_sweep_run_options run = {.progress = stdout, .resume = resume != NULL};
+        rc = st_sweep_run(&sc, dir, &run, st_train_trial, NULL);
+    }
+    if (rc != 0) fprintf(stderr, "simtune sweep: %s\n", st_error_get());
+    st_sweep_free(&sc);
+    return rc == 0 ? 0 : 1;
+}

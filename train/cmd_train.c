@@ -1,0 +1,136 @@
+/*
+ * cmd_train.c: `simtune train`: read a YAML config (train/config.h), apply --set overrides,
+ * and run it (train/trainer.h) in a run folder under output.dir (checkpoints/ by default).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../kernels/check.h"
+#include "commands.h"
+#include "config.h"
+#include "trainer.h"
+
+enum { MAX_SETS = 256 };
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: simtune train --config FILE.yaml [--set key=value]... [--name NAME] [--device cpu|cuda]\n"
+            "                     [--threads N] [--strict]\n"
+            "       simtune train --resume RUN_DIR [--epochs N]\n\n"
+            "Fine-tune a ResNet as the config says (docs/config.md documents every key).\n\n"
+            "  --config FILE      train config (YAML); unknown keys are errors\n"
+            "  --set KEY=VALUE    override any key, e.g. --set optimizer.lr=0.01 (repeatable)\n"
+            "  --name NAME        run folder name under output.dir (default: output.name, else\n"
+            "                     <config name>-<date>-<time>)\n"
+            "  --device D         cpu or cuda (overrides the config's device)\n"
+            "  --threads N        CPU threads (default: the config's, 0 = all cores)\n"
+            "  --resume RUN_DIR   continue a run from its newest checkpoint (uses RUN_DIR/config.yaml)\n"
+            "  --epochs N         with --resume: train until N epochs in total\n"
+            "  --strict           a bad image stops the run (default: skipped with a warning)\n"
+            "  --help             this text\n\n"
+            "The run folder holds config.yaml, metrics.jsonl, checkpoints (ckpt-*.h5, best.h5),\n"
+            "best_weights.h5 (Keras layout) and curves.png. Ctrl-C saves a checkpoint and exits.\n");
+}
+
+static void default_run_name(const char *config_path, char *out, size_t size) {
+    const char *base = strrchr(config_path, '/');
+    base = base ? base + 1 : config_path;
+    char stem[256];
+    snprintf(stem, sizeof stem, "%.200s", base);
+    char *dot = strrchr(stem, '.');
+    if (dot) *dot = 0;
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+    snprintf(out, size, "%.200s-%.31s", stem, stamp);
+}
+
+int cmd_train(int argc, char **argv) {
+    static const struct option options[] = {
+        {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},   {"name", required_argument, 0, 'n'},
+        {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'}, {"resume", required_argument, 0, 'r'},
+        {"epochs", required_argument, 0, 'e'}, {"strict", no_argument, 0, 'S'},       {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *config_path = NULL, *name = NULL, *resume_dir = NULL;
+    const char *sets[MAX_SETS + 2];
+    int n_sets = 0, epochs = 0, strict = 0;
+    char device_set[64], threads_set[64];
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case 's':
+            if (n_sets >= MAX_SETS) {
+                fprintf(stderr, "simtune train: more than %d --set options\n", MAX_SETS);
+                return 2;
+            }
+            sets[n_sets++] = optarg;
+            break;
+        case 'n': name = optarg; break;
+        case 'd':
+            snprintf(device_set, sizeof device_set, "device=%s", optarg);
+            sets[n_sets++] = device_set;
+            break;
+        case 't':
+            snprintf(threads_set, sizeof threads_set, "threads=%s", optarg);
+            sets[n_sets++] = threads_set;
+            break;
+        case 'r': resume_dir = optarg; break;
+        case 'e': epochs = atoi(optarg); break;
+        case 'S': strict = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: fprintf(stderr, "try 'simtune train --help'\n"); return 2;
+        }
+    }
+    if (optind < argc || (!config_path && !resume_dir) || (config_path && resume_dir)) {
+        fprintf(stderr, "simtune train: give --config FILE or --resume RUN_DIR (one of them)\n"
+                        "try 'simtune train --help'\n");
+        return 2;
+    }
+    char resume_config[4200];
+    if (resume_dir) {
+        snprintf(resume_config, sizeof resume_config, "%s/config.yaml", resume_dir);
+        config_path = resume_config;
+    }
+    st_train_config cfg;
+    if (st_config_load(config_path, sets, n_sets, &cfg) || st_config_check_files(&cfg)) {
+        fprintf(stderr, "simtune train: %s\n", st_error_get());
+        return 1;
+    }
+    char run_dir[4096], run_name[320];
+    if (resume_dir) {
+        snprintf(run_dir, sizeof run_dir, "%s", resume_dir);
+    } else {
+        if (name) snprintf(run_name, sizeof run_name, "%s", name);
+        else if (cfg.output.name) snprintf(run_name, sizeof run_name, "%s", cfg.output.name);
+        else default_run_name(config_path, run_name, sizeof run_name);
+        snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output.dir, run_name);
+    }
+    st_train_options opt = {0};
+    opt.run_dir = run_dir;
+    opt.resume = resume_dir != NULL;
+    opt.epochs_target = epochs;
+    opt.progress = stdout;
+    opt.strict_data = strict;
+    st_train_result res;
+    int rc = st_train_run(&cfg, &opt, &res);
+    st_config_free(&cfg);
+    if (rc) {
+        fprintf(stderr, "simtune train: %s\n", st_error_get());
+        return 1;
+    }
+    if (res.interrupted) {
+        printf("stopped: resume with `simtune train --resume %s`\n", run_dir);
+        return 130;
+    }
+    printf("done: %d epochs, %ld steps; best %.4f at epoch %d\n"
+           "open %s/metrics.jsonl and %s/curves.png; fine-tuned weights: %s/best_weights.h5\n",
+           res.epochs_done, res.steps_done, res.best_metric, res.best_epoch, run_dir, run_dir, run_dir);
+    return 0;
+}

@@ -1,0 +1,193 @@
+/*
+ * config.h: the train configuration, a typed struct read from YAML (docs/config.md documents
+ * every key, its default and its range).
+ *
+ * Flow: YAML file -> st_ynode tree -> `--set key.path=value` overrides merged into the tree ->
+ * st_config_from_tree() validates every key (unknown keys, types, ranges, cross-key rules) and
+ * fills the struct. Errors are returned as -1 with st_error_get() =
+ *   "FILE:LINE:COLUMN: key.path: problem (HINT: ...)"
+ * where FILE:LINE:COLUMN is where the offending value was written (a file, or the --set text).
+ *
+ * Paths: model.weights, data.train[].path and data.split_file are input paths resolved against
+ * the directory of the file they were written in (the current directory for --set) and stored
+ * absolute, so a written effective config reads back to the same struct from any directory.
+ * output.dir is an output location, relative to the current directory, kept as written.
+ *
+ * Phases: each phase is stored fully resolved (top-level optimizer/schedule/early_stopping/
+ * freeze_until with the phase's own keys applied on top).
+ *
+ * Ownership: the struct owns its strings and arrays; st_config_free() releases them.
+ * Callers: cmd_train / train/trainer.c (training), train/sweep.c (trial configs), tests.
+ */
+#ifndef ST_CONFIG_H
+#define ST_CONFIG_H
+
+#include <stdint.h>
+
+#include "../infer/model.h"
+#include "loss.h"
+#include "yaml_tree.h"
+
+enum { ST_CONFIG_PREPROCESS_AUTO = -1 };
+
+typedef enum { ST_STRATEGY_SINGLE, ST_STRATEGY_CROSS, ST_STRATEGY_SEQUENTIAL } st_data_strategy;
+typedef enum { ST_SAMPLER_SHUFFLE, ST_SAMPLER_PK, ST_SAMPLER_BALANCED } st_sampler_kind;
+typedef enum { ST_MINING_BATCH_HARD, ST_MINING_BATCH_ALL } st_mining_kind;
+typedef enum { ST_SCHED_CONSTANT, ST_SCHED_STEP, ST_SCHED_COSINE, ST_SCHED_PLATEAU } st_schedule_kind;
+typedef enum { ST_DEVICE_AUTO, ST_DEVICE_CPU, ST_DEVICE_CUDA } st_device_kind; /* auto: cuda when built and present */
+
+typedef struct st_model_section {
+    char *arch;     /* an infer/arch.c name */
+    char *weights;  /* absolute path of an HDF5 weight file; NULL = random init */
+    int image_size; /* square input side, >= 32 */
+    st_gpool_kind pool;
+    double gem_p;       /* GeM exponent, used when pool == ST_GPOOL_GEM */
+    int embed_dim;      /* 0: no embedding projection */
+    int num_classes;    /* 0: auto (number of training classes) for cross-entropy; 0 for triplet */
+    double bn_momentum; /* PyTorch convention: running = (1-m) running + m batch */
+} st_model_section;
+
+typedef struct st_dataset_spec {
+    char *path; /* absolute: an image folder (one subfolder per class) or a TSV */
+    char *name; /* unique; phases name datasets by it */
+} st_dataset_spec;
+
+typedef struct st_data_section {
+    st_dataset_spec *train;
+    int n_train;
+    st_data_strategy strategy;
+    double val_fraction; /* share of each class held out for validation, [0, 1) */
+    uint64_t split_seed;
+    char *split_file; /* absolute; NULL: the split is computed from split_seed each run */
+    int batch_size;   /* 0: auto (p*k with the pk sampler, else 32) */
+    int pk_p, pk_k;   /* classes per batch, images per class */
+    st_sampler_kind sampler;
+    int random_resized_crop;
+    double crop_scale[2]; /* min, max area fraction, 0 < min <= max <= 1 */
+    int flip;
+    double color_jitter; /* brightness/contrast/saturation strength, [0, 1] */
+    int preprocess;      /* ST_CONFIG_PREPROCESS_AUTO (the arch's own) or an st_preprocess */
+    int workers;         /* decoding threads; 0 = auto */
+} st_data_section;
+
+typedef struct st_loss_section {
+    st_loss_kind type;      /* train/loss.h: ST_LOSS_XENT (cross_entropy) or ST_LOSS_TRIPLET */
+    double label_smoothing; /* cross-entropy, [0, 1) */
+    st_mining_kind mining;
+    int soft_margin; /* 1: softplus(d_ap - d_an), margin unused */
+    double margin;   /* hinge margin when soft_margin == 0, > 0 */
+    int normalize;   /* L2-normalize embeddings before distances */
+} st_loss_section;
+
+typedef struct st_optimizer_config {
+    st_opt_kind type; /* kernels/backend.h */
+    double lr;
+    double momentum;      /* sgd, rmsprop */
+    double alpha;         /* rmsprop smoothing constant */
+    int nesterov;         /* sgd */
+    double betas[2];      /* adam, adamw */
+    double eps;           /* adam, adamw, rmsprop */
+    double weight_decay;  /* L2 for sgd/adam/rmsprop, decoupled for adamw */
+    int no_decay_bn_bias; /* exclude BN gamma/beta and biases from weight decay */
+    double head_lr_mult;  /* lr multiplier of the new head (embedding, predictions) */
+    double grad_clip;     /* global L2 norm clip; 0 = off */
+} st_optimizer_config;
+
+typedef struct st_schedule_config {
+    st_schedule_kind type;
+    double warmup_epochs; /* linear warmup from 0, may be fractional */
+    int step_size;        /* step: epochs between decays */
+    double gamma;         /* step: decay factor */
+    double min_lr;        /* cosine floor, plateau floor */
+    int patience;         /* plateau: epochs without improvement before decay */
+    double factor;        /* plateau: decay factor */
+} st_schedule_config;
+
+typedef struct st_early_stopping_config {
+    char *metric;     /* "val/map@10", "val/loss", "train/loss" ... */
+    int maximize;     /* goal: 1 maximize, 0 minimize */
+    int patience;     /* validations without improvement; 0 = early stopping off */
+    int restore_best; /* reload the best checkpoint at the end */
+} st_early_stopping_config;
+
+typedef struct st_phase_config {
+    char *name;
+    int epochs;
+    char *freeze_until;
+    st_optimizer_config optimizer;
+    st_schedule_config schedule;
+    char **data; /* dataset names this phase trains on */
+    int n_data;
+    st_early_stopping_config early_stopping;
+} st_phase_config;
+
+typedef struct st_validation_config {
+    int every;      /* validate every N epochs (and after the last) */
+    char **metrics; /* "hit@1", "map@10", "map@R", "precision@5", "recall@10", "mrr" */
+    int n_metrics;
+    int k; /* retrieval depth; >= every @K in metrics */
+} st_validation_config;
+
+typedef struct st_output_config {
+    char *dir; /* as written, relative to the current directory */
+    char *name;
+    int keep_last; /* epoch checkpoints kept; 0 = all */
+    int save_best;
+} st_output_config;
+
+typedef struct st_train_config {
+    st_model_section model;
+    st_data_section data;
+    st_loss_section loss;
+    st_optimizer_config optimizer;
+    st_schedule_config schedule;
+    char *freeze_until; /* "none", "all" or a layer name (checked when the model is built) */
+    st_phase_config *phases;
+    int n_phases;
+    int epochs; /* with phases: the sum of their epochs */
+    uint64_t seed;
+    st_device_kind device;
+    int threads; /* 0 = all cores */
+    st_validation_config validation;
+    st_early_stopping_config early_stopping;
+    st_output_config output;
+} st_train_config;
+
+/* Defaults for every key (docs/config.md). */
+void st_config_defaults(st_train_config *cfg);
+void st_config_free(st_train_config *cfg);
+
+/* Load a file and apply overrides "key.path=value" (value parsed as YAML). Returns 0, or -1 with
+ * st_error_get() naming the file:line:column and the key path. cfg is valid only on success. */
+int st_config_load(const char *path, const char *const *sets, int n_sets, st_train_config *cfg);
+
+/* Apply one "key.path=value" override to a tree (the value's source is "--set key.path=value"). */
+int st_config_apply_set(st_ynode *root, const char *assignment);
+
+/* Validate a tree and fill cfg from it (cfg need not be initialised). */
+int st_config_from_tree(const st_ynode *root, st_train_config *cfg);
+
+/* The full effective config as a tree (every key, explicit), and written to a file atomically. */
+st_ynode *st_config_to_tree(const st_train_config *cfg);
+int st_config_write_yaml(const st_train_config *cfg, const char *path);
+
+/* 1 when both configs have the same value for every key. */
+int st_config_equal(const st_train_config *a, const st_train_config *b);
+
+/* Effective batch size (batch_size, or p*k with the pk sampler when batch_size is 0). */
+int st_config_batch_size(const st_train_config *cfg);
+
+/* Check that input files exist (weights, datasets): -1 with st_error_set naming the key. */
+int st_config_check_files(const st_train_config *cfg);
+
+/* Input-path keys (model.weights, data.split_file, data.train.N.path): 1 when key_path is one.
+ * st_config_resolve_path: the absolute path of a scalar node, resolved against the directory of
+ * the file it was written in (the current directory when it came from --set). Caller frees. */
+int st_config_key_is_path(const char *key_path);
+char *st_config_resolve_path(const st_ynode *node);
+
+/* A metric name a trainer reports: "train/loss", "val/loss" or "val/<m>" with m one of the
+ * validation metrics. Returns 0 when cfg reports it, else -1 with a message listing them. */
+int st_config_check_metric(const st_train_config *cfg, const char *metric);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * loss.h: the trainer's loss layer. After st_model_forward(m, n, 1) it computes the loss of
+ * the first n rows and writes the gradient of the MEAN loss into exactly one head-output
+ * gradient of the model, the one st_loss_input_layer names, where st_model_backward starts:
+ *
+ *   ST_LOSS_XENT     softmax cross-entropy with label smoothing on m->logits (N, K)
+ *                    -> m->d_logits                          (needs num_classes > 0)
+ *   ST_LOSS_TRIPLET  batch-hard / batch-all triplet loss (kernels/backend.h st_triplet_desc)
+ *                    on m->embedding (N, D) when embed_dim > 0 -> m->d_embedding,
+ *                    else on the pooled m->features (N, C) -> m->d_features.
+ *                    normalize = 1 L2-normalises that input inside the loss first
+ *                    (y = x / max(||x||, 1e-12), as torch.nn.functional.normalize) and
+ *                    back-propagates through it; the model's own embedding is already
+ *                    L2-normalised by its embedding_norm layer, so this is meant for features.
+ *
+ * The input is the model's final output because train/backward.h starts there; so the triplet
+ * loss refuses a model with a classifier (its final output would be the logits).
+ *
+ * Stats per call: loss; accuracy (top-1 of the logits, ties to the lower class) with the
+ * classifier (XENT), else -1; for the triplet loss the active fraction and mean hardest
+ * positive / negative distances (kernels/cpu/triplet.c).
+ * Labels are int32 host values: class indices for XENT, identity labels of the PK batch for
+ * TRIPLET. Workspace (device) is allocated once in st_loss_create for m->config.batch rows.
+ * Callers: train/trainer.c, tests/test_train_loss.c.
+ */
+#ifndef ST_TRAIN_LOSS_H
+#define ST_TRAIN_LOSS_H
+
+#include <stdint.h>
+
+#include "../infer/model.h"
+
+typedef enum { ST_LOSS_XENT, ST_LOSS_TRIPLET } st_loss_kind;
+
+typedef struct st_loss_config {
+    st_loss_kind kind;
+    float label_smoothing; /* XENT: epsilon in [0, 1) */
+    int batch_all;         /* TRIPLET: 0 batch hard, 1 batch all */
+    int soft_margin;       /* TRIPLET: softplus instead of the hinge */
+    float margin;          /* TRIPLET hinge margin (> 0) */
+    int normalize;         /* TRIPLET: L2-normalise the input inside the loss */
+} st_loss_config;
+
+typedef struct st_loss_stats {
+    float loss;
+    float accuracy;        /* in [0, 1], or -1 without a classifier */
+    float active_fraction; /* TRIPLET; 1 for XENT */
+    float mean_pos, mean_neg; /* TRIPLET; 0 for XENT */
+} st_loss_stats;
+
+typedef struct st_loss st_loss;
+
+/* NULL with st_error_set on a config the model cannot serve (XENT without a classifier,
+ * TRIPLET with one, smoothing outside [0, 1), a non-positive hinge margin). */
+st_loss *st_loss_create(st_model *m, const st_loss_config *cfg);
+void st_loss_free(st_loss *loss);
+
+/* Loss and gradient of the first n <= batch rows; labels (n) host. */
+st_loss_stats st_loss_compute(st_loss *loss, int n, const int32_t *labels);
+
+/* Keras name of the layer whose output gradient the loss writes: "predictions",
+ * "embedding_norm" or "avg_pool". */
+const char *st_loss_input_layer(const st_loss *loss);
+
+#endif

@@ -1,0 +1,1116 @@
+/*
+ * sweep.c: sweep files (parse, validate, write back), trial sampling, and the Hyperband runner
+ * with its crash-safe sweep folder. Contract in sweep.h; file format in docs/config.md.
+ *
+ * Runner design: the only state is the table of finished evaluations (trial, rung) -> metric,
+ * kept in state.json (rewritten atomically after every evaluation). Everything else (which
+ * trials are alive at which rung, leaderboard, best trial) is recomputed from it and the plan,
+ * so a resumed run takes exactly the decisions an uninterrupted run takes.
+ */
+#include "sweep.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../kernels/check.h"
+#include "plot.h"
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static int where_error(const st_ynode *node, const char *key, const char *fmt, ...) ST_PRINTF(3, 4);
+static int where_error(const st_ynode *node, const char *key, const char *fmt, ...) {
+    char where[1200], msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return st_error_set("%s: %s: %s", st_ynode_where(node, where, sizeof where), key, msg);
+}
+
+/* st_error_get() is the buffer st_error_set writes into: copy before re-wrapping a message. */
+static int wrap_error(const char *fmt_prefix, const char *arg) {
+    char msg[3000];
+    snprintf(msg, sizeof msg, "%s", st_error_get());
+    return st_error_set(fmt_prefix, arg, msg);
+}
+
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return st_error_set("%s: cannot create: %s", buf, strerror(errno));
+        *p = saved;
+        if (!saved) return 0;
+    }
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static const char *metric_text(double v, char *buf, size_t size) {
+    if (isnan(v))
+        snprintf(buf, size, "nan");
+    else
+        snprintf(buf, size, "%.4f", v);
+    return buf;
+}
+
+/* ---- reading the sweep file ------------------------------------------------------------------- */
+
+static int read_int_key(const st_ynode *node, const char *key, long long lo, long long hi, long long *out) {
+    long long v = 0;
+    if (node->kind != ST_YNODE_SCALAR || st_yaml_parse_int(node->value, &v) != 0)
+        return where_error(node, key, "expected an integer");
+    if (v < lo || v > hi) return where_error(node, key, "%lld is out of range: must be in [%lld, %lld]", v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int read_number_key(const st_ynode *node, const char *key, double *out) {
+    if (node->kind != ST_YNODE_SCALAR || st_yaml_parse_float(node->value, out) != 0)
+        return where_error(node, key, "expected a number");
+    return 0;
+}
+
+static int read_name_key(const st_ynode *node, const char *key, const char *const *names, int *out) {
+    if (node->kind == ST_YNODE_SCALAR)
+        for (int i = 0; names[i]; i++)
+            if (!strcmp(node->value, names[i])) {
+                *out = i;
+                return 0;
+            }
+    char list[256] = "";
+    for (int i = 0; names[i]; i++) {
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", names[i]);
+    }
+    return where_error(node, key, "expected one of: %s", list);
+}
+
+static int check_keys(const st_ynode *map, const char *section, const char *const *allowed) {
+    if (map->kind != ST_YNODE_MAP) return where_error(map, section, "expected a mapping");
+    for (int i = 0; i < map->n; i++) {
+        int ok = 0;
+        for (int j = 0; allowed[j] && !ok; j++) ok = !strcmp(map->keys[i]->value, allowed[j]);
+        if (!ok) {
+            char list[512] = "";
+            for (int j = 0; allowed[j]; j++) {
+                size_t used = strlen(list);
+                snprintf(list + used, sizeof list - used, "%s%s", j ? ", " : "", allowed[j]);
+            }
+            char key[300];
+            snprintf(key, sizeof key, "%s%s%s", section, section[0] ? "." : "", map->keys[i]->value);
+            return where_error(map->keys[i], key, "unknown key (HINT: the keys here are: %s)", list);
+        }
+    }
+    return 0;
+}
+
+static const char *const goal_names[] = {"minimize", "maximize", NULL};
+static const char *const rounding_names[] = {"algorithm", "paper", NULL};
+static const char *const distribution_names[] = {"uniform", "log_uniform", "int_uniform", "q_uniform", NULL};
+
+static int read_metric(const st_ynode *node, st_sweep_config *sc) {
+    if (node->kind == ST_YNODE_SCALAR) { /* shorthand: metric: val/map@10 */
+        free(sc->metric);
+        sc->metric = ST_STRDUP(node->value);
+        return 0;
+    }
+    static const char *const keys[] = {"name", "goal", NULL};
+    if (check_keys(node, "metric", keys)) return -1;
+    const st_ynode *name = st_ynode_get(node, "name"), *goal = st_ynode_get(node, "goal");
+    if (name) {
+        if (name->kind != ST_YNODE_SCALAR) return where_error(name, "metric.name", "expected a metric name");
+        free(sc->metric);
+        sc->metric = ST_STRDUP(name->value);
+    }
+    return goal ? read_name_key(goal, "metric.goal", goal_names, &sc->maximize) : 0;
+}
+
+static int read_hyperband(const st_ynode *node, st_hyperband_config *hb) {
+    static const char *const keys[] = {"max_resource", "min_resource", "eta", "iterations", "rounding", NULL};
+    if (check_keys(node, "hyperband", keys)) return -1;
+    long long v = 0;
+    const st_ynode *n;
+    if ((n = st_ynode_get(node, "max_resource"))) {
+        if (read_int_key(n, "hyperband.max_resource", 1, ST_HB_MAX_RESOURCE, &v)) return -1;
+        hb->max_resource = (int)v;
+    }
+    if ((n = st_ynode_get(node, "min_resource"))) {
+        if (read_int_key(n, "hyperband.min_resource", 1, ST_HB_MAX_RESOURCE, &v)) return -1;
+        hb->min_resource = (int)v;
+    }
+    if ((n = st_ynode_get(node, "eta"))) {
+        if (read_int_key(n, "hyperband.eta", 2, 1000, &v)) return -1;
+        hb->eta = (int)v;
+    }
+    if ((n = st_ynode_get(node, "iterations"))) {
+        if (read_int_key(n, "hyperband.iterations", 1, ST_HB_MAX_ITERATIONS, &v)) return -1;
+        hb->iterations = (int)v;
+    }
+    if ((n = st_ynode_get(node, "rounding"))) {
+        int r = 0;
+        if (read_name_key(n, "hyperband.rounding", rounding_names, &r)) return -1;
+        hb->rounding = (st_hb_rounding)r;
+    }
+    if (hb->min_resource > hb->max_resource)
+        return where_error(node, "hyperband.min_resource", "%d is larger than max_resource %d", hb->min_resource,
+                           hb->max_resource);
+    return 0;
+}
+
+/* Input paths inside parameter values become absolute now, resolved against the sweep file, so
+ * the effective sweep.yaml written into the sweep folder means the same thing. */
+static void absolutize_paths(st_ynode *node, const char *key_path) {
+    if (node->kind == ST_YNODE_SCALAR) {
+        if (!st_ynode_is_null(node) && st_config_key_is_path(key_path)) {
+            char *abs = st_config_resolve_path(node);
+            free(node->value);
+            node->value = abs;
+            node->plain = 0;
+        }
+        return;
+    }
+    for (int i = 0; i < node->n; i++) {
+        char child[512];
+        if (node->kind == ST_YNODE_MAP)
+            snprintf(child, sizeof child, "%.250s.%.250s", key_path, node->keys[i]->value);
+        else
+            snprintf(child, sizeof child, "%.250s.%d", key_path, i);
+        absolutize_paths(node->items[i], child);
+    }
+}
+
+/* Apply one candidate value to a copy of the base and validate the result as a train config. */
+static int check_candidate(const st_sweep_config *sc, const char *key, const st_ynode *value) {
+    st_ynode *tree = st_ynode_copy(sc->base);
+    st_train_config cfg;
+    int rc = st_ynode_set_path(tree, key, value);
+    if (rc == 0) {
+        rc = st_config_from_tree(tree, &cfg);
+        if (rc == 0) st_config_free(&cfg);
+    } else {
+        char where[1200];
+        st_ynode_where(value, where, sizeof where);
+        wrap_error("%s: parameter: %s", where);
+    }
+    st_ynode_free(tree);
+    return rc;
+}
+
+static int reserved_key(const char *key) {
+    return !strcmp(key, "epochs") || !strcmp(key, "output") || !strncmp(key, "output.", 7) ||
+           !strcmp(key, "early_stopping.metric") || !strcmp(key, "early_stopping.goal");
+}
+
+static int read_parameter(st_sweep_config *sc, const st_ynode *key_node, const st_ynode *spec, st_sweep_param *p) {
+    const char *key = key_node->value;
+    char label[600];
+    snprintf(label, sizeof label, "parameters.%.500s", key);
+    p->key = ST_STRDUP(key);
+    if (reserved_key(key))
+        return where_error(key_node, label,
+                           "set by the sweep runner (epochs = hyperband.max_resource, output = the trial folder, "
+                           "early_stopping metric/goal = the sweep metric)");
+    static const char *const keys[] = {"values", "value", "distribution", "min", "max", "q", NULL};
+    if (check_keys(spec, label, keys)) return -1;
+    const st_ynode *values = st_ynode_get(spec, "values"), *value = st_ynode_get(spec, "value"),
+                   *dist = st_ynode_get(spec, "distribution");
+    if (!!values + !!value + !!dist != 1)
+        return where_error(spec, label, "give exactly one of values: [...], value: x, distribution: NAME");
+    if (!dist && (st_ynode_get(spec, "min") || st_ynode_get(spec, "max") || st_ynode_get(spec, "q")))
+        return where_error(spec, label, "min/max/q go with a distribution");
+    if (values || value) {
+        if (values && (values->kind != ST_YNODE_SEQ || values->n == 0))
+            return where_error(values, label, "values: expected a non-empty list");
+        p->kind = values ? ST_SWEEP_VALUES : ST_SWEEP_VALUE;
+        p->n_values = values ? values->n : 1;
+        p->values = ST_CALLOC((size_t)p->n_values, sizeof *p->values);
+        for (int i = 0; i < p->n_values; i++) {
+            p->values[i] = st_ynode_copy(values ? values->items[i] : value);
+            absolutize_paths(p->values[i], key);
+            if (check_candidate(sc, key, p->values[i])) return -1;
+        }
+        return 0;
+    }
+    int d = 0;
+    if (read_name_key(dist, "distribution", distribution_names, &d)) return -1;
+    p->kind = (st_sweep_param_kind)(ST_SWEEP_UNIFORM + d);
+    const st_ynode *min = st_ynode_get(spec, "min"), *max = st_ynode_get(spec, "max"), *q = st_ynode_get(spec, "q");
+    if (!min || !max) return where_error(spec, label, "%s needs min and max", distribution_names[d]);
+    if (read_number_key(min, "min", &p->min) || read_number_key(max, "max", &p->max)) return -1;
+    p->q = 1;
+    if (q && read_number_key(q, "q", &p->q)) return -1;
+    if (!(p->min <= p->max)) return where_error(spec, label, "min %g is larger than max %g", p->min, p->max);
+    if (p->kind == ST_SWEEP_LOG_UNIFORM && !(p->min > 0))
+        return where_error(min, label, "log_uniform needs min > 0 (min and max are values, not exponents)");
+    if (p->kind == ST_SWEEP_Q_UNIFORM && !(p->q > 0)) return where_error(q, label, "q must be > 0");
+    long long imin = 0, imax = 0;
+    if (p->kind == ST_SWEEP_INT_UNIFORM &&
+        (st_yaml_parse_int(min->value, &imin) != 0 || st_yaml_parse_int(max->value, &imax) != 0))
+        return where_error(spec, label, "int_uniform needs integer min and max");
+    /* both ends of the range must make a valid config */
+    const st_ynode *ends[2] = {min, max};
+    for (int i = 0; i < 2; i++)
+        if (check_candidate(sc, key, ends[i])) return -1;
+    return 0;
+}
+
+static int read_parameters(st_sweep_config *sc, const st_ynode *node) {
+    if (node->kind != ST_YNODE_MAP)
+        return where_error(node, "parameters", "expected a mapping KEY.PATH: {values: [...]}");
+    sc->params = ST_CALLOC((size_t)node->n, sizeof *sc->params);
+    for (int i = 0; i < node->n; i++) {
+        sc->n_params = i + 1;
+        if (read_parameter(sc, node->keys[i], node->items[i], &sc->params[i])) return -1;
+    }
+    return 0;
+}
+
+static char *default_dir(const char *sweep_path) {
+    const char *base = strrchr(sweep_path, '/');
+    base = base ? base + 1 : sweep_path;
+    size_t len = strcspn(base, ".");
+    char *dir = ST_MALLOC(len + 16);
+    snprintf(dir, len + 16, "checkpoints/%.*s", (int)len, base);
+    return dir;
+}
+
+static int read_sweep_tree(const st_ynode *root, const char *path, st_sweep_config *sc) {
+    static const char *const keys[] = {"base", "metric", "seed", "dir", "hyperband", "parameters", NULL};
+    if (check_keys(root, "", keys)) return -1;
+    const st_ynode *n = st_ynode_get(root, "base");
+    if (!n || n->kind != ST_YNODE_SCALAR || st_ynode_is_null(n))
+        return where_error(n ? n : root, "base", "the base train config is required (HINT: base: train.yaml)");
+    sc->base_path = st_config_resolve_path(n);
+    sc->base = st_yaml_load_file(sc->base_path);
+    if (!sc->base) return -1;
+    st_train_config base_cfg;
+    if (st_config_from_tree(sc->base, &base_cfg)) return -1;
+    sc->hyperband.max_resource = base_cfg.epochs; /* default: the base config's epochs */
+    if ((n = st_ynode_get(root, "metric")) && read_metric(n, sc)) goto fail;
+    if ((n = st_ynode_get(root, "seed"))) {
+        long long v = 0;
+        if (read_int_key(n, "seed", 0, INT64_MAX, &v)) goto fail;
+        sc->seed = (uint64_t)v;
+    }
+    if ((n = st_ynode_get(root, "dir"))) {
+        if (n->kind != ST_YNODE_SCALAR || st_ynode_is_null(n)) {
+            where_error(n, "dir", "expected a folder path");
+            goto fail;
+        }
+        free(sc->dir);
+        sc->dir = ST_STRDUP(n->value);
+    } else {
+        sc->dir = default_dir(path);
+    }
+    if ((n = st_ynode_get(root, "hyperband")) && read_hyperband(n, &sc->hyperband)) goto fail;
+    if (st_config_check_metric(&base_cfg, sc->metric)) {
+        const st_ynode *m = st_ynode_get(root, "metric");
+        char where[1200];
+        snprintf(where, sizeof where, "%s", path);
+        if (m) st_ynode_where(m, where, sizeof where);
+        wrap_error("%s: metric: %s", where);
+        goto fail;
+    }
+    st_config_free(&base_cfg);
+    st_hb_plan plan;
+    if (st_hyperband_plan(&sc->hyperband, &plan)) return wrap_error("%s: %s", path);
+    st_hb_plan_free(&plan);
+    if ((n = st_ynode_get(root, "parameters")) && read_parameters(sc, n)) return -1;
+    return 0;
+fail:
+    st_config_free(&base_cfg);
+    return -1;
+}
+
+static void sweep_defaults(st_sweep_config *sc) {
+    memset(sc, 0, sizeof *sc);
+    sc->metric = ST_STRDUP("val/map@10");
+    sc->maximize = 1;
+    sc->hyperband = (st_hyperband_config){
+        .max_resource = 81, .min_resource = 1, .eta = 3, .iterations = 1, .rounding = ST_HB_ROUNDING_ALGORITHM};
+}
+
+int st_sweep_load(const char *path, const char *const *sets, int n_sets, st_sweep_config *sc) {
+    sweep_defaults(sc);
+    sc->path = ST_STRDUP(path);
+    st_ynode *root = st_yaml_load_file(path);
+    if (!root) {
+        st_sweep_free(sc);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n_sets && rc == 0; i++) rc = st_config_apply_set(root, sets[i]);
+    if (rc == 0) rc = read_sweep_tree(root, path, sc);
+    st_ynode_free(root);
+    if (rc != 0) st_sweep_free(sc);
+    return rc;
+}
+
+void st_sweep_free(st_sweep_config *sc) {
+    for (int i = 0; i < sc->n_params; i++) {
+        for (int j = 0; j < sc->params[i].n_values; j++) st_ynode_free(sc->params[i].values[j]);
+        free(sc->params[i].values);
+        free(sc->params[i].key);
+    }
+    free(sc->params);
+    st_ynode_free(sc->base);
+    free(sc->path);
+    free(sc->base_path);
+    free(sc->metric);
+    free(sc->dir);
+    memset(sc, 0, sizeof *sc);
+}
+
+/* ---- sampling -------------------------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x) { /* splitmix64 finaliser */
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* A hash of (seed, trial, slot): slot 0 is the trial seed, slot i+1 parameter i's draw. */
+static uint64_t trial_hash(uint64_t seed, int trial_id, int slot) {
+    return mix64(mix64(mix64(seed) ^ (uint64_t)trial_id) ^ (uint64_t)slot);
+}
+
+static double unit_draw(uint64_t seed, int trial_id, int slot) { /* U in [0, 1) */
+    return (double)(trial_hash(seed, trial_id, slot) >> 11) * 0x1.0p-53;
+}
+
+static st_ynode *sample_param(const st_sweep_param *p, double u) {
+    char buf[64];
+    switch (p->kind) {
+    case ST_SWEEP_VALUES: {
+        int i = (int)(u * p->n_values);
+        return st_ynode_copy(p->values[i < p->n_values ? i : p->n_values - 1]);
+    }
+    case ST_SWEEP_VALUE: return st_ynode_copy(p->values[0]);
+    case ST_SWEEP_UNIFORM: snprintf(buf, sizeof buf, "%.6g", p->min + u * (p->max - p->min)); break;
+    case ST_SWEEP_LOG_UNIFORM:
+        snprintf(buf, sizeof buf, "%.6g", exp(log(p->min) + u * (log(p->max) - log(p->min))));
+        break;
+    case ST_SWEEP_INT_UNIFORM: {
+        long long lo = (long long)p->min, hi = (long long)p->max;
+        long long v = lo + (long long)(u * (double)(hi - lo + 1));
+        snprintf(buf, sizeof buf, "%lld", v > hi ? hi : v);
+        break;
+    }
+    case ST_SWEEP_Q_UNIFORM: {
+        double v = round((p->min + u * (p->max - p->min)) / p->q) * p->q;
+        if (v > p->max) v -= p->q;
+        if (v < p->min) v += p->q;
+        if (v > p->max) v = p->max; /* the range holds no multiple of q */
+        snprintf(buf, sizeof buf, "%.10g", v);
+        break;
+    }
+    }
+    return st_ynode_new_scalar(buf, 1);
+}
+
+static int has_param(const st_sweep_config *sc, const char *key) {
+    for (int i = 0; i < sc->n_params; i++)
+        if (!strcmp(sc->params[i].key, key)) return 1;
+    return 0;
+}
+
+st_ynode *st_sweep_sample(const st_sweep_config *sc, int trial_id, uint64_t *trial_seed) {
+    st_ynode *params = st_ynode_new_map();
+    for (int i = 0; i < sc->n_params; i++)
+        st_ynode_map_add(params, sc->params[i].key, sample_param(&sc->params[i], unit_draw(sc->seed, trial_id, i + 1)));
+    *trial_seed = trial_hash(sc->seed, trial_id, 0) >> 1; /* < 2^63: a YAML integer */
+    return params;
+}
+
+static void replace_string(char **slot, const char *value) {
+    free(*slot);
+    *slot = ST_STRDUP(value);
+}
+
+int st_sweep_trial_config(const st_sweep_config *sc, const st_ynode *params, uint64_t trial_seed, const char *trial_dir,
+                          st_train_config *cfg) {
+    st_ynode *tree = st_ynode_copy(sc->base);
+    int rc = 0;
+    for (int i = 0; i < params->n && rc == 0; i++)
+        rc = st_ynode_set_path(tree, params->keys[i]->value, params->items[i]);
+    if (rc == 0 && !has_param(sc, "seed")) {
+        st_ynode *seed = st_ynode_new_int((long long)trial_seed);
+        rc = st_ynode_set_path(tree, "seed", seed);
+        st_ynode_free(seed);
+    }
+    if (rc == 0) rc = st_config_from_tree(tree, cfg);
+    st_ynode_free(tree);
+    if (rc != 0) return -1;
+    if (cfg->n_phases && cfg->epochs != sc->hyperband.max_resource) {
+        st_config_free(cfg);
+        return st_error_set("%s: phases: they total %d epochs but hyperband.max_resource is %d (HINT: make them equal)",
+                            sc->base_path, cfg->epochs, sc->hyperband.max_resource);
+    }
+    cfg->epochs = sc->hyperband.max_resource;
+    if (st_config_check_metric(cfg, sc->metric)) {
+        st_config_free(cfg);
+        return wrap_error("trial config does not report the sweep metric %s: %s", sc->metric);
+    }
+    replace_string(&cfg->early_stopping.metric, sc->metric);
+    cfg->early_stopping.maximize = sc->maximize;
+    if (trial_dir) {
+        char out[4200];
+        snprintf(out, sizeof out, "%s/checkpoints", trial_dir);
+        replace_string(&cfg->output.dir, out);
+        replace_string(&cfg->output.name, "trial");
+    }
+    return 0;
+}
+
+int st_sweep_check_trials(const st_sweep_config *sc, int n_trials, int check_files) {
+    for (int t = 0; t < n_trials; t++) {
+        uint64_t seed;
+        st_ynode *params = st_sweep_sample(sc, t, &seed);
+        st_train_config cfg;
+        int rc = st_sweep_trial_config(sc, params, seed, NULL, &cfg);
+        if (rc == 0) {
+            if (check_files) rc = st_config_check_files(&cfg);
+            st_config_free(&cfg);
+        }
+        if (rc != 0) {
+            char label[2100], flow[2048];
+            snprintf(label, sizeof label, "trial %d (%s)", t, st_ynode_flow(params, flow, sizeof flow));
+            st_ynode_free(params);
+            return wrap_error("%s: these parameters do not make a valid config together: %s", label);
+        }
+        st_ynode_free(params);
+    }
+    return 0;
+}
+
+/* ---- writing the sweep back ------------------------------------------------------------------- */
+
+static st_ynode *param_spec_tree(const st_sweep_param *p) {
+    st_ynode *spec = st_ynode_new_map();
+    if (p->kind == ST_SWEEP_VALUES) {
+        st_ynode *list = st_ynode_new_seq();
+        for (int i = 0; i < p->n_values; i++) st_ynode_seq_add(list, st_ynode_copy(p->values[i]));
+        st_ynode_map_add(spec, "values", list);
+    } else if (p->kind == ST_SWEEP_VALUE) {
+        st_ynode_map_add(spec, "value", st_ynode_copy(p->values[0]));
+    } else {
+        st_ynode_map_add(spec, "distribution", st_ynode_new_scalar(distribution_names[p->kind - ST_SWEEP_UNIFORM], 1));
+        st_ynode_map_add(spec, "min", st_ynode_new_number(p->min));
+        st_ynode_map_add(spec, "max", st_ynode_new_number(p->max));
+        if (p->kind == ST_SWEEP_Q_UNIFORM) st_ynode_map_add(spec, "q", st_ynode_new_number(p->q));
+    }
+    return spec;
+}
+
+int st_sweep_write(const st_sweep_config *sc, const char *dir) {
+    char path[4200];
+    st_train_config base;
+    if (st_config_from_tree(sc->base, &base)) return -1;
+    snprintf(path, sizeof path, "%s/base.yaml", dir);
+    int rc = st_config_write_yaml(&base, path);
+    st_config_free(&base);
+    if (rc) return -1;
+
+    st_ynode *root = st_ynode_new_map(), *metric = st_ynode_new_map(), *hb = st_ynode_new_map(),
+             *params = st_ynode_new_map();
+    st_ynode_map_add(root, "base", st_ynode_new_scalar("base.yaml", 0));
+    st_ynode_map_add(metric, "name", st_ynode_new_scalar(sc->metric, 0));
+    st_ynode_map_add(metric, "goal", st_ynode_new_scalar(goal_names[sc->maximize], 1));
+    st_ynode_map_add(root, "metric", metric);
+    st_ynode_map_add(root, "seed", st_ynode_new_int((long long)sc->seed));
+    st_ynode_map_add(root, "dir", st_ynode_new_scalar(dir, 0));
+    st_ynode_map_add(hb, "max_resource", st_ynode_new_int(sc->hyperband.max_resource));
+    st_ynode_map_add(hb, "min_resource", st_ynode_new_int(sc->hyperband.min_resource));
+    st_ynode_map_add(hb, "eta", st_ynode_new_int(sc->hyperband.eta));
+    st_ynode_map_add(hb, "iterations", st_ynode_new_int(sc->hyperband.iterations));
+    st_ynode_map_add(hb, "rounding", st_ynode_new_scalar(rounding_names[sc->hyperband.rounding], 1));
+    st_ynode_map_add(root, "hyperband", hb);
+    for (int i = 0; i < sc->n_params; i++) st_ynode_map_add(params, sc->params[i].key, param_spec_tree(&sc->params[i]));
+    st_ynode_map_add(root, "parameters", params);
+    snprintf(path, sizeof path, "%s/sweep.yaml", dir);
+    char header[4400];
+    snprintf(header, sizeof header, "simtune effective sweep (from %s); resume with: simtune sweep --resume %s",
+             sc->path, dir);
+    rc = st_yaml_write_file(root, path, header);
+    st_ynode_free(root);
+    return rc;
+}
+
+int st_sweep_load_dir(const char *dir, st_sweep_config *sc) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sweep.yaml", dir);
+    if (!file_exists(path))
+        return st_error_set("%s: no sweep.yaml: not a sweep folder (HINT: start a sweep with --config)", dir);
+    return st_sweep_load(path, NULL, 0, sc);
+}
+
+void st_sweep_plan_json(FILE *out, const st_hb_plan *plan) {
+    fputc('[', out);
+    for (int b = 0; b < plan->n_brackets; b++) {
+        const st_hb_bracket *br = &plan->brackets[b];
+        fputs(b ? ", [" : "[", out);
+        for (int i = 0; i < br->n_rungs; i++)
+            fprintf(out, "%s{\"n\": %d, \"r\": %d}", i ? ", " : "", br->rungs[i].n, br->rungs[i].r);
+        fputc(']', out);
+    }
+    fputs("]\n", out);
+}
+
+/* ---- the runner: state -------------------------------------------------------------------------- */
+
+typedef struct {
+    int done;
+    double metric; /* NaN: diverged (ranked worst) */
+} evaluation;
+
+typedef struct {
+    const st_sweep_config *sc;
+    const char *dir;
+    st_hb_plan plan;
+    int n_trials, max_rungs;
+    evaluation *evals; /* (n_trials, max_rungs) */
+    int *bracket_of;   /* (n_trials) plan bracket index */
+    st_ynode **params; /* (n_trials) sampled parameters */
+    uint64_t *seeds;   /* (n_trials) */
+    int *scratch;      /* (n_trials) */
+    FILE *progress;
+} runner;
+
+static evaluation *eval_at(const runner *r, int trial, int rung) {
+    return &r->evals[(size_t)trial * (size_t)r->max_rungs + (size_t)rung];
+}
+
+static int compare_int(const void *a, const void *b) {
+    return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
+}
+
+/* Trials of bracket b alive at `rung` (ascending ids) into out; the count, or -1 when an earlier
+ * rung is not complete yet. Successive halving keeps floor(n_i / eta) after rung i. */
+static int alive_at(const runner *r, int b, int rung, int *out) {
+    const st_hb_bracket *br = &r->plan.brackets[b];
+    int n = br->rungs[0].n;
+    for (int k = 0; k < n; k++) out[k] = br->first_trial + k;
+    double *metrics = ST_MALLOC((size_t)n * sizeof *metrics);
+    int *chosen = ST_MALLOC((size_t)n * sizeof *chosen), *kept = ST_MALLOC((size_t)n * sizeof *kept);
+    for (int i = 0; i < rung && n >= 0; i++) {
+        for (int k = 0; k < n && n >= 0; k++) {
+            if (!eval_at(r, out[k], i)->done)
+                n = -1;
+            else
+                metrics[k] = eval_at(r, out[k], i)->metric;
+        }
+        if (n < 0) break;
+        int keep = st_hb_select(metrics, out, n, n / r->plan.config.eta, r->sc->maximize, chosen);
+        for (int k = 0; k < keep; k++) kept[k] = out[chosen[k]];
+        qsort(kept, (size_t)keep, sizeof *kept, compare_int);
+        memcpy(out, kept, (size_t)keep * sizeof *out);
+        n = keep;
+    }
+    free(metrics);
+    free(chosen);
+    free(kept);
+    return n;
+}
+
+static int last_done_rung(const runner *r, int t) {
+    int last = -1;
+    for (int i = 0; i < r->plan.brackets[r->bracket_of[t]].n_rungs; i++)
+        if (eval_at(r, t, i)->done) last = i;
+    return last;
+}
+
+static int save_state(const runner *r) {
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s/state.json", r->dir);
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fprintf(f, "{\"version\": 1, \"n_trials\": %d, \"evaluations\": [", r->n_trials);
+    int first = 1;
+    for (int t = 0; t < r->n_trials; t++)
+        for (int i = 0; i < r->max_rungs; i++) {
+            const evaluation *e = eval_at(r, t, i);
+            if (!e->done) continue;
+            const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+            fprintf(f, "%s\n  {\"trial\": %d, \"rung\": %d, \"epochs\": %d, \"metric\": ", first ? "" : ",", t, i,
+                    br->rungs[i].r);
+            st_json_write_number(f, e->metric);
+            fputc('}', f);
+            first = 0;
+        }
+    fputs("\n]}\n", f);
+    return st_atomic_commit(f, tmp, path);
+}
+
+static int state_int(const st_ynode *item, const char *key, long long lo, long long hi, long long *out) {
+    const st_ynode *n = st_ynode_get(item, key);
+    if (!n || n->kind != ST_YNODE_SCALAR || st_yaml_parse_int(n->value, out) != 0 || *out < lo || *out > hi)
+        return where_error(n ? n : item, key, "missing or out of range [%lld, %lld]", lo, hi);
+    return 0;
+}
+
+static int load_state(runner *r) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/state.json", r->dir);
+    if (!file_exists(path)) return 0; /* killed before the first evaluation finished */
+    st_ynode *root = st_yaml_load_file(path);
+    if (!root) return -1;
+    long long v = 0;
+    int rc = state_int(root, "n_trials", r->n_trials, r->n_trials, &v);
+    const st_ynode *list = st_ynode_get(root, "evaluations");
+    if (rc == 0 && (!list || list->kind != ST_YNODE_SEQ)) rc = where_error(root, "evaluations", "expected a list");
+    for (int k = 0; rc == 0 && k < list->n; k++) {
+        const st_ynode *item = list->items[k], *m = st_ynode_get(item, "metric");
+        long long t = 0, i = 0, epochs = 0;
+        double metric = NAN;
+        if ((rc = state_int(item, "trial", 0, r->n_trials - 1, &t)) != 0) break;
+        const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+        if ((rc = state_int(item, "rung", 0, br->n_rungs - 1, &i)) != 0) break;
+        if ((rc = state_int(item, "epochs", br->rungs[i].r, br->rungs[i].r, &epochs)) != 0) break;
+        if (!m || (!st_ynode_is_null(m) && st_yaml_parse_float(m->value, &metric) != 0)) {
+            rc = where_error(m ? m : item, "metric", "expected a number or null");
+            break;
+        }
+        *eval_at(r, (int)t, (int)i) = (evaluation){1, metric};
+    }
+    st_ynode_free(root);
+    if (rc != 0) return wrap_error("%s: does not match this sweep's plan: %s", path);
+    return 0;
+}
+
+/* ---- the runner: derived files --------------------------------------------------------------------- */
+
+static void trial_dir_of(const runner *r, int t, char *buf, size_t size) {
+    snprintf(buf, size, "%s/trials/%04d", r->dir, t);
+}
+
+/* Status of every trial: pending (never evaluated), finished (evaluated at its bracket's last
+ * rung), promoted (selected for the next rung), stopped (not selected), running (its rung is not
+ * complete yet, so the selection is not made). One pass per bracket and rung. */
+static void trial_statuses(const runner *r, const char **status) {
+    int *reached = ST_MALLOC((size_t)r->n_trials * sizeof *reached),
+        *complete = ST_MALLOC((size_t)r->n_trials * sizeof *complete);
+    for (int b = 0; b < r->plan.n_brackets; b++) {
+        const st_hb_bracket *br = &r->plan.brackets[b];
+        for (int i = 0; i < br->n_rungs; i++) {
+            int n = alive_at(r, b, i, r->scratch);
+            for (int k = 0; k < n; k++) reached[r->scratch[k]] = i;
+            for (int k = 0; k < br->rungs[0].n; k++)
+                complete[br->first_trial + k] = n >= 0 ? i : complete[br->first_trial + k];
+            if (n < 0) break;
+        }
+    }
+    for (int t = 0; t < r->n_trials; t++) {
+        int last = last_done_rung(r, t);
+        if (last < 0)
+            status[t] = "pending";
+        else if (last == r->plan.brackets[r->bracket_of[t]].n_rungs - 1)
+            status[t] = "finished";
+        else if (reached[t] > last)
+            status[t] = "promoted";
+        else if (complete[t] > last)
+            status[t] = "stopped";
+        else
+            status[t] = "running";
+    }
+    free(reached);
+    free(complete);
+}
+
+static const runner *sort_runner; /* qsort has no context argument */
+
+static int compare_leaderboard(const void *pa, const void *pb) {
+    const runner *r = sort_runner;
+    int a = *(const int *)pa, b = *(const int *)pb;
+    int la = last_done_rung(r, a), lb = last_done_rung(r, b);
+    if ((la < 0) != (lb < 0)) return la < 0 ? 1 : -1;
+    if (la >= 0) {
+        int ea = r->plan.brackets[r->bracket_of[a]].rungs[la].r, eb = r->plan.brackets[r->bracket_of[b]].rungs[lb].r;
+        if (ea != eb) return ea > eb ? -1 : 1;
+        double ma = eval_at(r, a, la)->metric, mb = eval_at(r, b, lb)->metric;
+        if (st_hb_better(ma, mb, r->sc->maximize)) return -1;
+        if (st_hb_better(mb, ma, r->sc->maximize)) return 1;
+    }
+    return (a > b) - (a < b);
+}
+
+/* Trial ids best first: most epochs reached, then metric, then id; never-evaluated trials last. */
+static int *leaderboard_order(const runner *r) {
+    int *order = ST_MALLOC((size_t)r->n_trials * sizeof *order);
+    for (int t = 0; t < r->n_trials; t++) order[t] = t;
+    sort_runner = r;
+    qsort(order, (size_t)r->n_trials, sizeof *order, compare_leaderboard);
+    return order;
+}
+
+static void csv_field(FILE *f, const char *text) {
+    if (!strpbrk(text, ",\"\n")) {
+        fputs(text, f);
+        return;
+    }
+    fputc('"', f);
+    for (const char *p = text; *p; p++) {
+        if (*p == '"') fputc('"', f);
+        fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void write_csv_row(const runner *r, FILE *f, int rank, int t, const char *status) {
+    int b = r->bracket_of[t], last = last_done_rung(r, t);
+    const st_hb_bracket *br = &r->plan.brackets[b];
+    char metric[40] = "", flow[2048];
+    if (last >= 0) {
+        if (isnan(eval_at(r, t, last)->metric))
+            snprintf(metric, sizeof metric, "nan");
+        else {
+            st_ynode *number = st_ynode_new_number(eval_at(r, t, last)->metric); /* shortest exact text */
+            snprintf(metric, sizeof metric, "%s", number->value);
+            st_ynode_free(number);
+        }
+    }
+    fprintf(f, "%d,%d,%d,%d,%d,%d,%d,%s,%s,%llu", rank, t, b, br->s, br->iteration, last,
+            last >= 0 ? br->rungs[last].r : 0, metric, status, (unsigned long long)r->seeds[t]);
+    for (int p = 0; p < r->params[t]->n; p++) {
+        fputc(',', f);
+        csv_field(f, st_ynode_flow(r->params[t]->items[p], flow, sizeof flow));
+    }
+    fputc('\n', f);
+}
+
+static void write_json_row(const runner *r, FILE *f, int rank, int t, const char *status) {
+    int b = r->bracket_of[t], last = last_done_rung(r, t);
+    const st_hb_bracket *br = &r->plan.brackets[b];
+    fprintf(f,
+            "{\"rank\": %d, \"trial\": %d, \"bracket\": %d, \"s\": %d, \"iteration\": %d, \"rung\": %d, "
+            "\"epochs\": %d, \"metric\": ",
+            rank, t, b, br->s, br->iteration, last, last >= 0 ? br->rungs[last].r : 0);
+    st_json_write_number(f, last >= 0 ? eval_at(r, t, last)->metric : NAN);
+    fprintf(f, ", \"status\": \"%s\", \"seed\": %llu, \"params\": ", status, (unsigned long long)r->seeds[t]);
+    st_ynode_write_json(f, r->params[t]);
+    fputs(", \"history\": [", f);
+    for (int i = 0, first = 1; i <= last; i++) {
+        if (!eval_at(r, t, i)->done) continue;
+        fprintf(f, "%s{\"rung\": %d, \"epochs\": %d, \"metric\": ", first ? "" : ", ", i, br->rungs[i].r);
+        st_json_write_number(f, eval_at(r, t, i)->metric);
+        fputc('}', f);
+        first = 0;
+    }
+    fputs("]}\n", f);
+}
+
+static int write_leaderboard(const runner *r) {
+    char csv_path[4200], json_path[4200], csv_tmp[4300], json_tmp[4300];
+    snprintf(csv_path, sizeof csv_path, "%s/trials.csv", r->dir);
+    snprintf(json_path, sizeof json_path, "%s/trials.jsonl", r->dir);
+    FILE *csv = st_atomic_open(csv_path, csv_tmp, sizeof csv_tmp);
+    if (!csv) return -1;
+    FILE *json = st_atomic_open(json_path, json_tmp, sizeof json_tmp);
+    if (!json) {
+        fclose(csv);
+        return -1;
+    }
+    fputs("rank,trial,bracket,s,iteration,rung,epochs,metric,status,seed", csv);
+    for (int p = 0; p < r->sc->n_params; p++) {
+        fputc(',', csv);
+        csv_field(csv, r->sc->params[p].key);
+    }
+    fputc('\n', csv);
+    int *order = leaderboard_order(r);
+    const char **status = ST_MALLOC((size_t)r->n_trials * sizeof *status);
+    trial_statuses(r, status);
+    for (int k = 0; k < r->n_trials; k++) {
+        write_csv_row(r, csv, k + 1, order[k], status[order[k]]);
+        write_json_row(r, json, k + 1, order[k], status[order[k]]);
+    }
+    free(status);
+    free(order);
+    int rc = st_atomic_commit(csv, csv_tmp, csv_path);
+    if (rc == 0) return st_atomic_commit(json, json_tmp, json_path);
+    fclose(json);
+    return -1;
+}
+
+static int write_trial_metrics(const runner *r, int t) {
+    char dir[4200], path[4300], tmp[4400];
+    trial_dir_of(r, t, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+    for (int i = 0; i < br->n_rungs; i++) {
+        if (!eval_at(r, t, i)->done) continue;
+        fprintf(f, "{\"rung\": %d, \"epochs\": %d, \"%s\": ", i, br->rungs[i].r, r->sc->metric);
+        st_json_write_number(f, eval_at(r, t, i)->metric);
+        fputs("}\n", f);
+    }
+    return st_atomic_commit(f, tmp, path);
+}
+
+/* best.yaml: the leader's config, ready to train from scratch to max_resource. */
+static int write_best(const runner *r, int *best_trial) {
+    int *order = leaderboard_order(r);
+    int best = order[0];
+    free(order);
+    *best_trial = -1;
+    if (last_done_rung(r, best) < 0) return 0;
+    st_train_config cfg;
+    if (st_sweep_trial_config(r->sc, r->params[best], r->seeds[best], NULL, &cfg)) return -1;
+    replace_string(&cfg.output.name, "best");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/best.yaml", r->dir);
+    int rc = st_config_write_yaml(&cfg, path);
+    st_config_free(&cfg);
+    *best_trial = best;
+    return rc;
+}
+
+static int write_plot(const runner *r) {
+    st_plot_series *series = ST_CALLOC((size_t)r->n_trials, sizeof *series);
+    double *xs = ST_CALLOC((size_t)r->n_trials * (size_t)r->max_rungs, sizeof *xs);
+    double *ys = ST_CALLOC((size_t)r->n_trials * (size_t)r->max_rungs, sizeof *ys);
+    int n_series = 0;
+    for (int t = 0; t < r->n_trials; t++) {
+        const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+        st_plot_series *s = &series[n_series];
+        s->x = xs + (size_t)t * r->max_rungs;
+        s->y = ys + (size_t)t * r->max_rungs;
+        for (int i = 0; i < br->n_rungs; i++)
+            if (eval_at(r, t, i)->done) {
+                xs[(size_t)t * r->max_rungs + s->n] = br->rungs[i].r;
+                ys[(size_t)t * r->max_rungs + s->n] = eval_at(r, t, i)->metric;
+                s->n++;
+            }
+        s->color = r->plan.s_max - br->s; /* one colour per bracket s */
+        if (s->n) n_series++;
+    }
+    char **legend = ST_CALLOC((size_t)r->plan.s_max + 1, sizeof *legend);
+    for (int k = 0; k <= r->plan.s_max; k++) {
+        legend[k] = ST_MALLOC(32);
+        snprintf(legend[k], 32, "bracket s=%d", r->plan.s_max - k);
+    }
+    char path[4200], title[512];
+    snprintf(path, sizeof path, "%s/curves.png", r->dir);
+    snprintf(title, sizeof title, "%s per trial (Hyperband, eta=%d)", r->sc->metric, r->plan.config.eta);
+    st_plot_options opt = {.title = title,
+                           .x_label = "epochs",
+                           .y_label = r->sc->metric,
+                           .log_x = r->plan.s_max > 0,
+                           .legend = (const char *const *)legend,
+                           .n_legend = r->plan.s_max + 1};
+    int rc = st_plot_png(path, series, n_series, &opt);
+    for (int k = 0; k <= r->plan.s_max; k++) free(legend[k]);
+    free(legend);
+    free(series);
+    free(xs);
+    free(ys);
+    return rc;
+}
+
+static int write_plan_json(const runner *r) {
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s/plan.json", r->dir);
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    const st_hyperband_config *c = &r->plan.config;
+    fprintf(f,
+            "{\"s_max\": %d, \"eta\": %d, \"max_resource\": %d, \"min_resource\": %d, \"iterations\": %d, "
+            "\"rounding\": \"%s\", \"n_trials\": %d, \"epochs_continued\": %lld, \"epochs_from_scratch\": %lld,\n"
+            " \"brackets\": [",
+            r->plan.s_max, c->eta, c->max_resource, c->min_resource, c->iterations, rounding_names[c->rounding],
+            r->n_trials, st_hb_total_epochs(&r->plan, 1), st_hb_total_epochs(&r->plan, 0));
+    for (int b = 0; b < r->plan.n_brackets; b++) {
+        const st_hb_bracket *br = &r->plan.brackets[b];
+        fprintf(f, "%s\n  {\"s\": %d, \"iteration\": %d, \"first_trial\": %d, \"rungs\": [", b ? "," : "", br->s,
+                br->iteration, br->first_trial);
+        for (int i = 0; i < br->n_rungs; i++)
+            fprintf(f, "%s{\"n\": %d, \"r\": %d}", i ? ", " : "", br->rungs[i].n, br->rungs[i].r);
+        fputs("]}", f);
+    }
+    fputs("\n]}\n", f);
+    return st_atomic_commit(f, tmp, path);
+}
+
+static int write_derived(const runner *r, int *best_trial) {
+    if (write_leaderboard(r) || write_best(r, best_trial)) return -1;
+    return 0;
+}
+
+/* ---- the runner: running ---------------------------------------------------------------------------- */
+
+static const char *params_text(const st_ynode *params, char *buf, size_t size) {
+    char flow[1024];
+    buf[0] = '\0';
+    for (int p = 0; p < params->n; p++) {
+        size_t used = strlen(buf);
+        snprintf(buf + used, size - used, "%s%s=%s", p ? " " : "", params->keys[p]->value,
+                 st_ynode_flow(params->items[p], flow, sizeof flow));
+    }
+    return buf;
+}
+
+static int runner_init(runner *r, const st_sweep_config *sc, const char *dir, FILE *progress) {
+    memset(r, 0, sizeof *r);
+    r->sc = sc;
+    r->dir = dir;
+    r->progress = progress;
+    if (st_hyperband_plan(&sc->hyperband, &r->plan)) return -1;
+    r->n_trials = r->plan.n_trials;
+    r->max_rungs = r->plan.s_max + 1;
+    r->evals = ST_CALLOC((size_t)r->n_trials * (size_t)r->max_rungs, sizeof *r->evals);
+    r->bracket_of = ST_CALLOC((size_t)r->n_trials, sizeof *r->bracket_of);
+    r->params = ST_CALLOC((size_t)r->n_trials, sizeof *r->params);
+    r->seeds = ST_CALLOC((size_t)r->n_trials, sizeof *r->seeds);
+    r->scratch = ST_CALLOC((size_t)r->n_trials, sizeof *r->scratch);
+    for (int b = 0; b < r->plan.n_brackets; b++)
+        for (int k = 0; k < r->plan.brackets[b].rungs[0].n; k++) r->bracket_of[r->plan.brackets[b].first_trial + k] = b;
+    for (int t = 0; t < r->n_trials; t++) r->params[t] = st_sweep_sample(sc, t, &r->seeds[t]);
+    return st_sweep_check_trials(sc, r->n_trials, 1); /* before the first epoch is spent */
+}
+
+static void runner_free(runner *r) {
+    for (int t = 0; t < r->n_trials && r->params; t++) st_ynode_free(r->params[t]);
+    free(r->params);
+    free(r->evals);
+    free(r->bracket_of);
+    free(r->seeds);
+    free(r->scratch);
+    st_hb_plan_free(&r->plan);
+}
+
+static int run_evaluation(runner *r, int t, int rung, st_trial_fn fn, void *user) {
+    const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+    char dir[4200], path[4300];
+    trial_dir_of(r, t, dir, sizeof dir);
+    if (mkdir_p(dir)) return -1;
+    st_train_config cfg;
+    if (st_sweep_trial_config(r->sc, r->params[t], r->seeds[t], dir, &cfg)) return -1;
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    double metric = NAN;
+    int rc = file_exists(path) ? 0 : st_config_write_yaml(&cfg, path);
+    if (rc == 0) rc = fn(&cfg, dir, br->rungs[rung].r, &metric, user);
+    st_config_free(&cfg);
+    if (rc != 0) {
+        char label[64];
+        snprintf(label, sizeof label, "trial %d", t);
+        return wrap_error("%s: %s (HINT: fix the cause, then simtune sweep --resume the sweep folder)", label);
+    }
+    *eval_at(r, t, rung) = (evaluation){1, metric};
+    if (save_state(r) || write_trial_metrics(r, t)) return -1;
+    int best;
+    if (write_derived(r, &best)) return -1;
+    if (r->progress) {
+        char value[40], params[2048];
+        fprintf(r->progress, "    trial %04d  %4d epochs  %s = %-10s %s\n", t, br->rungs[rung].r, r->sc->metric,
+                metric_text(metric, value, sizeof value), params_text(r->params[t], params, sizeof params));
+        fflush(r->progress);
+    }
+    return 0;
+}
+
+static int run_bracket(runner *r, int b, st_trial_fn fn, void *user) {
+    const st_hb_bracket *br = &r->plan.brackets[b];
+    if (r->progress)
+        fprintf(r->progress, "bracket %d/%d (s=%d, iteration %d): %d trials, rungs of", b + 1, r->plan.n_brackets,
+                br->s, br->iteration + 1, br->rungs[0].n);
+    for (int i = 0; i < br->n_rungs && r->progress; i++) fprintf(r->progress, " %dx%d", br->rungs[i].n, br->rungs[i].r);
+    if (r->progress) fprintf(r->progress, " (trials x epochs)\n");
+    int *alive = ST_MALLOC((size_t)br->rungs[0].n * sizeof *alive);
+    int rc = 0;
+    for (int i = 0; i < br->n_rungs && rc == 0; i++) {
+        int n = alive_at(r, b, i, alive), done = 0;
+        ST_CHECK(n == br->rungs[i].n, "bracket %d rung %d: %d alive trials, plan says %d", b, i, n, br->rungs[i].n);
+        for (int k = 0; k < n; k++) done += eval_at(r, alive[k], i)->done;
+        if (r->progress) {
+            fprintf(r->progress, "  rung %d/%d: %d trials to %d epochs", i + 1, br->n_rungs, n, br->rungs[i].r);
+            if (done) fprintf(r->progress, " (%d finished earlier)", done);
+            fputc('\n', r->progress);
+        }
+        for (int k = 0; k < n && rc == 0; k++)
+            if (!eval_at(r, alive[k], i)->done) rc = run_evaluation(r, alive[k], i, fn, user);
+        if (rc == 0 && r->progress && i + 1 < br->n_rungs)
+            fprintf(r->progress, "  rung %d/%d done: %d of %d trials continue\n", i + 1, br->n_rungs,
+                    br->rungs[i + 1].n, n);
+        if (rc == 0) rc = write_plot(r);
+    }
+    free(alive);
+    return rc;
+}
+
+static void print_summary(const runner *r, int best) {
+    FILE *out = r->progress;
+    char value[40], params[2048];
+    fprintf(out, "\nsweep finished: %d trials, %lld epochs trained (continued), %d brackets\n", r->n_trials,
+            st_hb_total_epochs(&r->plan, 1), r->plan.n_brackets);
+    fprintf(out, "%-8s %3s %6s %6s %7s  %-10s\n", "bracket", "s", "trials", "best", "epochs", r->sc->metric);
+    for (int b = 0; b < r->plan.n_brackets; b++) {
+        const st_hb_bracket *br = &r->plan.brackets[b];
+        int leader = -1, last = br->n_rungs - 1;
+        for (int k = 0; k < br->rungs[0].n; k++) {
+            int t = br->first_trial + k;
+            if (eval_at(r, t, last)->done &&
+                (leader < 0 ||
+                 st_hb_better(eval_at(r, t, last)->metric, eval_at(r, leader, last)->metric, r->sc->maximize)))
+                leader = t;
+        }
+        if (leader < 0) continue;
+        fprintf(out, "%-8d %3d %6d %6d %7d  %-10s\n", b + 1, br->s, br->rungs[0].n, leader, br->rungs[last].r,
+                metric_text(eval_at(r, leader, last)->metric, value, sizeof value));
+    }
+    int *order = leaderboard_order(r);
+    fprintf(out, "\ntop trials:\n%4s %6s %7s %-10s %s\n", "rank", "trial", "epochs", r->sc->metric, "parameters");
+    for (int k = 0; k < r->n_trials && k < 10; k++) {
+        int t = order[k], last = last_done_rung(r, t);
+        if (last < 0) break;
+        fprintf(out, "%4d %6d %7d %-10s %s\n", k + 1, t, r->plan.brackets[r->bracket_of[t]].rungs[last].r,
+                metric_text(eval_at(r, t, last)->metric, value, sizeof value),
+                params_text(r->params[t], params, sizeof params));
+    }
+    free(order);
+    if (best >= 0)
+        fprintf(out,
+                "\nbest: trial %d; ready-to-train config: %s/best.yaml\nleaderboard: %s/trials.csv, curves: "
+                "%s/curves.png\n",
+                best, r->dir, r->dir, r->dir);
+}
+
+static int start_folder(const runner *r) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sweep.yaml", r->dir);
+    if (file_exists(path))
+        return st_error_set("%s: already holds a sweep (HINT: --resume %s to continue it, or set dir to a new folder)",
+                            r->dir, r->dir);
+    if (mkdir_p(r->dir) || write_plan_json(r) || save_state(r)) return -1;
+    return st_sweep_write(r->sc, r->dir); /* last: its presence marks a complete start */
+}
+
+int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt, st_trial_fn fn,
+                 void *user) {
+    runner r;
+    int rc = runner_init(&r, sc, dir, opt->progress);
+    if (rc == 0) rc = opt->resume ? load_state(&r) : start_folder(&r);
+    if (rc == 0 && opt->resume) rc = write_plan_json(&r);
+    int best = -1;
+    if (rc == 0) rc = write_derived(&r, &best); /* derived files may be one evaluation behind after a kill */
+    if (rc == 0 && r.progress)
+        fprintf(r.progress, "sweep %s: %d brackets, %d trials, %lld epochs (continued); metric %s (%s)\n", dir,
+                r.plan.n_brackets, r.n_trials, st_hb_total_epochs(&r.plan, 1), sc->metric, goal_names[sc->maximize]);
+    for (int b = 0; b < r.plan.n_brackets && rc == 0; b++) rc = run_bracket(&r, b, fn, user);
+    if (rc == 0) rc = write_derived(&r, &best);
+    if (rc == 0) rc = write_plot(&r);
+    if (rc == 0 && r.progress) print_summary(&r, best);
+    runner_free(&r);
+    return rc;
+}

@@ -1,0 +1,115 @@
+/*
+ * sweep.h: Hyperband sweeps over train-config keys: the sweep file, trial sampling, and the
+ * crash-safe runner (docs/config.md "Sweeps" documents the file and the folder it writes).
+ *
+ * Sweep file keys: base (train config, relative to the sweep file), metric {name, goal}, seed,
+ * dir (output folder, default checkpoints/<sweep file stem>), hyperband {max_resource, min_resource,
+ * eta, iterations, rounding}, parameters {KEY.PATH: {values: [...]} | {value: x} |
+ * {distribution: uniform|log_uniform|int_uniform|q_uniform, min, max, q}}.
+ *
+ * Trials are numbered bracket by bracket (hyperband.h); trial t's parameters and its training
+ * seed come only from (sweep seed, t), so the same seed gives the same trials in any run order.
+ *
+ * The runner drives a trial function (the trainer) and owns the sweep folder:
+ *   sweep.yaml base.yaml plan.json state.json trials.csv trials.jsonl best.yaml curves.png
+ *   trials/NNNN/{config.yaml, metrics.jsonl, checkpoints/ (the trainer's)}
+ * state.json (every finished evaluation) is rewritten atomically after each one, so after a
+ * kill at any moment `--resume` re-runs only the evaluation that was in flight; promoted trials
+ * continue from their checkpoint (the trial function resumes to the new epoch target).
+ *
+ * Ownership: st_sweep_config owns everything it points to (st_sweep_free).
+ * Callers: cmd_sweep.c, tests/test_sweep.c.
+ */
+#ifndef ST_SWEEP_H
+#define ST_SWEEP_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "hyperband.h"
+#include "yaml_tree.h"
+
+/* Train one trial to epochs_target epochs in total, resuming from trial_dir's checkpoint when
+ * present (a promoted trial continues, it is not retrained), and return in *metric the value of
+ * cfg->early_stopping.metric at that epoch (the runner sets it to the sweep metric; NaN when the
+ * run diverged: ranked worst). cfg->epochs is the schedule horizon (hyperband.max_resource);
+ * output.dir is trial_dir/checkpoints. Returns 0, or -1 with st_error_set() on a failure that
+ * should stop the sweep (state is kept; fix the cause and --resume). */
+typedef int (*st_trial_fn)(const st_train_config *cfg, const char *trial_dir, int epochs_target, double *metric,
+                           void *user);
+
+/* The trainer's trial function: defined in train/trainer.c (user unused). */
+int st_train_trial(const st_train_config *cfg, const char *trial_dir, int epochs_target, double *metric, void *user);
+
+typedef enum {
+    ST_SWEEP_VALUES,      /* categorical: any YAML values, mappings merge into sections */
+    ST_SWEEP_VALUE,       /* constant */
+    ST_SWEEP_UNIFORM,     /* min + U (max - min) */
+    ST_SWEEP_LOG_UNIFORM, /* exp(ln min + U (ln max - ln min)); min, max are values > 0 */
+    ST_SWEEP_INT_UNIFORM, /* integers min..max, both inclusive */
+    ST_SWEEP_Q_UNIFORM    /* round(uniform / q) q, kept within [min, max] */
+} st_sweep_param_kind;
+
+typedef struct st_sweep_param {
+    char *key; /* train-config key path, e.g. "optimizer.lr" or "model" */
+    st_sweep_param_kind kind;
+    st_ynode **values; /* VALUES: n_values candidates; VALUE: one */
+    int n_values;
+    double min, max, q;
+} st_sweep_param;
+
+typedef struct st_sweep_config {
+    char *path;      /* the sweep file read */
+    char *base_path; /* the base train config, as resolved */
+    st_ynode *base;  /* its tree (overrides are applied to copies) */
+    char *metric;    /* default val/map@10 */
+    int maximize;    /* goal, default maximize */
+    uint64_t seed;
+    char *dir; /* sweep folder */
+    st_hyperband_config hyperband;
+    st_sweep_param *params;
+    int n_params;
+} st_sweep_config;
+
+/* Load a sweep file with "key.path=value" overrides of the sweep file's own keys
+ * (hyperband.eta=3, seed=7, parameters.optimizer.lr.max=0.1). Validates the base config and every
+ * parameter (each categorical value and both ends of each range are applied to the base and
+ * checked like a train config). -1 with st_error_get() = "FILE:LINE:COL: key: problem". */
+int st_sweep_load(const char *path, const char *const *sets, int n_sets, st_sweep_config *sc);
+void st_sweep_free(st_sweep_config *sc);
+
+/* Trial t's sampled parameters as a mapping {key: value} (caller frees) and its seed. */
+st_ynode *st_sweep_sample(const st_sweep_config *sc, int trial_id, uint64_t *trial_seed);
+
+/* The effective train config of a trial: base + parameters + seed, epochs = max_resource,
+ * early_stopping metric/goal = the sweep's, output under trial_dir (NULL: the base's output). */
+int st_sweep_trial_config(const st_sweep_config *sc, const st_ynode *params, uint64_t trial_seed, const char *trial_dir,
+                          st_train_config *cfg);
+
+/* Build and validate the train config of trials 0..n_trials-1 (catches parameter combinations
+ * that are invalid together, e.g. loss triplet with sampler shuffle); check_files: also that
+ * their weights and datasets exist (st_config_check_files). -1 naming the trial. */
+int st_sweep_check_trials(const st_sweep_config *sc, int n_trials, int check_files);
+
+/* Write the effective sweep file (with `base: base.yaml`) and the base config into dir. */
+int st_sweep_write(const st_sweep_config *sc, const char *dir);
+
+/* Plan JSON as printed by --dry-run --json: one array of brackets, each an array of rungs
+ * {"n": trials, "r": epochs}. */
+void st_sweep_plan_json(FILE *out, const st_hb_plan *plan);
+
+typedef struct st_sweep_run_options {
+    FILE *progress; /* progress lines and the closing summary; NULL: silent */
+    int resume;     /* 1: dir holds a sweep started earlier; 0: dir must not hold one */
+} st_sweep_run_options;
+
+/* Run (or resume) the whole sweep in dir. Returns 0 when every bracket finished, -1 with
+ * st_error_get() when a trial failed or a file could not be written (state stays consistent). */
+int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt, st_trial_fn fn,
+                 void *user);
+
+/* Open a sweep folder for --resume: loads dir/sweep.yaml (which names dir/base.yaml). */
+int st_sweep_load_dir(const char *dir, st_sweep_config *sc);
+
+#endif

@@ -1,0 +1,1015 @@
+/*
+ * trainer.c: one training run (train/trainer.h): data -> model -> loss -> backward -> optimizer,
+ * phase by phase, epoch by epoch, with validation, checkpoints and early stopping.
+ *
+ * The pieces it drives: data/loader.h (batches), infer/model.h + train/backward.h (the network),
+ * train/loss.h, train/optim.h (update and lr schedules), infer/eval.h (validation metrics),
+ * train/checkpoint.h (state), infer/weights_h5.h (import/export), train/plot.h (curves).
+ *
+ * Checkpoint blobs written besides the model (all restored on --resume):
+ *   optimizer/<m|v>/<layer>/<weight>   optimizer state tensors
+ *   optimizer/counters (u64)           step, skipped steps
+ *   loader/state (u64)                 position of the batch stream (mid-epoch included)
+ *   trainer/position (i32)             phase, epochs done in the phase, batches done in the
+ *                                      epoch in flight, best epoch, epochs without improvement,
+ *                                      phase finished, plateau num_bad, plateau cooldown
+ *   trainer/values (u64 = doubles)     best metric, last metric, plateau lr, plateau best,
+ *                                      last train loss
+ */
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../data/loader.h"
+#include "../infer/eval.h"
+#include "../infer/weights_h5.h"
+#include "../kernels/check.h"
+#include "backward.h"
+#include "checkpoint.h"
+#include "loss.h"
+#include "optim.h"
+#include "plot.h"
+
+/* ---- signals ------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* ---- run state ----------------------------------------------------------------------- */
+
+enum { MAX_CURVE = 4096 };
+
+typedef struct phase_view {
+    const char *name;
+    int epochs;
+    const char *freeze_until;
+    const st_optimizer_config *optimizer;
+    const st_schedule_config *schedule;
+    const st_early_stopping_config *early_stopping;
+    char **data;   /* dataset names, NULL = all */
+    int n_data;
+} phase_view;
+
+typedef struct position {
+    int phase;            /* phase in progress */
+    int phase_epochs;     /* epochs finished in it */
+    int epoch_batches;    /* batches finished of the epoch in flight (resume mid-epoch) */
+    int best_epoch;       /* 1-based global epoch of the phase's best metric, 0 none */
+    int bad_epochs;       /* validations without improvement */
+    int phase_finished;   /* early-stopped or all epochs done */
+    double best_metric, last_metric, last_loss;
+    st_plateau plateau;
+} position;
+
+typedef struct trainer {
+    const st_train_config *cfg;
+    const st_train_options *opt;
+    char run_dir[4096];
+    st_backend *be;
+    st_dataset all, train, val;
+    int have_val;
+    phase_view *phases;
+    int n_phases;
+    int global_epoch;     /* epochs finished in all phases */
+    long step;            /* optimizer steps in all phases */
+
+    st_model *model;
+    st_loss *loss;
+    st_optimizer *optimizer;
+    st_loader *loader;
+    st_dataset phase_data;
+    st_lr_schedule schedule;
+    position pos;
+
+    double curve_epoch[MAX_CURVE], curve_loss[MAX_CURVE], curve_metric[MAX_CURVE];
+    int n_curve;
+} trainer;
+
+static FILE *progress_of(const trainer *t) { return t->opt->progress; }
+
+static void say(const trainer *t, const char *fmt, ...) ST_PRINTF(2, 3);
+static void say(const trainer *t, const char *fmt, ...) {
+    FILE *out = progress_of(t);
+    if (!out) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(out, fmt, ap);
+    va_end(ap);
+    fflush(out);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0777) && errno != EEXIST) return st_error_set("%s: cannot create folder: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST) return st_error_set("%s: cannot create folder: %s", buf, strerror(errno));
+    return 0;
+}
+
+/* ---- data ---------------------------------------------------------------------------- */
+
+static int load_datasets(trainer *t) {
+    const st_data_section *d = &t->cfg->data;
+    if (d->n_train < 1) return st_error_set("data.train: no dataset configured");
+    st_dataset *parts = ST_CALLOC((size_t)d->n_train, sizeof *parts);
+    const char **names = ST_CALLOC((size_t)d->n_train, sizeof *names);
+    int rc = 0;
+    for (int i = 0; i < d->n_train && rc == 0; i++) {
+        rc = st_dataset_load(d->train[i].path, &parts[i]);
+        names[i] = d->train[i].name;
+    }
+    if (rc == 0) {
+        if (d->n_train == 1) {
+            t->all = parts[0];
+            memset(&parts[0], 0, sizeof parts[0]);
+        } else {
+            st_dataset_combine(parts, names, d->n_train, &t->all);
+        }
+    }
+    for (int i = 0; i < d->n_train; i++) st_dataset_free(&parts[i]);
+    free(parts);
+    free(names);
+    return rc;
+}
+
+static int path_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* train = every image of all not listed in val (the split file names the validation images). */
+static void complement(const st_dataset *all, const st_dataset *val, st_dataset *train) {
+    char **sorted = ST_MALLOC((size_t)(val->n ? val->n : 1) * sizeof *sorted);
+    memcpy(sorted, val->paths, (size_t)val->n * sizeof *sorted);
+    qsort(sorted, (size_t)val->n, sizeof *sorted, path_cmp);
+    int *keep = ST_MALLOC((size_t)all->n * sizeof *keep);
+    int n = 0;
+    for (int i = 0; i < all->n; i++)
+        if (!bsearch(&all->paths[i], sorted, (size_t)val->n, sizeof *sorted, path_cmp)) keep[n++] = i;
+    st_dataset_subset(all, keep, n, train);
+    free(keep);
+    free(sorted);
+}
+
+static int split_datasets(trainer *t) {
+    const st_data_section *d = &t->cfg->data;
+    if (d->split_file) {
+        if (st_dataset_select_file(&t->all, d->split_file, &t->val)) return -1;
+        complement(&t->all, &t->val, &t->train);
+    } else if (d->val_fraction > 0) {
+        if (st_dataset_split(&t->all, d->val_fraction, d->split_seed, &t->train, &t->val)) return -1;
+    } else {
+        int *all = ST_MALLOC((size_t)t->all.n * sizeof *all);
+        for (int i = 0; i < t->all.n; i++) all[i] = i;
+        st_dataset_subset(&t->all, all, t->all.n, &t->train);
+        free(all);
+    }
+    t->have_val = t->val.n >= 2;
+    return 0;
+}
+
+/* The images of t->train that belong to the phase's datasets (class names "name/..."). */
+static void phase_dataset(trainer *t, const phase_view *ph, st_dataset *out) {
+    int *keep = ST_MALLOC((size_t)t->train.n * sizeof *keep);
+    int n = 0;
+    for (int i = 0; i < t->train.n; i++) {
+        const char *cls = t->train.class_names[t->train.labels[i]];
+        int ok = ph->n_data == 0;
+        for (int j = 0; j < ph->n_data && !ok; j++) {
+            size_t len = strlen(ph->data[j]);
+            ok = strncmp(cls, ph->data[j], len) == 0 && cls[len] == '/';
+        }
+        if (ok) keep[n++] = i;
+    }
+    st_dataset_subset(&t->train, keep, n, out);
+    free(keep);
+}
+
+static st_preprocess preprocess_of(const trainer *t) {
+    if (t->cfg->data.preprocess != ST_CONFIG_PREPROCESS_AUTO) return (st_preprocess)t->cfg->data.preprocess;
+    return st_arch_find(t->cfg->model.arch)->preprocess;
+}
+
+static st_transform eval_transform(const trainer *t) {
+    /* torchvision's evaluation geometry, as `simtune embed` uses: shorter side to size*256/224,
+     * centre crop size, so validation ranks what embed exports. */
+    int size = t->cfg->model.image_size;
+    return st_transform_eval(size, size * 256 / 224, preprocess_of(t));
+}
+
+static st_transform train_transform(const trainer *t) {
+    const st_data_section *d = &t->cfg->data;
+    int size = t->cfg->model.image_size;
+    st_transform tr = eval_transform(t);
+    if (d->random_resized_crop) {
+        tr = st_transform_train(size, preprocess_of(t));
+        tr.scale_min = d->crop_scale[0];
+        tr.scale_max = d->crop_scale[1];
+    }
+    tr.hflip_prob = d->flip ? 0.5 : 0.0;
+    tr.brightness = tr.contrast = tr.saturation = d->color_jitter;
+    return tr;
+}
+
+static int workers_of(const trainer *t) {
+    int w = t->cfg->data.workers;
+    return w > 0 ? w : 2;
+}
+
+static int open_loader(trainer *t, const st_dataset *ds, int phase) {
+    const st_train_config *cfg = t->cfg;
+    st_sampler_config sc = {0};
+    sc.batch_size = st_config_batch_size(cfg);
+    switch (cfg->data.sampler) {
+    case ST_SAMPLER_PK: sc.mode = ST_SAMPLE_PK; sc.p = cfg->data.pk_p; sc.k = cfg->data.pk_k; break;
+    case ST_SAMPLER_BALANCED: sc.mode = ST_SAMPLE_BALANCED; break;
+    default: sc.mode = ST_SAMPLE_SHUFFLE; break;
+    }
+    /* A final partial batch would break batch norm statistics with one image; drop it. */
+    sc.drop_last = 1;
+    st_transform tr = train_transform(t);
+    st_loader_config lc = st_loader_config_default(ds, &tr, sc);
+    lc.n_threads = workers_of(t);
+    lc.seed = cfg->seed * 1000003u + (uint64_t)phase;
+    lc.strict = t->opt->strict_data;
+    return st_loader_create(&lc, &t->loader);
+}
+
+/* ---- model, loss, optimizer ------------------------------------------------------------ */
+
+static int is_xent(const trainer *t) { return t->cfg->loss.type == (int)ST_LOSS_XENT; }
+
+static st_model *build_model(trainer *t, const char *freeze_until) {
+    const st_train_config *cfg = t->cfg;
+    st_model_config mc = {0};
+    mc.arch = cfg->model.arch;
+    mc.batch = st_config_batch_size(cfg);
+    mc.height = mc.width = cfg->model.image_size;
+    mc.training = 1;
+    mc.freeze_until = freeze_until;
+    mc.pool = cfg->model.pool;
+    mc.gem_p = (float)cfg->model.gem_p;
+    mc.embed_dim = cfg->model.embed_dim;
+    mc.num_classes = is_xent(t) ? (cfg->model.num_classes > 0 ? cfg->model.num_classes : t->all.n_classes) : 0;
+    mc.bn_momentum = (float)cfg->model.bn_momentum;
+    return st_model_create(t->be, &mc, cfg->seed);
+}
+
+/* Parameters of src into dst by (layer, weight) through a host buffer. */
+static void copy_weights(st_model *dst, st_model *src) {
+    for (int i = 0; i < src->n_params; i++) {
+        st_param *s = &src->params[i];
+        st_param *d = st_model_find_param(dst, s->layer, s->weight);
+        if (!d || d->numel != s->numel) continue;
+        float *host = ST_MALLOC(s->numel * sizeof *host);
+        src->backend->download(src->backend, host, s->value, s->numel * sizeof *host);
+        dst->backend->upload(dst->backend, d->value, host, s->numel * sizeof *host);
+        free(host);
+    }
+    st_model_weights_changed(dst);
+}
+
+static st_lr_schedule schedule_of(const st_schedule_config *s, const st_optimizer_config *o, const st_early_stopping_config *es,
+                                  int epochs) {
+    static const st_lr_kind kinds[] = {ST_LR_CONSTANT, ST_LR_STEP, ST_LR_COSINE, ST_LR_PLATEAU};
+    st_lr_schedule lr = st_lr_schedule_default(kinds[s->type], o->lr);
+    lr.step_size = s->step_size > 0 ? s->step_size : 1;
+    lr.gamma = s->gamma;
+    lr.warmup = (int)ceil(s->warmup_epochs);
+    lr.total = epochs > lr.warmup ? epochs : lr.warmup + 1;
+    lr.min_lr = s->min_lr;
+    lr.patience = s->patience;
+    lr.factor = s->factor;
+    lr.mode_max = es->maximize;
+    return lr;
+}
+
+static st_optim_config optim_config_of(const st_optimizer_config *o) {
+    st_optim_config c = st_optim_config_default(o->type);
+    c.momentum = (float)o->momentum;
+    c.nesterov = o->nesterov;
+    c.beta1 = (float)o->betas[0];
+    c.beta2 = (float)o->betas[1];
+    c.eps = (float)o->eps;
+    c.alpha = (float)o->alpha;
+    c.weight_decay = (float)o->weight_decay;
+    c.decay_norm_and_bias = !o->no_decay_bn_bias;
+    c.head_lr_mult = (float)o->head_lr_mult;
+    c.clip_norm = (float)o->grad_clip;
+    return c;
+}
+
+static st_loss_config loss_config_of(const st_loss_section *l) {
+    st_loss_config c = {0};
+    c.kind = l->type == (int)ST_LOSS_XENT ? ST_LOSS_XENT : ST_LOSS_TRIPLET;
+    c.label_smoothing = (float)l->label_smoothing;
+    c.batch_all = l->mining == ST_MINING_BATCH_ALL;
+    c.soft_margin = l->soft_margin;
+    c.margin = (float)l->margin;
+    c.normalize = l->normalize;
+    return c;
+}
+
+static void free_phase_objects(trainer *t) {
+    st_loader_destroy(t->loader);
+    st_optimizer_free(t->optimizer);
+    st_loss_free(t->loss);
+    st_dataset_free(&t->phase_data);
+    t->loader = NULL;
+    t->optimizer = NULL;
+    t->loss = NULL;
+}
+
+/* Model (weights carried over from the previous phase), loss, optimizer and loader of phase p. */
+static int open_phase(trainer *t, int p) {
+    const phase_view *ph = &t->phases[p];
+    st_model *prev = t->model;
+    t->model = build_model(t, ph->freeze_until);
+    if (!t->model) return -1;
+    if (prev) {
+        copy_weights(t->model, prev);
+        st_model_free(prev);
+    } else if (t->cfg->model.weights) {
+        st_weights_report rep;
+        int rc = st_weights_load(t->model, t->cfg->model.weights, &rep);
+        if (rc == 0) say(t, "weights: %s (%s, %d tensors, %.2f s)\n", t->cfg->model.weights, rep.arch, rep.n_tensors, rep.seconds);
+        st_weights_report_free(&rep);
+        if (rc) return -1;
+    }
+    st_loss_config lc = loss_config_of(&t->cfg->loss);
+    t->loss = st_loss_create(t->model, &lc);
+    if (!t->loss) return -1;
+    st_optim_config oc = optim_config_of(ph->optimizer);
+    t->optimizer = st_optimizer_create(t->model, &oc);
+    if (!t->optimizer) return -1;
+    t->schedule = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, ph->epochs);
+    if (st_lr_schedule_validate(&t->schedule, "schedule")) return -1;
+    phase_dataset(t, ph, &t->phase_data);
+    if (t->phase_data.n < st_config_batch_size(t->cfg))
+        return st_error_set("phase '%s': %d training images, fewer than one batch of %d", ph->name, t->phase_data.n,
+                            st_config_batch_size(t->cfg));
+    return open_loader(t, &t->phase_data, p);
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------ */
+
+static uint64_t bits_of(double x) {
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static double double_of(uint64_t u) {
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = ST_MALLOC((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = 0;
+    fclose(f);
+    return s;
+}
+
+static void add_optimizer_state(trainer *t, st_checkpoint *ck) {
+    for (int i = 0; i < st_optimizer_blob_count(t->optimizer); i++) {
+        st_optim_blob b = st_optimizer_blob(t->optimizer, i);
+        float *host = ST_MALLOC(b.numel * sizeof *host);
+        t->be->download(t->be, host, b.data, b.numel * sizeof *host);
+        char name[200];
+        snprintf(name, sizeof name, "optimizer/%s", b.name);
+        st_checkpoint_add_tensor(ck, name, host, b.numel);
+        free(host);
+    }
+    uint64_t counters[2] = {(uint64_t)t->optimizer->step, (uint64_t)t->optimizer->skipped_steps};
+    st_checkpoint_add_u64(ck, "optimizer/counters", counters, 2);
+}
+
+static int save_checkpoint(trainer *t, int is_best) {
+    st_checkpoint ck;
+    st_checkpoint_init(&ck);
+    ck.step = t->step;
+    ck.epoch = t->global_epoch;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
+    char *yaml = read_text(path);
+    if (yaml) st_checkpoint_set_config(&ck, yaml);
+    free(yaml);
+    add_optimizer_state(t, &ck);
+    uint64_t loader_state[ST_LOADER_STATE_WORDS];
+    st_loader_save_state(t->loader, loader_state);
+    st_checkpoint_add_u64(&ck, "loader/state", loader_state, ST_LOADER_STATE_WORDS);
+    const position *p = &t->pos;
+    int32_t ints[8] = {p->phase, p->phase_epochs, p->epoch_batches, p->best_epoch,
+                       p->bad_epochs, p->phase_finished, p->plateau.num_bad, p->plateau.cooldown_left};
+    st_checkpoint_add_i32(&ck, "trainer/position", ints, 8);
+    uint64_t values[5] = {bits_of(p->best_metric), bits_of(p->last_metric), bits_of(p->plateau.lr),
+                          bits_of(p->plateau.best), bits_of(p->last_loss)};
+    st_checkpoint_add_u64(&ck, "trainer/values", values, 5);
+    int keep = t->cfg->output.keep_last;
+    int rc = st_checkpoint_save_run(&ck, t->model, t->run_dir, keep, is_best && t->cfg->output.save_best);
+    st_checkpoint_free(&ck);
+    return rc;
+}
+
+static int restore_optimizer(trainer *t, const st_checkpoint *ck, const char *path) {
+    for (int i = 0; i < st_optimizer_blob_count(t->optimizer); i++) {
+        st_optim_blob b = st_optimizer_blob(t->optimizer, i);
+        char name[200];
+        snprintf(name, sizeof name, "optimizer/%s", b.name);
+        size_t n = 0;
+        const float *host = st_checkpoint_get_tensor(ck, name, &n);
+        if (!host || n != b.numel) return st_error_set("%s: %s: missing or of another size", path, name);
+        t->be->upload(t->be, b.data, host, n * sizeof *host);
+    }
+    size_t n = 0;
+    const uint64_t *counters = st_checkpoint_get_u64(ck, "optimizer/counters", &n);
+    if (!counters || n != 2) return st_error_set("%s: optimizer/counters missing", path);
+    t->optimizer->step = (long)counters[0];
+    t->optimizer->skipped_steps = (long)counters[1];
+    return 0;
+}
+
+static int read_position(const st_checkpoint *ck, const char *path, position *p) {
+    size_t ni = 0, nv = 0;
+    const int32_t *ints = st_checkpoint_get_i32(ck, "trainer/position", &ni);
+    const uint64_t *values = st_checkpoint_get_u64(ck, "trainer/values", &nv);
+    if (!ints || ni != 8 || !values || nv != 5)
+        return st_error_set("%s: trainer/position or trainer/values missing (not a simtune train checkpoint?)", path);
+    p->phase = ints[0];
+    p->phase_epochs = ints[1];
+    p->epoch_batches = ints[2];
+    p->best_epoch = ints[3];
+    p->bad_epochs = ints[4];
+    p->phase_finished = ints[5];
+    p->plateau.num_bad = ints[6];
+    p->plateau.cooldown_left = ints[7];
+    p->best_metric = double_of(values[0]);
+    p->last_metric = double_of(values[1]);
+    p->plateau.lr = double_of(values[2]);
+    p->plateau.best = double_of(values[3]);
+    p->last_loss = double_of(values[4]);
+    return 0;
+}
+
+/* ---- metrics log and curves ------------------------------------------------------------ */
+
+static int append_metrics_line(trainer *t, const char *json) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->run_dir);
+    FILE *f = fopen(path, "a");
+    if (!f) return st_error_set("%s: cannot append: %s", path, strerror(errno));
+    fprintf(f, "%s\n", json);
+    fflush(f);
+    fsync(fileno(f));
+    fclose(f);
+    return 0;
+}
+
+static void write_curves(trainer *t) {
+    if (t->n_curve == 0) return;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/curves.png", t->run_dir);
+    st_plot_series s[2] = {{t->curve_epoch, t->curve_loss, t->n_curve, 0},
+                           {t->curve_epoch, t->curve_metric, t->n_curve, 1}};
+    char metric_label[128];
+    snprintf(metric_label, sizeof metric_label, "%s", t->cfg->early_stopping.metric);
+    const char *legend[2] = {"train/loss", metric_label};
+    st_plot_options o = {0};
+    o.title = "training";
+    o.x_label = "epoch";
+    o.y_label = "value";
+    o.legend = legend;
+    o.n_legend = 2;
+    if (st_plot_png(path, s, 2, &o)) say(t, "warning: %s\n", st_error_get());
+}
+
+/* ---- validation ---------------------------------------------------------------------- */
+
+/* Retrieval vectors of the model: the embedding head when present, else pooled features. */
+static st_tensor retrieval_output(const st_model *m) {
+    return m->config.embed_dim > 0 ? m->embedding : m->features;
+}
+
+typedef struct val_result {
+    st_eval_report report;
+    double loss, accuracy; /* NaN without a classifier */
+} val_result;
+
+static int embed_validation(trainer *t, st_embeddings *e, double *loss, double *accuracy) {
+    st_model *m = t->model;
+    int batch = m->config.batch;
+    st_transform tr = eval_transform(t);
+    st_sampler_config sc = {0};
+    sc.mode = ST_SAMPLE_SEQUENTIAL;
+    sc.batch_size = batch;
+    st_loader_config lc = st_loader_config_default(&t->val, &tr, sc);
+    lc.n_threads = workers_of(t);
+    st_loader *L;
+    if (st_loader_create(&lc, &L)) return -1;
+    st_tensor out = retrieval_output(m);
+    e->d = out.c;
+    e->vectors = ST_CALLOC((size_t)t->val.n * (size_t)e->d, sizeof(float));
+    e->labels = ST_CALLOC((size_t)t->val.n, sizeof(int32_t));
+    double loss_sum = 0, acc_sum = 0;
+    long rows = 0;
+    st_loader_begin_epoch(L);
+    st_batch *b;
+    while (st_loader_next(L, &b) == 1) {
+        t->be->upload(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
+        st_model_forward(m, b->n, 0);
+        t->be->download(t->be, e->vectors + (size_t)rows * e->d, out.data, (size_t)b->n * e->d * sizeof(float));
+        memcpy(e->labels + rows, b->labels, (size_t)b->n * sizeof(int32_t));
+        if (is_xent(t)) {
+            st_loss_stats s = st_loss_compute(t->loss, b->n, b->labels);
+            loss_sum += (double)s.loss * b->n;
+            acc_sum += (double)s.accuracy * b->n;
+        }
+        rows += b->n;
+        st_loader_release(L, b);
+    }
+    st_loader_destroy(L);
+    e->n = rows;
+    *loss = is_xent(t) && rows ? loss_sum / rows : NAN;
+    *accuracy = is_xent(t) && rows ? acc_sum / rows : NAN;
+    return 0;
+}
+
+/* The ranking depth validation needs: validation.k, else the largest K of the metrics. */
+static int validation_depth(const st_validation_config *v) {
+    if (v->k > 0) return v->k;
+    int k = 10;
+    for (int i = 0; i < v->n_metrics; i++) {
+        const char *at = strchr(v->metrics[i], '@');
+        if (at && atoi(at + 1) > k) k = atoi(at + 1);
+    }
+    return k;
+}
+
+static int validate(trainer *t, val_result *v) {
+    st_embeddings e = {0};
+    if (embed_validation(t, &e, &v->loss, &v->accuracy)) {
+        st_embeddings_free(&e);
+        return -1;
+    }
+    st_eval_options o;
+    st_eval_defaults(&o);
+    o.protocol = ST_PROTOCOL_LOO;
+    o.k = validation_depth(&t->cfg->validation);
+    int rc = st_eval_run(t->be, &o, &e, "validation split", NULL, NULL, &v->report);
+    st_embeddings_free(&e);
+    return rc;
+}
+
+/* "val/map@10" -> the report's value; NaN when the report does not have it. recall@K is the
+ * metric-learning name of hit@K (infer/metrics.h). */
+static double report_value(const val_result *v, const char *metric) {
+    if (strcmp(metric, "val/loss") == 0) return v->loss;
+    if (strcmp(metric, "val/accuracy") == 0) return v->accuracy;
+    if (strncmp(metric, "val/", 4) != 0) return NAN;
+    char name[64];
+    if (strncmp(metric + 4, "recall@", 7) == 0) snprintf(name, sizeof name, "hit@%s", metric + 11);
+    else snprintf(name, sizeof name, "%s", metric + 4);
+    for (int i = 0; i < v->report.n_metrics; i++)
+        if (strcasecmp(v->report.names[i], name) == 0) return v->report.mean[i];
+    return NAN;
+}
+
+/* ---- one epoch ------------------------------------------------------------------------ */
+
+typedef struct epoch_stats {
+    double loss, accuracy, active; /* sums over steps until the epoch ends, then means */
+    long images, steps;
+    double seconds;
+} epoch_stats;
+
+static void print_progress(trainer *t, int batch, int batches, const epoch_stats *s, float lr, double t0) {
+    FILE *out = progress_of(t);
+    if (!out) return;
+    double elapsed = now_seconds() - t0;
+    double ips = s->images / (elapsed > 0 ? elapsed : 1e-9);
+    double eta = batch > 0 ? elapsed / batch * (batches - batch) : 0;
+    double mean_loss = s->steps > 0 ? s->loss / s->steps : 0.0;
+    int tty = isatty(fileno(out));
+    if (tty) {
+        int width = 24, filled = batches ? width * batch / batches : width;
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+        bar[width] = 0;
+        fprintf(out, "\r  epoch %d [%s] %d/%d loss %.4f %.1f img/s lr %.2e eta %.0fs   ", t->global_epoch + 1, bar, batch,
+                batches, mean_loss, ips, lr, eta);
+        if (batch == batches) fputc('\n', out);
+    } else {
+        int every = batches / 10 > 0 ? batches / 10 : 1;
+        if (batch % every != 0 && batch != batches) return;
+        fprintf(out, "  epoch %d step %d/%d loss %.4f %.1f img/s lr %.2e eta %.0fs\n", t->global_epoch + 1, batch, batches,
+                mean_loss, ips, lr, eta);
+    }
+    fflush(out);
+}
+
+/* Train the epoch in flight from batch t->pos.epoch_batches on. 1 done, 0 stopped by a signal,
+ * -1 error (diverged or bad data). */
+static int train_epoch(trainer *t, float lr, epoch_stats *s) {
+    st_model *m = t->model;
+    int batches = st_loader_batches_per_epoch(t->loader);
+    double t0 = now_seconds();
+    memset(s, 0, sizeof *s);
+    st_loader_begin_epoch(t->loader);
+    st_batch *b;
+    int rc, done = t->pos.epoch_batches; /* > 0 when resumed mid-epoch */
+    while ((rc = st_loader_next(t->loader, &b)) == 1) {
+        t->be->upload(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
+        st_model_forward(m, b->n, 1);
+        st_loss_stats ls = st_loss_compute(t->loss, b->n, b->labels);
+        if (!isfinite(ls.loss)) {
+            st_loader_release(t->loader, b);
+            return st_error_set("loss is %g at epoch %d step %d: training diverged (HINT: lower optimizer.lr or set "
+                                "optimizer.grad_clip; the last good checkpoint is kept in %s)",
+                                (double)ls.loss, t->global_epoch + 1, done + 1, t->run_dir);
+        }
+        st_model_backward(m, b->n);
+        st_optimizer_step(t->optimizer, lr);
+        t->step++;
+        done++;
+        t->pos.epoch_batches = done;
+        s->loss += ls.loss;
+        s->accuracy += ls.accuracy;
+        s->active += ls.active_fraction;
+        s->images += b->n;
+        s->steps++;
+        st_loader_release(t->loader, b);
+        print_progress(t, done, batches, s, lr, t0);
+        if (stop_requested) {
+            /* Drain nothing: the loader state saved is the consumer's position. */
+            return 0;
+        }
+    }
+    if (rc < 0) return -1;
+    long n = s->steps > 0 ? s->steps : 1;
+    s->loss /= n;
+    s->accuracy /= n;
+    s->active /= n;
+    s->seconds = now_seconds() - t0;
+    return 1;
+}
+
+/* ---- phases --------------------------------------------------------------------------- */
+
+static void resolve_phases(trainer *t) {
+    const st_train_config *cfg = t->cfg;
+    if (cfg->n_phases > 0) {
+        t->n_phases = cfg->n_phases;
+        t->phases = ST_CALLOC((size_t)cfg->n_phases, sizeof *t->phases);
+        for (int i = 0; i < cfg->n_phases; i++) {
+            const st_phase_config *p = &cfg->phases[i];
+            t->phases[i] = (phase_view){p->name, p->epochs, p->freeze_until, &p->optimizer, &p->schedule,
+                                        &p->early_stopping, p->data, p->n_data};
+        }
+        return;
+    }
+    int sequential = cfg->data.strategy == ST_STRATEGY_SEQUENTIAL && cfg->data.n_train > 1;
+    t->n_phases = sequential ? cfg->data.n_train : 1;
+    t->phases = ST_CALLOC((size_t)t->n_phases, sizeof *t->phases);
+    for (int i = 0; i < t->n_phases; i++) {
+        phase_view *ph = &t->phases[i];
+        ph->name = sequential ? cfg->data.train[i].name : "main";
+        ph->epochs = cfg->epochs;
+        ph->freeze_until = cfg->freeze_until;
+        ph->optimizer = &cfg->optimizer;
+        ph->schedule = &cfg->schedule;
+        ph->early_stopping = &cfg->early_stopping;
+        if (sequential) {
+            ph->data = &cfg->data.train[i].name;
+            ph->n_data = 1;
+        }
+    }
+}
+
+static int total_epochs(const trainer *t) {
+    int sum = 0;
+    for (int i = 0; i < t->n_phases; i++) sum += t->phases[i].epochs;
+    return sum;
+}
+
+static float lr_for_epoch(trainer *t) {
+    double lr = t->schedule.kind == ST_LR_PLATEAU ? t->pos.plateau.lr : st_lr_at(&t->schedule, t->pos.phase_epochs);
+    return (float)lr;
+}
+
+static int improved(double value, double best, int maximize) {
+    if (!isfinite(value)) return 0;
+    if (!isfinite(best)) return 1;
+    return maximize ? value > best : value < best;
+}
+
+/* Record one finished epoch: validation, metrics line, early stopping, checkpoint. */
+static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
+    const phase_view *ph = &t->phases[t->pos.phase];
+    const st_early_stopping_config *es = ph->early_stopping;
+    t->global_epoch++;
+    t->pos.phase_epochs++;
+    t->pos.epoch_batches = 0;
+    t->pos.last_loss = s->loss;
+    int last_of_phase = t->pos.phase_epochs >= ph->epochs;
+    int every = t->cfg->validation.every > 0 ? t->cfg->validation.every : 1;
+    int due = t->have_val && (t->pos.phase_epochs % every == 0 || last_of_phase);
+
+    char json[4096];
+    int len = snprintf(json, sizeof json,
+                       "{\"epoch\": %d, \"phase\": \"%s\", \"step\": %ld, \"lr\": %.9g, \"train/loss\": %.9g", t->global_epoch,
+                       ph->name, t->step, (double)lr, s->loss);
+    if (is_xent(t)) len += snprintf(json + len, sizeof json - (size_t)len, ", \"train/accuracy\": %.6f", s->accuracy);
+    else len += snprintf(json + len, sizeof json - (size_t)len, ", \"train/active_fraction\": %.6f", s->active);
+
+    double metric = strcmp(es->metric, "train/loss") == 0 ? s->loss : NAN;
+    if (due) {
+        val_result v = {0};
+        if (validate(t, &v)) return -1;
+        for (int i = 0; i < t->cfg->validation.n_metrics; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "val/%s", t->cfg->validation.metrics[i]);
+            double x = report_value(&v, name);
+            len += snprintf(json + len, sizeof json - (size_t)len, ", \"%s\": %.6f", name, isfinite(x) ? x : -1.0);
+        }
+        if (is_xent(t))
+            len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/loss\": %.6f, \"val/accuracy\": %.6f", v.loss,
+                            v.accuracy);
+        if (strncmp(es->metric, "val/", 4) == 0) metric = report_value(&v, es->metric);
+        st_eval_report_free(&v.report);
+    }
+    snprintf(json + len, sizeof json - (size_t)len, ", \"seconds\": %.3f, \"images_per_second\": %.3f}", s->seconds,
+             s->seconds > 0 ? s->images / s->seconds : 0.0);
+    if (append_metrics_line(t, json)) return -1;
+
+    int is_best = 0;
+    if (isfinite(metric)) {
+        t->pos.last_metric = metric;
+        if (improved(metric, t->pos.best_metric, es->maximize)) {
+            t->pos.best_metric = metric;
+            t->pos.best_epoch = t->global_epoch;
+            t->pos.bad_epochs = 0;
+            is_best = 1;
+        } else {
+            t->pos.bad_epochs++;
+        }
+        if (t->schedule.kind == ST_LR_PLATEAU) st_plateau_update(&t->pos.plateau, &t->schedule, metric);
+    }
+    if (t->n_curve < MAX_CURVE) {
+        t->curve_epoch[t->n_curve] = t->global_epoch;
+        t->curve_loss[t->n_curve] = s->loss;
+        t->curve_metric[t->n_curve] = isfinite(metric) ? metric : NAN;
+        t->n_curve++;
+    }
+    say(t, "epoch %d/%d (%s) loss %.4f %s %.4f%s  %.1f img/s\n", t->global_epoch, total_epochs(t), ph->name, s->loss,
+        es->metric, metric, is_best ? " *" : "", s->seconds > 0 ? s->images / s->seconds : 0.0);
+    if (es->patience > 0 && t->pos.bad_epochs >= es->patience) {
+        say(t, "early stopping: %s has not improved for %d validations (best %.4f at epoch %d)\n", es->metric,
+            t->pos.bad_epochs, t->pos.best_metric, t->pos.best_epoch);
+        t->pos.phase_finished = 1;
+    }
+    if (last_of_phase) t->pos.phase_finished = 1;
+    return save_checkpoint(t, is_best);
+}
+
+static void reset_phase_position(trainer *t, int phase) {
+    const phase_view *ph = &t->phases[phase];
+    memset(&t->pos, 0, sizeof t->pos);
+    t->pos.phase = phase;
+    t->pos.best_metric = NAN;
+    t->pos.last_metric = NAN;
+    t->schedule = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, ph->epochs);
+    st_plateau_init(&t->pos.plateau, &t->schedule);
+}
+
+static int restore_best(trainer *t) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/best.h5", t->run_dir);
+    if (access(path, R_OK) != 0) return 0;
+    st_checkpoint ck;
+    int rc = st_checkpoint_load(&ck, t->model, path);
+    if (rc == 0) {
+        say(t, "restored the best weights (epoch %d, %s %.4f)\n", t->pos.best_epoch,
+            t->phases[t->pos.phase].early_stopping->metric, t->pos.best_metric);
+        st_checkpoint_free(&ck);
+    }
+    return rc;
+}
+
+/* Train phase p from the position in t->pos until the phase ends, the target is reached, or a
+ * signal arrives. 1 phase over, 0 stopped (target or signal), -1 error. */
+static int run_phase(trainer *t, int target) {
+    const phase_view *ph = &t->phases[t->pos.phase];
+    while (!t->pos.phase_finished) {
+        if (t->global_epoch >= target) return 0;
+        float lr = lr_for_epoch(t);
+        epoch_stats s;
+        int rc = train_epoch(t, lr, &s);
+        if (rc < 0) return -1;
+        if (rc == 0) {
+            say(t, "\ninterrupted: saving a checkpoint at step %ld\n", t->step);
+            return save_checkpoint(t, 0) ? -1 : 0;
+        }
+        if (finish_epoch(t, &s, lr)) return -1;
+    }
+    if (ph->early_stopping->restore_best && t->pos.best_epoch > 0 && restore_best(t)) return -1;
+    return 1;
+}
+
+/* ---- the run ------------------------------------------------------------------------------ */
+
+static int start_run_folder(trainer *t) {
+    if (make_dirs(t->run_dir)) return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
+    if (t->opt->resume && access(path, R_OK) == 0) return 0;
+    return st_config_write_yaml(t->cfg, path);
+}
+
+/* A checkpoint taken at the end of an epoch restores the loader inside that finished epoch:
+ * take its (empty) remainder so the next begin_epoch starts the following epoch. */
+static int finish_restored_epoch(trainer *t, const char *path) {
+    st_loader_begin_epoch(t->loader);
+    st_batch *b;
+    if (st_loader_next(t->loader, &b) == 0) return 0;
+    st_loader_release(t->loader, b);
+    return st_error_set("%s: loader/state is inside an epoch but trainer/position says the epoch was finished", path);
+}
+
+/* Resume: the newest checkpoint's phase, weights, optimizer and loader position. 1 resumed,
+ * 0 nothing to resume, -1 error. */
+static int resume_from_checkpoint(trainer *t) {
+    char path[4200];
+    int found = st_checkpoint_latest(t->run_dir, path, sizeof path);
+    if (found <= 0) return found;
+    st_checkpoint ck;
+    st_checkpoint_init(&ck);
+    position p;
+    /* The phase decides the model's freezing, so read the position first with a scratch model
+     * built for phase 0; then rebuild for the right phase and load for real. */
+    if (open_phase(t, 0)) return -1;
+    if (st_checkpoint_load(&ck, t->model, path) || read_position(&ck, path, &p)) return -1;
+    if (p.phase != 0) {
+        free_phase_objects(t);
+        if (open_phase(t, p.phase)) return -1;
+        st_checkpoint_free(&ck);
+        if (st_checkpoint_load(&ck, t->model, path)) return -1;
+    }
+    t->pos = p;
+    t->step = ck.step;
+    t->global_epoch = (int)ck.epoch;
+    t->schedule = schedule_of(t->phases[p.phase].schedule, t->phases[p.phase].optimizer,
+                              t->phases[p.phase].early_stopping, t->phases[p.phase].epochs);
+    int rc = 0;
+    if (!p.phase_finished) {
+        size_t n = 0;
+        const uint64_t *words = st_checkpoint_get_u64(&ck, "loader/state", &n);
+        if (!words || n != ST_LOADER_STATE_WORDS) rc = st_error_set("%s: loader/state missing", path);
+        if (rc == 0) rc = restore_optimizer(t, &ck, path);
+        if (rc == 0) rc = st_loader_restore_state(t->loader, words);
+        if (rc == 0 && p.epoch_batches == 0) rc = finish_restored_epoch(t, path);
+    }
+    st_checkpoint_free(&ck);
+    if (rc == 0)
+        say(t, "resumed from %s: epoch %d, step %ld, phase '%s'\n", path, t->global_epoch, t->step, t->phases[p.phase].name);
+    return rc ? -1 : 1;
+}
+
+static int export_weights(trainer *t) {
+    char path[4200], meta[512];
+    snprintf(path, sizeof path, "%s/best_weights.h5", t->run_dir);
+    snprintf(meta, sizeof meta, "{\"epochs\": %d, \"steps\": %ld, \"metric\": \"%s\", \"value\": %.6f}", t->global_epoch,
+             t->step, t->phases[t->pos.phase].early_stopping->metric, t->pos.best_metric);
+    return st_weights_save(t->model, path, meta);
+}
+
+static int open_backend(trainer *t) {
+    const char *name = t->cfg->device == ST_DEVICE_CUDA ? "cuda" : "cpu";
+    if (t->cfg->device == ST_DEVICE_AUTO) {
+        t->be = st_backend_open("cuda", t->cfg->threads);
+        if (t->be) return 0;
+        name = "cpu";
+    }
+    t->be = st_backend_open(name, t->cfg->threads);
+    return t->be ? 0 : -1;
+}
+
+static int run(trainer *t, st_train_result *res) {
+    if (open_backend(t) || load_datasets(t) || split_datasets(t) || start_run_folder(t)) return -1;
+    resolve_phases(t);
+    int target = t->opt->epochs_target > 0 ? t->opt->epochs_target : total_epochs(t);
+    if (target > total_epochs(t)) target = total_epochs(t);
+    say(t, "run %s: %s on %d train / %d val images, %d classes, %d epochs, device %s\n", t->run_dir, t->cfg->model.arch,
+        t->train.n, t->val.n, t->all.n_classes, total_epochs(t), t->be->name);
+
+    int resumed = t->opt->resume ? resume_from_checkpoint(t) : 0;
+    if (resumed < 0) return -1;
+    if (!resumed) {
+        reset_phase_position(t, 0);
+        if (open_phase(t, 0)) return -1;
+    }
+    int rc = 0;
+    for (;;) {
+        rc = run_phase(t, target);
+        if (rc <= 0) break;
+        int next = t->pos.phase + 1;
+        if (next >= t->n_phases) break;
+        free_phase_objects(t);
+        reset_phase_position(t, next);
+        say(t, "phase '%s': freeze_until %s\n", t->phases[next].name, t->phases[next].freeze_until);
+        if (open_phase(t, next)) return -1;
+    }
+    if (rc < 0) return -1;
+    res->epochs_done = t->global_epoch;
+    res->steps_done = t->step;
+    res->last_metric = t->pos.last_metric;
+    res->best_metric = t->pos.best_metric;
+    res->best_epoch = t->pos.best_epoch;
+    res->last_train_loss = t->pos.last_loss;
+    res->interrupted = stop_requested != 0;
+    write_curves(t);
+    if (!res->interrupted && export_weights(t)) return -1;
+    if (t->loader) st_loader_print_summary(t->loader, progress_of(t) ? progress_of(t) : stderr);
+    return 0;
+}
+
+int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_train_result *result) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.opt = opt;
+    snprintf(t.run_dir, sizeof t.run_dir, "%s", opt->run_dir);
+    st_train_result res = {0};
+    res.last_metric = res.best_metric = NAN;
+
+    stop_requested = 0;
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+
+    int rc = run(&t, &res);
+    if (rc && strstr(st_error_get(), "diverged")) res.diverged = 1;
+
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    free_phase_objects(&t);
+    st_model_free(t.model);
+    st_dataset_free(&t.all);
+    st_dataset_free(&t.train);
+    st_dataset_free(&t.val);
+    free(t.phases);
+    st_backend_close(t.be);
+    if (result) *result = res;
+    return rc;
+}
+
+/* The sweep's trial function (train/sweep.h): train the trial's run folder to epochs_target,
+ * continuing from its checkpoint, and report the sweep metric at that epoch. */
+int st_train_trial(const st_train_config *cfg, const char *trial_dir, int epochs_target, double *metric, void *user) {
+    (void)trial_dir;
+    (void)user;
+    st_train_options opt = {0};
+    opt.run_dir = cfg->output.dir;
+    opt.resume = 1;
+    opt.epochs_target = epochs_target;
+    opt.progress = stdout;
+    st_train_result res;
+    int rc = st_train_run(cfg, &opt, &res);
+    if (rc == 0 && res.interrupted)
+        return st_error_set("interrupted: the trial's checkpoint is saved; `simtune sweep --resume` continues it");
+    if (rc && res.diverged) {
+        *metric = NAN;
+        return 0;
+    }
+    *metric = res.last_metric;
+    return rc;
+}

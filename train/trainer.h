@@ -1,0 +1,59 @@
+/*
+ * trainer.h: `simtune train` as a library call: one run of a train config (train/config.h), in
+ * phases, with validation by retrieval metrics, checkpoints, early stopping and export.
+ *
+ * A run folder (opt->run_dir) holds:
+ *   config.yaml      the effective config (written first; --resume reads it back)
+ *   metrics.jsonl    one JSON object per epoch: epoch, phase, lr, train/loss, train/accuracy,
+ *                    train/active_fraction, val/<metric> ..., seconds, images_per_second
+ *   ckpt-<step>.h5   the last output.keep_last checkpoints (train/checkpoint.h), best.h5
+ *   best_weights.h5  the best (or last) weights as a Keras-layout file (infer/weights_h5.h)
+ *   curves.png       loss and validation metrics per epoch
+ * Every file is written atomically; metrics.jsonl is appended and fsynced line by line, so a
+ * kill loses at most the epoch in flight and --resume continues from the last checkpoint.
+ *
+ * Phases: without `phases:` a run is one phase with the top-level freezing, optimizer, schedule
+ * and early stopping. Each phase builds the model with its own freeze_until (weights carried
+ * over by name), a fresh optimizer and schedule, and trains on its datasets (all by default).
+ * Early stopping ends the phase; restore_best reloads the phase's best weights.
+ *
+ * Validation: every validation.every epochs (and at the end of each phase), the held-out split
+ * (data.val_fraction, stratified per class) is embedded with the evaluation transform and
+ * ranked leave-one-out (infer/eval.h), giving val/hit@1, val/map@10 ... as configured; with a
+ * classifier also val/loss and val/accuracy.
+ *
+ * Interrupts: SIGINT/SIGTERM finish the current step, save a checkpoint, and return with
+ * result->interrupted = 1. A non-finite loss stops the run (result->diverged = 1) keeping the
+ * last good checkpoint.
+ */
+#ifndef ST_TRAINER_H
+#define ST_TRAINER_H
+
+#include <stdio.h>
+
+#include "config.h"
+
+typedef struct st_train_options {
+    const char *run_dir;  /* the run folder; created when absent */
+    int resume;           /* continue from run_dir's newest checkpoint (if any) */
+    int epochs_target;    /* stop once this many epochs are done in total; 0 = cfg->epochs */
+    FILE *progress;       /* progress and summary lines; NULL = silent */
+    int strict_data;      /* a bad image is fatal instead of skipped with a warning */
+} st_train_options;
+
+typedef struct st_train_result {
+    int epochs_done;
+    long steps_done;
+    double last_metric;   /* cfg->early_stopping.metric at the last validation (NaN if none) */
+    double best_metric;
+    int best_epoch;       /* 1-based epoch of best_metric, 0 if none */
+    double last_train_loss;
+    int interrupted;      /* stopped by a signal after saving a checkpoint */
+    int diverged;         /* stopped by a non-finite loss */
+} st_train_result;
+
+/* 0 when the run reached its target (or stopped early, or was interrupted after a clean save);
+ * -1 with st_error_get() on a failure (bad data, bad weights, diverged). */
+int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_train_result *result);
+
+#endif
