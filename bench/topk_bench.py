@@ -8,9 +8,10 @@ limited to the same number of threads. Reports:
   - FAISS: index.add + index.search time (the same work: load vectors, GEMM, selection);
   - whether the neighbour lists are identical; lists that differ are checked to be near-ties
     (score gap below a float32 rounding bound), which both libraries may order either way;
-  - the speed ratio FAISS time / simtune search time (> 1: simtune is faster).
-The two run alternately --repeat times and the best time of each is kept, so a burst of load
-from other processes on a shared machine does not decide the ratio.
+  - the speed ratio FAISS time / simtune search time (> 1: simtune is faster), in wall time and
+    in CPU time (user + sys of the simtune process; process time of FAISS's add + search).
+The two run alternately --repeat times and the best time of each is kept. On a machine shared
+with other jobs wall times mostly measure the scheduler; the CPU-time ratio is the steadier one.
 
 Usage (Debian's python3 has faiss, h5py, numpy):
   /usr/bin/python3 bench/topk_bench.py --simtune BUILD/simtune [--n 100000 --d 2048 --q 2000
@@ -20,6 +21,7 @@ The data files are generated once into --workdir and reused.
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -73,23 +75,28 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
     import faiss
     faiss.omp_set_num_threads(a.threads)
-    simtune_wall, simtune_search, faiss_time = [], [], []
+    simtune_wall, simtune_search, simtune_cpu, faiss_time, faiss_cpu = [], [], [], [], []
     for _ in range(a.repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         run = subprocess.run(cmd, env=env, capture_output=True, text=True)
         simtune_wall.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        simtune_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if run.returncode != 0:
             sys.exit(f"simtune topk failed ({run.returncode}): {run.stderr}")
         m = re.search(r"([0-9.]+) s\s*$", run.stderr.strip())
         simtune_search.append(float(m.group(1)) if m else simtune_wall[-1])
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         index = faiss.IndexFlatIP(a.d)
         index.add(xb)
         fs, fi = index.search(xq, a.k)
         faiss_time.append(time.perf_counter() - t0)
+        faiss_cpu.append(time.process_time() - c0)
         del index
     simtune_wall, simtune_search, faiss_time = min(simtune_wall), min(simtune_search), min(faiss_time)
+    simtune_cpu, faiss_cpu = min(simtune_cpu), min(faiss_cpu)
     with h5py.File(result, "r") as f:
         our_i = f["indices"][:]
         our_s = f["scores"][:]
@@ -113,10 +120,12 @@ def main():
     print(f"data: gallery {a.n} x {a.d}, queries {a.q}, k {a.k}, inner product, {a.threads} threads, "
           f"best of {a.repeat} alternating runs, load average before: {os.getloadavg()[0]:.1f}")
     print(f"command: {' '.join(cmd)}")
-    print(f"simtune topk: search {simtune_search:.3f} s (process wall {simtune_wall:.3f} s)")
-    print(f"faiss {faiss.__version__} IndexFlatIP: add+search {faiss_time:.3f} s")
-    print(f"speed ratio faiss / simtune search: {faiss_time / simtune_search:.2f}x "
-          f"(process wall: {faiss_time / simtune_wall:.2f}x)")
+    print(f"simtune topk: search {simtune_search:.3f} s (process wall {simtune_wall:.3f} s, "
+          f"CPU {simtune_cpu:.3f} s)")
+    print(f"faiss {faiss.__version__} IndexFlatIP: add+search {faiss_time:.3f} s (CPU {faiss_cpu:.3f} s)")
+    print(f"speed ratio faiss / simtune: wall {faiss_time / simtune_search:.2f}x "
+          f"(process wall {faiss_time / simtune_wall:.2f}x), CPU time {faiss_cpu / simtune_cpu:.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"identical neighbour lists: {same_lists} of {a.q}; differing lists that are not "
           f"near-ties: {non_tie}; max |score difference| {score_err:.3g}")
     return 0 if non_tie == 0 else 1

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "../kernels/check.h"
+#include "cli.h"
 #include "../train/commands.h"
 #include "embeddings_h5.h"
 #include "eval.h"
@@ -76,10 +77,7 @@ static void usage(FILE *out) {
             SHEET_DEFAULT);
 }
 
-static int bad_usage(const char *msg) {
-    fprintf(stderr, "simtune eval: %s\ntry 'simtune eval --help'\n", msg);
-    return 2;
-}
+static int bad_usage(const char *msg) { return st_cli_usage_error("eval", msg); }
 
 /* ---- small writers ----------------------------------------------------------------------- */
 
@@ -350,14 +348,6 @@ static int write_sheet(const outputs *x) {
 
 /* ---- the command ------------------------------------------------------------------------ */
 
-static int parse_int(const char *s, int min, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*end || v < min || v > INT_MAX) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 int cmd_eval(int argc, char **argv) {
     enum { O_EMB = 256, O_PROTOCOL, O_SPLITS, O_FRACTION, O_SEED, O_GALLERY, O_QUERIES, O_DEPTH,
            O_METRIC, O_PCA, O_WHITEN, O_QE, O_QE_ALPHA, O_DIFFUSION, O_DIFFUSION_K,
@@ -397,7 +387,7 @@ int cmd_eval(int argc, char **argv) {
             if (st_metric_parse(optarg, &o.metric) != 0) return bad_usage(st_error_get());
             break;
         case O_SPLITS:
-            if (parse_int(optarg, 1, &o.splits)) return bad_usage("--splits must be >= 1");
+            if (st_cli_parse_int(optarg, 1, &o.splits)) return bad_usage("--splits must be >= 1");
             break;
         case O_FRACTION:
             o.query_fraction = strtod(optarg, &end);
@@ -409,17 +399,17 @@ int cmd_eval(int argc, char **argv) {
             if (*end) return bad_usage("--seed must be a non-negative integer");
             break;
         case 'k':
-            if (parse_int(optarg, 1, &o.k)) return bad_usage("-k must be >= 1");
+            if (st_cli_parse_int(optarg, 1, &o.k)) return bad_usage("-k must be >= 1");
             break;
         case O_DEPTH:
-            if (parse_int(optarg, 1, &o.depth)) return bad_usage("--depth must be >= 1");
+            if (st_cli_parse_int(optarg, 1, &o.depth)) return bad_usage("--depth must be >= 1");
             break;
         case O_PCA:
-            if (parse_int(optarg, 1, &o.pca_dims)) return bad_usage("--pca must be >= 1");
+            if (st_cli_parse_int(optarg, 1, &o.pca_dims)) return bad_usage("--pca must be >= 1");
             break;
         case O_WHITEN: o.whiten = 1; break;
         case O_QE:
-            if (parse_int(optarg, 1, &o.qe)) return bad_usage("--qe must be >= 1");
+            if (st_cli_parse_int(optarg, 1, &o.qe)) return bad_usage("--qe must be >= 1");
             break;
         case O_QE_ALPHA:
             o.qe_alpha = strtof(optarg, &end);
@@ -427,7 +417,7 @@ int cmd_eval(int argc, char **argv) {
             break;
         case O_DIFFUSION: o.diffusion = 1; break;
         case O_DIFFUSION_K:
-            if (parse_int(optarg, 1, &o.diffusion_options.k)) return bad_usage("--diffusion-k must be >= 1");
+            if (st_cli_parse_int(optarg, 1, &o.diffusion_options.k)) return bad_usage("--diffusion-k must be >= 1");
             break;
         case O_DIFFUSION_ALPHA:
             o.diffusion_options.alpha = strtof(optarg, &end);
@@ -435,18 +425,13 @@ int cmd_eval(int argc, char **argv) {
                 return bad_usage("--diffusion-alpha must be between 0 and 1");
             break;
         case O_SHEET:
-            if (parse_int(optarg, 0, &sheet)) return bad_usage("--sheet must be >= 0");
+            if (st_cli_parse_int(optarg, 0, &sheet)) return bad_usage("--sheet must be >= 0");
             break;
         case O_THREADS:
-            if (parse_int(optarg, 0, &threads)) return bad_usage("--threads must be >= 0");
+            if (st_cli_parse_int(optarg, 0, &threads)) return bad_usage("--threads must be >= 0");
             break;
         case 'h': usage(stdout); return 0;
-        default: {
-            char msg[160];
-            snprintf(msg, sizeof msg, "%s option '%s'", c == ':' ? "missing value for" : "unknown",
-                     argv[optind - 1]);
-            return bad_usage(msg);
-        }
+        default: return st_cli_bad_option("eval", c, argv[optind - 1]);
         }
     }
     if (optind < argc) return bad_usage("unexpected argument");

@@ -43,6 +43,15 @@ static const char *format_id(st_weights_format f) {
 
 static const char *preprocess_id(st_preprocess p) {
     switch (p) {
+    case ST_PREPROCESS_CAFFE: return "caffe";
+    case ST_PREPROCESS_TF: return "tf";
+    case ST_PREPROCESS_TORCH: return "torch";
+    }
+    return NULL;
+}
+
+static const char *preprocess_text(st_preprocess p) {
+    switch (p) {
     case ST_PREPROCESS_CAFFE: return "caffe (RGB->BGR, minus [103.939, 116.779, 123.68])";
     case ST_PREPROCESS_TF: return "tf (x/127.5 - 1, RGB)";
     case ST_PREPROCESS_TORCH: return "torch (x/255, ImageNet mean/std, RGB)";
@@ -103,7 +112,7 @@ static void print_json(FILE *out, const char *path, const st_weights_info *info,
     json_string(out, info->classifier[0] ? info->classifier : NULL);
     fprintf(out, ",\"num_classes\":%d,\"embed_dim\":%d,\"bn_epsilon\":%.7g,\"preprocess\":",
             info->num_classes, info->embed_dim, (double)info->bn_eps);
-    json_string(out, (int)info->preprocess < 0 ? NULL : preprocess_id(info->preprocess));
+    json_string(out, preprocess_id(info->preprocess));
     fprintf(out, ",\"layer_names\":%d,\"weighted_layers\":%d,\"tensors\":%d,\"params\":%zu",
             info->n_layer_names, info->n_layers, count_tensors(info), info->n_params);
     if (info->format == ST_WEIGHTS_CHECKPOINT) {
@@ -155,7 +164,7 @@ static void print_text(FILE *out, const char *path, const st_weights_info *info)
         fprintf(out, "top:           no (notop)\n");
     if (info->embed_dim) fprintf(out, "embedding:     %d\n", info->embed_dim);
     fprintf(out, "bn epsilon:    %.7g\n", (double)info->bn_eps);
-    fprintf(out, "preprocess:    %s\n", (int)info->preprocess < 0 ? "unknown" : preprocess_id(info->preprocess));
+    fprintf(out, "preprocess:    %s\n", preprocess_text(info->preprocess));
     if (info->format == ST_WEIGHTS_CHECKPOINT) {
         double step, epoch;
         checkpoint_position(path, &step, &epoch);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../kernels/check.h"
+#include "cli.h"
 #include "../train/commands.h"
 #include "embedder.h"
 #include "embeddings_h5.h"
@@ -35,10 +36,7 @@ static void usage(FILE *out) {
             "  -h, --help        this text\n");
 }
 
-static int bad_usage(const char *msg) {
-    fprintf(stderr, "simtune search: %s\ntry 'simtune search --help'\n", msg);
-    return 2;
-}
+static int bad_usage(const char *msg) { return st_cli_usage_error("search", msg); }
 
 static void html_text(FILE *f, const char *s) {
     for (; *s; s++) {
@@ -108,7 +106,6 @@ int cmd_search(int argc, char **argv) {
     st_embedder_defaults(&eo);
     st_topk_options to = {ST_METRIC_COSINE, 10, 0, 0, NULL};
     int c;
-    char *end;
     optind = 1;
     opterr = 0; /* our own message below names the option */
     while ((c = getopt_long(argc, argv, ":k:h", options, NULL)) != -1) {
@@ -119,23 +116,16 @@ int cmd_search(int argc, char **argv) {
         case O_HTML: html = optarg; break;
         case O_DEVICE: eo.device = optarg; break;
         case 'k':
-            to.k = (int)strtol(optarg, &end, 10);
-            if (*end || to.k < 1) return bad_usage("-k must be a positive integer");
+            if (st_cli_parse_int(optarg, 1, &to.k)) return bad_usage("-k must be a positive integer");
             break;
         case O_METRIC:
             if (st_metric_parse(optarg, &to.metric) != 0) return bad_usage(st_error_get());
             break;
         case O_THREADS:
-            eo.threads = (int)strtol(optarg, &end, 10);
-            if (*end || eo.threads < 0) return bad_usage("--threads must be >= 0");
+            if (st_cli_parse_int(optarg, 0, &eo.threads)) return bad_usage("--threads must be >= 0");
             break;
         case 'h': usage(stdout); return 0;
-        default: {
-            char msg[160];
-            snprintf(msg, sizeof msg, "%s option '%s'", c == ':' ? "missing value for" : "unknown",
-                     argv[optind - 1]);
-            return bad_usage(msg);
-        }
+        default: return st_cli_bad_option("search", c, argv[optind - 1]);
         }
     }
     if (optind < argc) return bad_usage("unexpected argument");

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "../kernels/check.h"
+#include "cli.h"
 #include "../train/commands.h"
 #include "embeddings_h5.h"
 #include "h5util.h"
@@ -39,10 +40,7 @@ static void usage(FILE *out) {
             "Ties go to the lower gallery row. Output is written atomically.\n");
 }
 
-static int bad_usage(const char *msg) {
-    fprintf(stderr, "simtune topk: %s\ntry 'simtune topk --help'\n", msg);
-    return 2;
-}
+static int bad_usage(const char *msg) { return st_cli_usage_error("topk", msg); }
 
 static int gallery_rows(void *ctx, long start, long count, float *dst) {
     return st_embeddings_reader_rows(ctx, start, count, dst);
@@ -116,12 +114,10 @@ int cmd_topk(int argc, char **argv) {
         case 'o': out = optarg; break;
         case 'd': device = optarg; break;
         case 'k':
-            o.k = (int)strtol(optarg, &end, 10);
-            if (*end || o.k < 1) return bad_usage("-k must be a positive integer");
+            if (st_cli_parse_int(optarg, 1, &o.k)) return bad_usage("-k must be a positive integer");
             break;
         case 't':
-            threads = (int)strtol(optarg, &end, 10);
-            if (*end || threads < 0) return bad_usage("--threads must be >= 0");
+            if (st_cli_parse_int(optarg, 0, &threads)) return bad_usage("--threads must be >= 0");
             break;
         case 'T':
             o.tile_rows = strtol(optarg, &end, 10);
@@ -131,12 +127,7 @@ int cmd_topk(int argc, char **argv) {
             if (st_metric_parse(optarg, &o.metric) != 0) return bad_usage(st_error_get());
             break;
         case 'h': usage(stdout); return 0;
-        default: {
-            char msg[160];
-            snprintf(msg, sizeof msg, "%s option '%s'", c == ':' ? "missing value for" : "unknown",
-                     argv[optind - 1]);
-            return bad_usage(msg);
-        }
+        default: return st_cli_bad_option("topk", c, argv[optind - 1]);
         }
     }
     if (optind < argc) return bad_usage("unexpected argument");

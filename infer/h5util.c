@@ -86,7 +86,9 @@ static int fsync_path(const char *path, int directory) {
 }
 
 int st_h5_commit_atomic(hid_t file, const char *tmp_path, const char *final_path) {
-    if (H5Fclose(file) < 0) {
+    /* Flush first: H5Fclose defers the real close while a caller still holds an object open. */
+    herr_t flushed = H5Fflush(file, H5F_SCOPE_GLOBAL);
+    if (H5Fclose(file) < 0 || flushed < 0) {
         char why[512];
         st_h5_last_error(why, sizeof why);
         unlink(tmp_path);
@@ -103,9 +105,9 @@ int st_h5_commit_atomic(hid_t file, const char *tmp_path, const char *final_path
         return st_error_set("%s: rename from %s failed: %s", final_path, tmp_path, strerror(e));
     }
     char *copy = ST_STRDUP(final_path);
-    int rc = fsync_path(dirname(copy), 1);
+    int rc = fsync_path(dirname(copy), 1), e = errno;
     free(copy);
-    if (rc != 0) return st_error_set("%s: fsync of its directory failed: %s", final_path, strerror(errno));
+    if (rc != 0) return st_error_set("%s: fsync of its directory failed: %s", final_path, strerror(e));
     return 0;
 }
 

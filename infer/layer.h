@@ -1,7 +1,7 @@
 /*
  * layer.h: the private layer record of the ResNet model, shared by infer/resnet.c (builder and
- * forward) and train/backward.c (backward). Nothing outside those two files reads it, except
- * through st_model_weights_changed() below.
+ * forward) and train/backward.c (backward). Other code includes it only for
+ * st_model_weights_changed() below (weight loading, checkpoint restore) and tests.
  *
  * The model is a fixed sequence of Keras-named layers (model.h). Work is done by "steps": a step
  * is one backend call (or a few for the residual add) owned by its compute layer, the layer with

@@ -48,12 +48,16 @@ typedef struct st_model_config {
     const char *arch;         /* st_arch_info name */
     int batch;                /* N the arenas are sized for */
     int height, width;        /* input size, each >= 32 */
-    int training;             /* 1: keep activations for backward, allocate gradients */
-    const char *freeze_until; /* NULL or "none": train all; "all": head only; else a layer name */
+    int training;             /* 1: keep activations for backward, allocate gradients;
+                               * 0: no trainable parameters, every conv+BN pair folded */
+    const char *freeze_until; /* NULL or "none": train all; "all": head only; else a layer name.
+                               * An inference model (training = 0) keeps the output of this
+                               * layer materialised, so it can be read (embed --layer). */
     st_gpool_kind pool;       /* global pooling of the last feature map */
     float gem_p;              /* GeM exponent when pool == ST_GPOOL_GEM */
     int embed_dim;            /* 0: no projection; else dense 'embedding' to D then L2 norm */
-    int num_classes;          /* 0: no classifier; else dense 'predictions' to K logits */
+    int num_classes;          /* 0: no classifier; else dense 'predictions' to K logits, reading
+                               * the normalised embedding when there is one, else the features */
     float bn_momentum;        /* running-statistics momentum in training (PyTorch convention) */
 } st_model_config;
 
@@ -116,7 +120,8 @@ void st_model_forward(st_model *m, int n, int training);
  * models): refreshes everything derived from them, such as BN folded into frozen convolutions. */
 void st_model_weights_changed(st_model *m);
 
-/* The model's layers that have a feature map output, for embed --layer. */
+/* The output tensor of a layer; data is NULL when the output is fused into the next step or
+ * lives in a reused buffer (for inference, name the layer in freeze_until to keep it). */
 st_tensor st_model_layer_output(const st_model *m, int index);
 
 #endif

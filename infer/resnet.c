@@ -551,14 +551,12 @@ static float *take_tensor(st_arena *a, st_tensor *t) { return t->data = st_arena
 /* Parameter values: frozen ones and moving statistics first, then the trainable ones as one
  * slice mirrored by the gradients. */
 static void layout_params(st_model *m) {
-    const st_model_config *cfg = &m->config;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < m->n_params; i++) {
             st_param *p = &m->params[i];
-            int trains = cfg->training && p->trainable;
-            if (trains != pass) continue;
+            if (p->trainable != pass) continue;
             p->value = st_arena_take(&m->params_arena, p->numel);
-            if (trains) p->grad = st_arena_take(&m->grads_arena, p->numel);
+            if (p->trainable) p->grad = st_arena_take(&m->grads_arena, p->numel);
         }
 }
 
@@ -786,6 +784,9 @@ static int validate_config(const st_model_config *cfg) {
     if (cfg->embed_dim < 0 || cfg->num_classes < 0)
         return st_error_set("embed_dim %d / num_classes %d: must be >= 0", cfg->embed_dim,
                             cfg->num_classes);
+    if (cfg->training && !(cfg->bn_momentum >= 0 && cfg->bn_momentum <= 1))
+        return st_error_set("bn_momentum %g: must be in [0, 1] (PyTorch convention, 0.1 usual)",
+                            (double)cfg->bn_momentum);
     if (cfg->pool == ST_GPOOL_GEM && !(cfg->gem_p > 0))
         return st_error_set("gem_p %g: must be > 0", (double)cfg->gem_p);
     return 0;
@@ -816,7 +817,8 @@ st_model *st_model_create(st_backend *be, const st_model_config *cfg, uint64_t s
     }
     for (int i = 0; i < m->n_params; i++) {
         st_param *p = &m->params[i];
-        p->trainable = p->layer_index > m->freeze_index && strncmp(p->weight, "moving_", 7) != 0;
+        p->trainable = cfg->training && p->layer_index > m->freeze_index &&
+                       strncmp(p->weight, "moving_", 7) != 0;
     }
 
     plan_steps(m);
@@ -874,7 +876,9 @@ st_param *st_model_find_param(st_model *m, const char *layer, const char *weight
 /* The output of a layer after the last forward. data is NULL when the layer's output is not
  * kept: fused inside a step (conv before its folded BN, BN before its ReLU, padding) or held in
  * a reused buffer (frozen trunk, inference models). Kept: every output of the trainable part,
- * the freeze_until layer, the head and the input. */
+ * the freeze_until layer, the head and the input. An inference model (training == 0) is all
+ * frozen whatever freeze_until says, so freeze_until is how a caller asks to keep one trunk
+ * layer's output (embed --layer conv4_block6_out). */
 st_tensor st_model_layer_output(const st_model *m, int index) {
     ST_CHECK(index >= 0 && index < m->n_layers, "layer index %d out of range [0, %d)", index, m->n_layers);
     st_tensor t = m->layers[index].out;

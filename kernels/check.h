@@ -8,7 +8,7 @@
  *   ST_FAIL(fmt, ...)             fail unconditionally
  *   ST_MALLOC(bytes)              malloc that fails loudly (never returns NULL)
  *   ST_CALLOC(count, size)        calloc likewise
- *   ST_DNNL(call)                 oneDNN status check (kernels/cpu only)
+ *   ST_DNNL(call)                 oneDNN status check (needs dnnl.h where it is used)
  *   CUDA_CHECK / CUBLAS_CHECK / CUDNN_CHECK live in kernels/cuda/cuda_check.h
  *
  * Recoverable errors (bad user input in a library routine that the caller wants to report itself)
@@ -42,6 +42,13 @@ char *st_strdup_at(const char *s, const char *file, int line);
 #define ST_MALLOC(bytes) st_malloc_at((bytes), __FILE__, __LINE__)
 #define ST_CALLOC(count, size) st_calloc_at((count), (size), __FILE__, __LINE__)
 #define ST_STRDUP(s) st_strdup_at((s), __FILE__, __LINE__)
+
+#define ST_DNNL(call)                                                                         \
+    do {                                                                                      \
+        dnnl_status_t dnnl_status_ = (call);                                                  \
+        if (dnnl_status_ != dnnl_success)                                                     \
+            st_fail_at(__FILE__, __LINE__, "oneDNN: %s: %s", #call, dnnl_status2str(dnnl_status_)); \
+    } while (0)
 
 /* Recoverable errors: set a message (printf-style) and return -1 to the caller. */
 int st_error_set(const char *fmt, ...) ST_PRINTF(1, 2);

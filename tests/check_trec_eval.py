@@ -13,7 +13,7 @@
    map@r must equal report.json.
 
 Usage: check_trec_eval.py CLI WORKDIR   (CLI: a program taking `eval ...` like `simtune eval`,
-       i.e. simtune itself or tests/retrieval_cli; needs Debian's python3 with numpy, h5py)
+       i.e. the simtune binary; needs Debian's python3 with numpy, h5py)
 Exit 77 when numpy/h5py are missing, unless SIMTUNE_REQUIRE_ORACLES=1.
 """
 import json

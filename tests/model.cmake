@@ -1,9 +1,10 @@
 # model.cmake: the ResNet model (infer/resnet.c) and its backward pass (train/backward.c).
-#   test_resnet_model   names, layer and parameter counts, output sizes, freezing (C only)
+#   test_resnet_model   names, layer and parameter counts, output sizes, freezing, init,
+#                       backward stopping at the delimiting layer (C only, no oracle)
 #   test_resnet_parity  forward features and every gradient against PyTorch 1.13 for
 #                       torchvision resnet18/50 and Keras resnet50/resnet50v2 (python oracle:
 #                       torch_resnet_fixture writes the HDF5 fixtures into the test directory)
-st_add_test(NAME test_resnet_model SOURCES test_resnet_model.c LIBS st_infer LABELS cpu)
+st_add_test(NAME test_resnet_model SOURCES test_resnet_model.c LIBS st_train LABELS cpu)
 
 st_add_script_test(NAME torch_resnet_fixture
                    COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/torch_resnet.py .

@@ -3,15 +3,10 @@ st_add_test(NAME test_topk SOURCES test_topk.c LIBS st_infer)
 st_add_test(NAME test_metrics SOURCES test_metrics.c LIBS st_infer)
 st_add_test(NAME test_postprocess SOURCES test_postprocess.c LIBS st_infer)
 # `simtune embed` and `simtune search` on generated images with a randomly initialised ResNet-18
-st_add_test(NAME test_embed SOURCES test_embed.c LIBS st_infer)
+st_add_test(NAME test_embed SOURCES test_embed.c LIBS st_train)
 
-# `eval` run files vs an independent trec_eval reimplementation and a numpy brute force. The
-# driver runs the same cmd_eval as `simtune eval` but links st_infer only.
-add_executable(retrieval_cli retrieval_cli.c)
-target_include_directories(retrieval_cli PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-target_compile_options(retrieval_cli PRIVATE ${ST_WARNINGS})
-target_link_libraries(retrieval_cli PRIVATE st_infer)
+# `simtune eval` run files vs an independent trec_eval reimplementation and a numpy brute force.
 st_add_script_test(NAME test_trec_eval
   COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/check_trec_eval.py
-          $<TARGET_FILE:retrieval_cli> ${CMAKE_CURRENT_BINARY_DIR}/trec_eval_work
+          $<TARGET_FILE:simtune> ${CMAKE_CURRENT_BINARY_DIR}/trec_eval_work
   LABELS cpu python)

@@ -14,10 +14,11 @@
  *   - tv_resnet18 only: freeze_until all with embedding 16 + L2 + predictions 5, gradient from
  *     the logits.
  * Tolerances are the issue's: features relative error (by norm) <= 1e-4, gradients <= 1e-3 per
- * tensor. Both sides compute in float32 with different summation orders (oneDNN/OpenBLAS vs
- * PyTorch's kernels) and this implementation folds BN into conv weights; over ~50 layers that
- * leaves ~1e-6..1e-5 relative differences in features, and BN backward with batch statistics
- * over few rows (2x2x2 = 8 in conv5) amplifies them for gradients, hence the looser 1e-3.
+ * tensor. The references are float64 (torch_resnet.py), so what is measured is this float32
+ * implementation's own error (oneDNN/OpenBLAS summation orders, BN folded into conv weights):
+ * ~1e-6 on features and <= 2e-4 on gradients, where BN backward with batch statistics over few
+ * rows (2x2x2 = 8 in conv5) amplifies rounding. The fixture's residual branches are damped so
+ * the random network is not chaotic (torch_resnet.py explains why and the ReLU-kink caveat).
  */
 #include <hdf5.h>
 #include <math.h>
@@ -231,6 +232,11 @@ static void check_step(st_backend *be, const fixture *fx, const char *group) {
     double feature_err = compare(fx->file, fx->path, "train features", m->features.data,
                                  st_numel(m->features), path, FEATURE_TOL, be);
 
+    if (num_classes > 0) {
+        snprintf(path, sizeof path, "/parity/%s/logits_train", group);
+        compare(fx->file, fx->path, "train logits", m->logits.data, st_numel(m->logits), path,
+                FEATURE_TOL, be);
+    }
     const char *grad_in = num_classes > 0 ? "/parity/head/dlogits" : "/parity/dfeatures";
     st_tensor *entry = num_classes > 0 ? &m->d_logits : &m->d_features;
     size_t numel = 0;

@@ -1,16 +1,18 @@
 /*
  * test_trainer_loss.c: the trainer learns. st_train_run trains a randomly initialised
- * tv_resnet18 (32x32 inputs, frozen up to conv4_block2_out so a step costs ~0.5 s of CPU)
+ * tv_resnet18 (32x32 inputs, frozen up to conv4_block2_out to keep steps cheap)
  * with cross-entropy on a generated dataset of 8 device classes (data/synthetic.h, 12 images
  * each, written into the test directory), batch 16, SGD with momentum, no augmentation, no
- * validation, for 8 epochs of 6 steps (48 steps, ~25 s of CPU time).
+ * validation, for 8 epochs of 6 steps (48 steps: 4 s on 2 idle cores, 30-100 s under load).
  *
  * Threshold: an untrained classifier over K = 8 classes starts near ln 8 = 2.08 (checked: the
- * first epoch's mean loss is above 1.5). The last epoch's mean train loss must fall below
- * 0.25 ln 8 = 0.52, i.e. the network fits most of the 96 training images with confidence.
- * (Measured: 3.27 after epoch 1, 0.61 after epoch 4.) A wrong gradient sign, a gradient into the wrong tensor, a learning rate never applied or
- * a loader feeding mismatched labels keeps the loss near ln 8. Also checks the run folder
- * files a user opens (metrics.jsonl per epoch, best_weights.h5 loadable, a checkpoint).
+ * first epoch's mean loss is above 1.5; the random head makes it larger, ~3.4). The mean train
+ * loss of the last 3 epochs (an average: single epochs wobble by ~0.1 at this lr) must fall
+ * below 0.25 ln 8 = 0.52, i.e. the network fits most of the 96 training images with
+ * confidence. Measured: 3.38 in epoch 1, then 0.34 0.27 0.38 in epochs 6-8 (mean 0.33). A wrong
+ * gradient sign, a gradient into the wrong tensor, a learning rate never applied or a loader
+ * feeding mismatched labels keeps the loss near ln 8. Also checks the run folder files a user
+ * opens (metrics.jsonl per epoch, best_weights.h5 loadable, the final checkpoint, curves.png).
  */
 #include <math.h>
 #include <unistd.h>
@@ -59,9 +61,10 @@ int main(void) {
     TEST_CHECK(n == EPOCHS, "metrics.jsonl has %d lines, want %d", n, EPOCHS);
     if (n == EPOCHS) {
         double first = fixture_line_loss(lines[0]), last = fixture_line_loss(lines[n - 1]);
-        printf("train loss: epoch 1 %.4f, epoch %d %.4f (ln 8 = %.4f)\n", first, n, last, log(8.0));
+        double tail = (fixture_line_loss(lines[n - 3]) + fixture_line_loss(lines[n - 2]) + last) / 3;
+        printf("train loss: epoch 1 %.4f, epochs %d-%d mean %.4f (ln 8 = %.4f)\n", first, n - 2, n, tail, log(8.0));
         TEST_CHECK(first > 1.5, "first epoch loss %.4f: an untrained 8-way classifier is near ln 8", first);
-        TEST_CHECK(last < 0.25 * log(8.0), "last epoch loss %.4f not below 0.25 ln 8 = %.4f", last, 0.25 * log(8.0));
+        TEST_CHECK(tail < 0.25 * log(8.0), "last 3 epochs' loss %.4f not below 0.25 ln 8 = %.4f", tail, 0.25 * log(8.0));
         TEST_CHECK(fabs(last - res.last_train_loss) < 1e-6, "result loss %.6f vs metrics %.6f", res.last_train_loss, last);
     }
     fixture_free_lines(lines, n);

@@ -87,7 +87,8 @@ def test_inspect(simtune, fx):
         except ValueError as e:
             check(False, f"inspect --json {name}: not JSON ({e})")
             continue
-        check(info["arch"] == "resnet50" and info["format"] == fmt and info["top"] == top,
+        check(info["arch"] == "resnet50" and info["format"] == fmt and info["top"] == top
+              and info["preprocess"] == "caffe" and abs(info["bn_epsilon"] - 1.001e-5) < 1e-10,
               f"{name}: arch {info['arch']} format {info['format']} top {info['top']}")
         want = keras_read(path)
         got = {l["name"]: [tuple(w["shape"]) for w in l["weights"]] for l in info["layers"]}

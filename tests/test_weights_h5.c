@@ -5,12 +5,10 @@
  *
  *   test_weights_h5 FIXTURE_DIR          probe, load of every layout, features vs PyTorch, every
  *                                        bad-input case, save -> load round trip
- *   test_weights_h5 FIXTURE_DIR --speed  warm-cache load time of the ResNet50 notop file (<= 0.5 s)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "infer/h5util.h"
 #include "infer/weights_h5.h"
@@ -114,6 +112,22 @@ static void test_probe(void) {
                "tv18: format %d arch '%s' eps %g", info.format, info.arch, (double)info.bn_eps);
     TEST_CHECK(info.n_missing + info.n_unexpected + info.n_mismatched == 0, "tv18 vs schema: %d/%d/%d",
                info.n_missing, info.n_unexpected, info.n_mismatched);
+    st_weights_info_free(&info);
+
+    /* depth by block counts (conv3/conv4), v2 by post_bn; every shape is wrong in a skeleton */
+    TEST_CHECK(st_weights_probe(fx("weights_skeleton_resnet101.h5"), &info) == 0, "probe: %s", st_error_get());
+    /* 626 datasets (doc 2.5): 624 backbone ones misshapen; a rank-1 `predictions` is no classifier,
+     * so its 2 tensors are unexpected */
+    TEST_CHECK(strcmp(info.arch, "resnet101") == 0 && info.n_layers == 209 && info.n_mismatched == 624 &&
+                   info.n_unexpected == 2,
+               "skeleton resnet101: arch '%s', %d weighted layers (doc 2.5: 209), %d mismatched (624), "
+               "%d unexpected (2)",
+               info.arch, info.n_layers, info.n_mismatched, info.n_unexpected);
+    st_weights_info_free(&info);
+    TEST_CHECK(st_weights_probe(fx("weights_skeleton_resnet152v2.h5"), &info) == 0, "probe: %s", st_error_get());
+    TEST_CHECK(strcmp(info.arch, "resnet152v2") == 0 && info.n_layers == 307 && info.n_layer_names == 566,
+               "skeleton resnet152v2: arch '%s', %d weighted layers (doc 2.5: 307), %d layer names (566)",
+               info.arch, info.n_layers, info.n_layer_names);
     st_weights_info_free(&info);
 
     TEST_CHECK(st_weights_probe(fx("weights_missing_layers.h5"), &info) == 0, "probe missing: %s", st_error_get());
@@ -237,6 +251,8 @@ static void test_save_roundtrip(st_backend *be, st_model *notop) {
     const char *out = fx("weights_export_test.h5"); /* kept: test_weights_cli.py reads it with h5py */
     const char *meta = "{\"run\":\"test\",\"step\":5}";
     TEST_CHECK(st_weights_save(m, out, meta) == 0, "save: %s", st_error_get());
+    TEST_CHECK(st_weights_save(m, "no_such_dir/x.h5", meta) == -1 && contains(st_error_get(), "no_such_dir/x.h5"),
+               "save into a missing directory: %s", st_error_get());
     FILE *tmp = fopen(fx("weights_export_test.h5.tmp"), "rb");
     TEST_CHECK(tmp == NULL, "the temporary file was left behind");
     if (tmp) fclose(tmp);
@@ -276,40 +292,9 @@ static void test_save_roundtrip(st_backend *be, st_model *notop) {
     st_model_free(m);
 }
 
-static double clock_seconds(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Warm-cache load of the ResNet50 notop file (95 MB): best of 3 after one warm-up must be
- * <= 0.5 s (the task's target; ~0.1 s on the idle 2-core dev machine). The assertion uses the
- * process CPU time (user + system, which includes the page-cache copies of the reads): the load
- * is single-threaded and reads from the page cache, so on an idle machine CPU time equals wall
- * time, while under ctest -j on 2 cores the wall time mostly measures other tests. Wall time is
- * printed too. */
-static void test_speed(st_backend *be) {
-    st_model *m = make_model(be, "resnet50", 0, 0, 1);
-    double best_wall = 1e9, best_cpu = 1e9;
-    for (int i = 0; i < 4; i++) {
-        st_weights_report rep;
-        double w0 = clock_seconds(CLOCK_MONOTONIC), c0 = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
-        int rc = st_weights_load(m, fx("weights_r50.h5"), &rep);
-        double wall = clock_seconds(CLOCK_MONOTONIC) - w0, cpu = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
-        TEST_CHECK(rc == 0, "load: %s", st_error_get());
-        if (i > 0 && wall < best_wall) best_wall = wall;
-        if (i > 0 && cpu < best_cpu) best_cpu = cpu;
-        printf("load %d: wall %.3f s, cpu %.3f s (%zu floats)\n", i, wall, cpu, rep.n_floats);
-        st_weights_report_free(&rep);
-    }
-    printf("ResNet50 notop load, warm cache, best of 3: wall %.3f s, cpu %.3f s\n", best_wall, best_cpu);
-    TEST_CHECK(best_cpu <= 0.5, "warm load took %.3f s of CPU > 0.5 s", best_cpu);
-    st_model_free(m);
-}
-
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: test_weights_h5 FIXTURE_DIR [--speed]\n");
+        fprintf(stderr, "usage: test_weights_h5 FIXTURE_DIR\n");
         return 2;
     }
     fixture_dir = argv[1];
@@ -318,21 +303,17 @@ int main(int argc, char **argv) {
     fclose(probe);
     st_backend *be = st_backend_open("cpu", 2);
     ST_CHECK(be, "%s", st_error_get());
-    if (argc > 2 && strcmp(argv[2], "--speed") == 0) {
-        test_speed(be);
-    } else {
-        /* st_model_create of a ResNet50 takes seconds (random init): share one backbone */
-        st_model *notop = make_model(be, "resnet50", 0, 0, 7);
-        st_model *tv18 = make_model(be, "tv_resnet18", 0, 0, 7);
-        test_probe();
-        test_load_layouts(be, notop);
-        check_features(be, notop, "weights_r50.h5", "weights_ref_resnet50.h5");
-        check_features(be, tv18, "weights_tv18.h5", "weights_ref_tv_resnet18.h5");
-        test_bad_inputs(notop, tv18);
-        test_save_roundtrip(be, notop);
-        st_model_free(tv18);
-        st_model_free(notop);
-    }
+    /* st_model_create of a ResNet50 takes seconds (random init): share one backbone */
+    st_model *notop = make_model(be, "resnet50", 0, 0, 7);
+    st_model *tv18 = make_model(be, "tv_resnet18", 0, 0, 7);
+    test_probe();
+    test_load_layouts(be, notop);
+    check_features(be, notop, "weights_r50.h5", "weights_ref_resnet50.h5");
+    check_features(be, tv18, "weights_tv18.h5", "weights_ref_tv_resnet18.h5");
+    test_bad_inputs(notop, tv18);
+    test_save_roundtrip(be, notop);
+    st_model_free(tv18);
+    st_model_free(notop);
     st_backend_close(be);
-    return test_finish(argc > 2 ? "test_weights_h5 --speed" : "test_weights_h5");
+    return test_finish("test_weights_h5");
 }

@@ -18,6 +18,9 @@ Other architectures and bad input:
   weights_k3_nonames.weights.h5  Keras 3 layout without names (Keras < 3.6)
   weights_wrong_shape.h5         conv2_block1_2_conv kernel (3,3,64,32)
   weights_missing_layers.h5      conv3_block2_1_conv and conv4_block1_0_bn left out
+  weights_skeleton_resnet101.h5, weights_skeleton_resnet152v2.h5
+                                 the full layer sets with every tensor of shape (1,): depth
+                                 detection without writing 170-230 MB
   weights_truncated.h5           the first half of weights_tv18.h5 (the smallest file)
   weights_corrupt_meta.h5        weights_tv18.h5 with bytes of its metadata overwritten
   weights_corrupt_data.h5        weights_tv18.h5 with 0xFF bytes (NaNs) inside a dataset
@@ -90,6 +93,9 @@ def keras_files(out):
     write_legacy(f"{out}/weights_wrong_shape.h5", wrong, keras_h5.random_weights(wrong, SEED))
     missing = [l for l in layers if l[0] not in ("conv3_block2_1_conv", "conv4_block1_0_bn")]
     write_legacy(f"{out}/weights_missing_layers.h5", missing, values)
+    for arch in ("resnet101", "resnet152v2"):  # names only: every tensor shrunk to (1,)
+        skeleton = [(n, c, [(w, (1,)) for w, _s in ws]) for n, c, ws in keras_h5.resnet_layers(arch, top=True)]
+        write_legacy(f"{out}/weights_skeleton_{arch}.h5", skeleton, keras_h5.random_weights(skeleton, SEED))
     return layers, values
 
 

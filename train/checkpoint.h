@@ -68,8 +68,9 @@ int st_checkpoint_save(const st_checkpoint *ck, const st_model *m, const char *p
  * 0, or -1 with a message naming the file and the failing item (ck is then empty). */
 int st_checkpoint_load(st_checkpoint *ck, st_model *m, const char *path);
 
-/* Save run_dir/ckpt-<step>.h5, also best.h5 when is_best, then delete all but the newest
- * keep_last ckpt-*.h5 (best.h5 is never deleted). 0 or -1. */
+/* Save run_dir/ckpt-<step>.h5, also best.h5 when is_best (a hard link renamed into place, or a
+ * second write where links are not supported), then delete all but the newest keep_last
+ * (at least 1) ckpt-*.h5; best.h5 is never deleted. 0 or -1. */
 int st_checkpoint_save_run(const st_checkpoint *ck, const st_model *m, const char *run_dir,
                            int keep_last, int is_best);
 

@@ -5,6 +5,7 @@
  *          --loss xent: 1000-way classifier and cross-entropy (the PyTorch benchmark's setup);
  *          --loss triplet: batch-hard triplet loss on the pooled features, P x 4 batches.
  *   infer  inference forward to the pooled features (BN folded into the convolutions).
+ *   load   loading a weight file into its model (warm page cache: best of --steps loads).
  *   data   the image pipeline (data/bench_data.c).
  * With --json the last line is one JSON object with images_per_second and peak_rss_mb.
  * bench/run_model_bench.sh runs the same shapes in PyTorch (bench/torch_bench.py) side by side.
@@ -18,6 +19,7 @@
 
 #include "../data/bench_data.h"
 #include "../data/rng.h"
+#include "../infer/weights_h5.h"
 #include "../kernels/check.h"
 #include "backward.h"
 #include "commands.h"
@@ -25,7 +27,7 @@
 #include "optim.h"
 
 typedef struct bench_args {
-    const char *mode, *arch, *freeze_until, *device, *loss;
+    const char *mode, *arch, *freeze_until, *device, *loss, *weights;
     int image_size, batch, steps, warmup, threads, json;
 } bench_args;
 
@@ -34,12 +36,14 @@ static void usage(FILE *out) {
             "usage: simtune bench train|infer [--arch A] [--image-size S] [--batch B] [--steps N]\n"
             "                     [--warmup W] [--threads T] [--freeze-until LAYER] [--loss xent|triplet]\n"
             "                     [--device cpu|cuda] [--json]\n"
+            "       simtune bench load --weights FILE.h5 [--steps N] [--json]\n"
             "       simtune bench data --help\n\n"
             "Throughput on random data. Defaults: --arch resnet50 --image-size 224 --batch 16 --steps 10\n"
             "--warmup 2 --threads 0 (all cores) --freeze-until none --loss xent --device cpu.\n"
             "  train   forward + loss + backward + SGD step (xent: 1000-way classifier;\n"
             "          triplet: batch-hard on pooled features, batches of P classes x 4 images)\n"
             "  infer   inference forward to pooled features\n"
+            "  load    load a weight file into its architecture, warm page cache, best of --steps\n"
             "  --json  print one JSON object last: images_per_second, peak_rss_mb, seconds, ...\n"
             "bench/run_model_bench.sh compares with PyTorch in the same run.\n");
 }
@@ -51,8 +55,9 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         {"warmup", required_argument, 0, 'w'},  {"threads", required_argument, 0, 't'},
         {"freeze-until", required_argument, 0, 'f'}, {"device", required_argument, 0, 'd'},
         {"loss", required_argument, 0, 'l'},    {"json", no_argument, 0, 'j'},
+        {"weights", required_argument, 0, 'W'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    *a = (bench_args){argv[0], "resnet50", "none", "cpu", "xent", 224, 16, 10, 2, 0, 0};
+    *a = (bench_args){argv[0], "resnet50", "none", "cpu", "xent", NULL, 224, 16, 10, 2, 0, 0};
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -67,6 +72,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         case 'd': a->device = optarg; break;
         case 'l': a->loss = optarg; break;
         case 'j': a->json = 1; break;
+        case 'W': a->weights = optarg; break;
         case 'h': usage(stdout); return 1;
         default: return -1;
         }
@@ -182,19 +188,66 @@ static int bench_model(const bench_args *a) {
     return 0;
 }
 
+/* Warm-cache load time of a weight file into a model of its own architecture (batch 1). */
+static int bench_load(const bench_args *a) {
+    if (!a->weights) {
+        fprintf(stderr, "simtune bench load: --weights FILE.h5 is required\n");
+        return 2;
+    }
+    st_weights_info info;
+    if (st_weights_probe(a->weights, &info) || !info.arch_info) {
+        fprintf(stderr, "simtune bench load: %s\n", info.arch_info ? st_error_get() : "architecture not recognised");
+        return 1;
+    }
+    st_backend *be = st_backend_open(a->device, a->threads);
+    st_model_config mc = {0};
+    mc.arch = info.arch;
+    mc.batch = 1;
+    mc.height = mc.width = 224;
+    mc.pool = ST_GPOOL_AVG;
+    st_model *m = be ? st_model_create(be, &mc, 1) : NULL;
+    if (!m) {
+        fprintf(stderr, "simtune bench load: %s\n", st_error_get());
+        return 1;
+    }
+    double best = 1e30;
+    size_t floats = 0;
+    for (int i = 0; i <= a->steps; i++) { /* the first load warms the page cache */
+        st_weights_report rep;
+        double t0 = now_seconds();
+        int rc = st_weights_load(m, a->weights, &rep);
+        double seconds = now_seconds() - t0;
+        floats = rep.n_floats;
+        st_weights_report_free(&rep);
+        if (rc) {
+            fprintf(stderr, "simtune bench load: %s\n", st_error_get());
+            return 1;
+        }
+        if (i > 0 && seconds < best) best = seconds;
+    }
+    printf("load %s (%s, %zu floats): best of %d warm loads %.3f s\n", a->weights, info.arch, floats, a->steps, best);
+    if (a->json)
+        printf("{\"peer\": \"simtune\", \"mode\": \"load\", \"arch\": \"%s\", \"floats\": %zu, \"seconds\": %.4f}\n",
+               info.arch, floats, best);
+    st_weights_info_free(&info);
+    st_model_free(m);
+    st_backend_close(be);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "data")) return st_bench_data(argc - 1, argv + 1);
-    if (strcmp(argv[1], "train") && strcmp(argv[1], "infer")) {
-        fprintf(stderr, "simtune bench: unknown benchmark '%s' (train, infer or data)\n", argv[1]);
+    if (strcmp(argv[1], "train") && strcmp(argv[1], "infer") && strcmp(argv[1], "load")) {
+        fprintf(stderr, "simtune bench: unknown benchmark '%s' (train, infer, load or data)\n", argv[1]);
         return 2;
     }
     bench_args a;
     int rc = parse_args(argc - 1, argv + 1, &a);
     if (rc) return rc > 0 ? 0 : 2;
     a.mode = argv[1];
-    return bench_model(&a);
+    return strcmp(a.mode, "load") ? bench_model(&a) : bench_load(&a);
 }

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../kernels/check.h"
+#include "checkpoint.h"
 #include "commands.h"
 #include "config.h"
 #include "trainer.h"
@@ -18,7 +20,7 @@ enum { MAX_SETS = 256 };
 static void usage(FILE *out) {
     fprintf(out,
             "usage: simtune train --config FILE.yaml [--set key=value]... [--name NAME] [--device cpu|cuda]\n"
-            "                     [--threads N] [--strict]\n"
+            "                     [--threads N] [--strict] [--check]\n"
             "       simtune train --resume RUN_DIR [--epochs N]\n\n"
             "Fine-tune a ResNet as the config says (docs/config.md documents every key).\n\n"
             "  --config FILE      train config (YAML); unknown keys are errors\n"
@@ -30,6 +32,7 @@ static void usage(FILE *out) {
             "  --resume RUN_DIR   continue a run from its newest checkpoint (uses RUN_DIR/config.yaml)\n"
             "  --epochs N         with --resume: train until N epochs in total\n"
             "  --strict           a bad image stops the run (default: skipped with a warning)\n"
+            "  --check            validate the config and its input files, print a summary, train nothing\n"
             "  --help             this text\n\n"
             "The run folder holds config.yaml, metrics.jsonl, checkpoints (ckpt-*.h5, best.h5),\n"
             "best_weights.h5 (Keras layout) and curves.png. Ctrl-C saves a checkpoint and exits.\n");
@@ -50,16 +53,24 @@ static void default_run_name(const char *config_path, char *out, size_t size) {
     snprintf(out, size, "%.200s-%.31s", stem, stamp);
 }
 
+/* 1 when run_dir already has a metrics log or a checkpoint of an earlier run. */
+static int holds_a_run(const char *run_dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    if (access(path, F_OK) == 0) return 1;
+    return st_checkpoint_latest(run_dir, path, sizeof path) > 0;
+}
+
 int cmd_train(int argc, char **argv) {
     static const struct option options[] = {
         {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},   {"name", required_argument, 0, 'n'},
         {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'}, {"resume", required_argument, 0, 'r'},
         {"epochs", required_argument, 0, 'e'}, {"strict", no_argument, 0, 'S'},       {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"check", no_argument, 0, 'C'},        {0, 0, 0, 0}};
     const char *config_path = NULL, *name = NULL, *resume_dir = NULL;
     const char *sets[MAX_SETS + 2];
-    int n_sets = 0, epochs = 0, strict = 0;
-    char device_set[64], threads_set[64];
+    int n_sets = 0, epochs = 0, strict = 0, check = 0;
+    char device_set[64] = "", threads_set[64] = ""; /* applied after every --set: they win */
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -73,21 +84,28 @@ int cmd_train(int argc, char **argv) {
             sets[n_sets++] = optarg;
             break;
         case 'n': name = optarg; break;
-        case 'd':
-            snprintf(device_set, sizeof device_set, "device=%s", optarg);
-            sets[n_sets++] = device_set;
-            break;
-        case 't':
-            snprintf(threads_set, sizeof threads_set, "threads=%s", optarg);
-            sets[n_sets++] = threads_set;
-            break;
+        case 'd': snprintf(device_set, sizeof device_set, "device=%s", optarg); break;
+        case 't': snprintf(threads_set, sizeof threads_set, "threads=%s", optarg); break;
         case 'r': resume_dir = optarg; break;
-        case 'e': epochs = atoi(optarg); break;
+        case 'e': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || end == optarg || n < 1 || n > 1000000) {
+                fprintf(stderr, "simtune train: --epochs '%s': expected a whole number >= 1\n", optarg);
+                return 2;
+            }
+            epochs = (int)n;
+            break;
+        }
         case 'S': strict = 1; break;
+        case 'C': check = 1; break;
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "try 'simtune train --help'\n"); return 2;
         }
     }
+    /* a repeated --device/--threads overwrites its one slot (sets has room for both) */
+    if (device_set[0]) sets[n_sets++] = device_set;
+    if (threads_set[0]) sets[n_sets++] = threads_set;
     if (optind < argc || (!config_path && !resume_dir) || (config_path && resume_dir)) {
         fprintf(stderr, "simtune train: give --config FILE or --resume RUN_DIR (one of them)\n"
                         "try 'simtune train --help'\n");
@@ -103,6 +121,13 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "simtune train: %s\n", st_error_get());
         return 1;
     }
+    if (check) {
+        printf("%s: valid: %s at %d px, %d dataset(s), %d phase(s), %d epochs, loss %s\n", config_path, cfg.model.arch,
+               cfg.model.image_size, cfg.data.n_train, cfg.n_phases > 0 ? cfg.n_phases : 1, cfg.epochs,
+               cfg.loss.type == ST_LOSS_XENT ? "cross_entropy" : "triplet");
+        st_config_free(&cfg);
+        return 0;
+    }
     char run_dir[4096], run_name[320];
     if (resume_dir) {
         snprintf(run_dir, sizeof run_dir, "%s", resume_dir);
@@ -111,6 +136,15 @@ int cmd_train(int argc, char **argv) {
         else if (cfg.output.name) snprintf(run_name, sizeof run_name, "%s", cfg.output.name);
         else default_run_name(config_path, run_name, sizeof run_name);
         snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output.dir, run_name);
+        if (holds_a_run(run_dir)) {
+            fprintf(stderr,
+                    "simtune train: %s: a run folder with metrics or checkpoints already exists; a new run "
+                    "would mix with it (HINT: `simtune train --resume %s` continues it, --name NAME starts "
+                    "another)\n",
+                    run_dir, run_dir);
+            st_config_free(&cfg);
+            return 1;
+        }
     }
     st_train_options opt = {0};
     opt.run_dir = run_dir;

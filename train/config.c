@@ -504,9 +504,9 @@ static int read_strlist(const st_ynode *node, const char *path, char ***list, in
     return 0;
 }
 
-/* Validation metric names: hit@K, map@K, precision@K, recall@K, ndcg@K, map@R, mrr. */
+/* Validation metric names: hit@K, map@K, precision@K, recall@K, map@R, mrr. */
 static int metric_k(const char *name) {
-    static const char *const families[] = {"hit@", "map@", "precision@", "recall@", "ndcg@"};
+    static const char *const families[] = {"hit@", "map@", "precision@", "recall@"};
     if (!strcmp(name, "mrr") || !strcmp(name, "map@R")) return 0;
     for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
         size_t len = strlen(families[f]);
@@ -523,7 +523,7 @@ static int read_metrics(const st_ynode *node, const char *path, char ***list, in
     for (int i = 0; i < *n; i++)
         if (metric_k((*list)[i]) < 0)
             return key_error(node->items[i], path,
-                             "'%s' is not a metric (HINT: hit@K, map@K, precision@K, recall@K, ndcg@K, map@R, mrr)",
+                             "'%s' is not a metric (HINT: hit@K, map@K, precision@K, recall@K, map@R, mrr)",
                              (*list)[i]);
     return 0;
 }
@@ -739,11 +739,15 @@ static const st_ynode *node_at(const st_ynode *root, const char *path) {
 }
 
 int st_config_check_metric(const st_train_config *c, const char *metric) {
-    if (!strcmp(metric, "train/loss") || !strcmp(metric, "val/loss")) return 0;
+    /* The trainer computes val/loss and val/accuracy only with a classifier (cross-entropy). */
+    int xent = c->loss.type == ST_LOSS_XENT;
+    if (!strcmp(metric, "train/loss")) return 0;
+    if (xent && (!strcmp(metric, "val/loss") || !strcmp(metric, "val/accuracy"))) return 0;
     if (!strncmp(metric, "val/", 4))
         for (int i = 0; i < c->validation.n_metrics; i++)
             if (!strcmp(metric + 4, c->validation.metrics[i])) return 0;
-    char list[1024] = "train/loss, val/loss";
+    char list[1024];
+    snprintf(list, sizeof list, "%s", xent ? "train/loss, val/loss, val/accuracy" : "train/loss");
     for (int i = 0; i < c->validation.n_metrics; i++) {
         size_t used = strlen(list);
         snprintf(list + used, sizeof list - used, ", val/%s", c->validation.metrics[i]);

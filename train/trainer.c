@@ -15,10 +15,14 @@
  *                                      phase finished, plateau num_bad, plateau cooldown
  *   trainer/values (u64 = doubles)     best metric, last metric, plateau lr, plateau best,
  *                                      last train loss
+ *   trainer/epoch_sums (u64 = doubles) sums of loss, accuracy, active fraction, images and
+ *                                      steps over the batches done of the epoch in flight, so
+ *                                      a mid-epoch resume reports the same epoch means
  */
 #include "trainer.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,6 +35,7 @@
 
 #include "../data/loader.h"
 #include "../infer/eval.h"
+#include "../infer/metrics.h"
 #include "../infer/weights_h5.h"
 #include "../kernels/check.h"
 #include "backward.h"
@@ -71,6 +76,7 @@ typedef struct position {
     int bad_epochs;       /* validations without improvement */
     int phase_finished;   /* early-stopped or all epochs done */
     double best_metric, last_metric, last_loss;
+    double epoch_sums[5]; /* loss, accuracy, active, images, steps of the epoch_batches done */
     st_plateau plateau;
 } position;
 
@@ -189,13 +195,15 @@ static int split_datasets(trainer *t) {
     return 0;
 }
 
-/* The images of t->train that belong to the phase's datasets (class names "name/..."). */
+/* The images of t->train that belong to the phase's datasets (class names "name/..." when
+ * several datasets are combined; a single dataset keeps its own class names, and the config
+ * only lets a phase name that one). */
 static void phase_dataset(trainer *t, const phase_view *ph, st_dataset *out) {
     int *keep = ST_MALLOC((size_t)t->train.n * sizeof *keep);
     int n = 0;
     for (int i = 0; i < t->train.n; i++) {
         const char *cls = t->train.class_names[t->train.labels[i]];
-        int ok = ph->n_data == 0;
+        int ok = ph->n_data == 0 || t->cfg->data.n_train == 1;
         for (int j = 0; j < ph->n_data && !ok; j++) {
             size_t len = strlen(ph->data[j]);
             ok = strncmp(cls, ph->data[j], len) == 0 && cls[len] == '/';
@@ -434,7 +442,11 @@ static int save_checkpoint(trainer *t, int is_best) {
     uint64_t values[5] = {bits_of(p->best_metric), bits_of(p->last_metric), bits_of(p->plateau.lr),
                           bits_of(p->plateau.best), bits_of(p->last_loss)};
     st_checkpoint_add_u64(&ck, "trainer/values", values, 5);
-    int keep = t->cfg->output.keep_last;
+    uint64_t sums[5];
+    for (int i = 0; i < 5; i++) sums[i] = bits_of(p->epoch_sums[i]);
+    st_checkpoint_add_u64(&ck, "trainer/epoch_sums", sums, 5);
+    /* output.keep_last 0 means all (docs/config.md); st_checkpoint_save_run keeps the newest N */
+    int keep = t->cfg->output.keep_last > 0 ? t->cfg->output.keep_last : INT_MAX;
     int rc = st_checkpoint_save_run(&ck, t->model, t->run_dir, keep, is_best && t->cfg->output.save_best);
     st_checkpoint_free(&ck);
     return rc;
@@ -477,6 +489,10 @@ static int read_position(const st_checkpoint *ck, const char *path, position *p)
     p->plateau.lr = double_of(values[2]);
     p->plateau.best = double_of(values[3]);
     p->last_loss = double_of(values[4]);
+    size_t ns = 0;
+    const uint64_t *sums = st_checkpoint_get_u64(ck, "trainer/epoch_sums", &ns);
+    if (!sums || ns != 5) return st_error_set("%s: trainer/epoch_sums missing (not a simtune train checkpoint?)", path);
+    for (int i = 0; i < 5; i++) p->epoch_sums[i] = double_of(sums[i]);
     return 0;
 }
 
@@ -491,6 +507,57 @@ static int append_metrics_line(trainer *t, const char *json) {
     fflush(f);
     fsync(fileno(f));
     fclose(f);
+    return 0;
+}
+
+/* The number after `"key": ` in a metrics line; NaN when absent (or null). */
+static double json_number(const char *line, const char *key) {
+    char pattern[96];
+    snprintf(pattern, sizeof pattern, "\"%s\": ", key);
+    const char *at = strstr(line, pattern);
+    if (!at) return NAN;
+    char *end;
+    double x = strtod(at + strlen(pattern), &end);
+    return end == at + strlen(pattern) ? NAN : x;
+}
+
+/* On resume: keep the metrics lines of the epochs the checkpoint covers (a kill between an
+ * epoch's line and its checkpoint would otherwise leave that epoch twice in the log) and
+ * refill the curves from them, so curves.png shows the whole run. */
+static int reload_history(trainer *t) {
+    char path[4200], tmp[4300], line[8192];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->run_dir);
+    FILE *in = fopen(path, "r");
+    if (!in) return 0;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return st_error_set("%s: cannot write: %s", tmp, strerror(errno));
+    }
+    const char *metric = t->phases[t->pos.phase].early_stopping->metric;
+    int dropped = 0;
+    while (fgets(line, sizeof line, in)) {
+        double epoch = json_number(line, "epoch");
+        if (!(epoch <= t->global_epoch)) {
+            dropped++;
+            continue;
+        }
+        fputs(line, out);
+        if (t->n_curve < MAX_CURVE) {
+            t->curve_epoch[t->n_curve] = epoch;
+            t->curve_loss[t->n_curve] = json_number(line, "train/loss");
+            t->curve_metric[t->n_curve] = json_number(line, metric);
+            t->n_curve++;
+        }
+    }
+    fclose(in);
+    int rc = fflush(out) || fsync(fileno(out));
+    rc |= fclose(out);
+    if (rc) return st_error_set("%s: cannot write: %s", tmp, strerror(errno));
+    if (dropped == 0) return remove(tmp) ? st_error_set("%s: cannot remove: %s", tmp, strerror(errno)) : 0;
+    say(t, "metrics.jsonl: dropped %d line(s) of epochs after the checkpoint\n", dropped);
+    if (rename(tmp, path)) return st_error_set("%s: cannot replace: %s", path, strerror(errno));
     return 0;
 }
 
@@ -589,18 +656,34 @@ static int validate(trainer *t, val_result *v) {
     return rc;
 }
 
-/* "val/map@10" -> the report's value; NaN when the report does not have it. recall@K is the
- * metric-learning name of hit@K (infer/metrics.h). */
+/* One validation metric from the leave-one-out ranking of the held-out split, computed per
+ * query with infer/metrics.h and averaged over the queries that have a relevant item (the
+ * evaluator's policy, infer/eval.h). Names: hit@K, recall@K (= hit@K), precision@K, map@K,
+ * map@R, mrr; val/loss and val/accuracy come from the classifier. NaN when unknown. */
 static double report_value(const val_result *v, const char *metric) {
     if (strcmp(metric, "val/loss") == 0) return v->loss;
     if (strcmp(metric, "val/accuracy") == 0) return v->accuracy;
     if (strncmp(metric, "val/", 4) != 0) return NAN;
-    char name[64];
-    if (strncmp(metric + 4, "recall@", 7) == 0) snprintf(name, sizeof name, "hit@%s", metric + 11);
-    else snprintf(name, sizeof name, "%s", metric + 4);
-    for (int i = 0; i < v->report.n_metrics; i++)
-        if (strcasecmp(v->report.names[i], name) == 0) return v->report.mean[i];
-    return NAN;
+    const char *name = metric + 4, *at = strchr(name, '@');
+    const st_eval_ranking *r = &v->report.first;
+    int k = at ? atoi(at + 1) : 0;
+    double sum = 0;
+    long n = 0;
+    for (int q = 0; q < r->q; q++) {
+        long relevant = r->n_relevant[q];
+        if (relevant == 0) continue;
+        const uint8_t *rel = r->rel + (size_t)q * r->depth;
+        double x;
+        if (!strcasecmp(name, "map@r")) x = st_map_at_r(rel, r->depth, relevant);
+        else if (!strcasecmp(name, "mrr")) x = st_recip_rank(rel, r->depth);
+        else if (!strncmp(name, "hit@", 4) || !strncmp(name, "recall@", 7)) x = st_hit_at(rel, r->depth, k);
+        else if (!strncmp(name, "precision@", 10)) x = st_precision_at(rel, r->depth, k);
+        else if (!strncmp(name, "map@", 4)) x = st_ap_at(rel, r->depth, k, relevant);
+        else return NAN;
+        sum += x;
+        n++;
+    }
+    return n ? sum / n : NAN;
 }
 
 /* ---- one epoch ------------------------------------------------------------------------ */
@@ -643,6 +726,12 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
     int batches = st_loader_batches_per_epoch(t->loader);
     double t0 = now_seconds();
     memset(s, 0, sizeof *s);
+    const double *sums = t->pos.epoch_sums; /* the batches done before a mid-epoch resume */
+    s->loss = sums[0];
+    s->accuracy = sums[1];
+    s->active = sums[2];
+    s->images = (long)sums[3];
+    s->steps = (long)sums[4];
     st_loader_begin_epoch(t->loader);
     st_batch *b;
     int rc, done = t->pos.epoch_batches; /* > 0 when resumed mid-epoch */
@@ -666,12 +755,14 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
         s->active += ls.active_fraction;
         s->images += b->n;
         s->steps++;
+        double now[5] = {s->loss, s->accuracy, s->active, (double)s->images, (double)s->steps};
+        memcpy(t->pos.epoch_sums, now, sizeof now);
         st_loader_release(t->loader, b);
         print_progress(t, done, batches, s, lr, t0);
-        if (stop_requested) {
-            /* Drain nothing: the loader state saved is the consumer's position. */
-            return 0;
-        }
+        /* Drain nothing: the loader state saved is the consumer's position. After the epoch's
+         * last batch, finish the epoch instead: a checkpoint "mid-epoch" at its very end would
+         * resume into the following epoch's batches (the loader starts it) as if the same. */
+        if (stop_requested && done < batches) return 0;
     }
     if (rc < 0) return -1;
     long n = s->steps > 0 ? s->steps : 1;
@@ -738,6 +829,7 @@ static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
     t->global_epoch++;
     t->pos.phase_epochs++;
     t->pos.epoch_batches = 0;
+    memset(t->pos.epoch_sums, 0, sizeof t->pos.epoch_sums);
     t->pos.last_loss = s->loss;
     int last_of_phase = t->pos.phase_epochs >= ph->epochs;
     int every = t->cfg->validation.every > 0 ? t->cfg->validation.every : 1;
@@ -758,11 +850,15 @@ static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
             char name[64];
             snprintf(name, sizeof name, "val/%s", t->cfg->validation.metrics[i]);
             double x = report_value(&v, name);
-            len += snprintf(json + len, sizeof json - (size_t)len, ", \"%s\": %.6f", name, isfinite(x) ? x : -1.0);
+            if (isfinite(x)) len += snprintf(json + len, sizeof json - (size_t)len, ", \"%s\": %.9g", name, x);
+            else len += snprintf(json + len, sizeof json - (size_t)len, ", \"%s\": null", name);
         }
-        if (is_xent(t))
-            len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/loss\": %.6f, \"val/accuracy\": %.6f", v.loss,
-                            v.accuracy);
+        /* a diverging classifier gives a NaN val/loss: JSON has no NaN, write null */
+        if (is_xent(t) && isfinite(v.loss))
+            len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/loss\": %.6f", v.loss);
+        else if (is_xent(t))
+            len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/loss\": null");
+        if (is_xent(t)) len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/accuracy\": %.6f", v.accuracy);
         if (strncmp(es->metric, "val/", 4) == 0) metric = report_value(&v, es->metric);
         st_eval_report_free(&v.report);
     }
@@ -813,7 +909,10 @@ static void reset_phase_position(trainer *t, int phase) {
 static int restore_best(trainer *t) {
     char path[4200];
     snprintf(path, sizeof path, "%s/best.h5", t->run_dir);
-    if (access(path, R_OK) != 0) return 0;
+    if (access(path, R_OK) != 0) {
+        say(t, "warning: restore_best: %s is missing (output.save_best is off); keeping the last weights\n", path);
+        return 0;
+    }
     st_checkpoint ck;
     int rc = st_checkpoint_load(&ck, t->model, path);
     if (rc == 0) {
@@ -829,7 +928,9 @@ static int restore_best(trainer *t) {
 static int run_phase(trainer *t, int target) {
     const phase_view *ph = &t->phases[t->pos.phase];
     while (!t->pos.phase_finished) {
-        if (t->global_epoch >= target) return 0;
+        /* a signal during the last step, validation or between epochs: the epoch-end
+         * checkpoint is already written */
+        if (t->global_epoch >= target || stop_requested) return 0;
         float lr = lr_for_epoch(t);
         epoch_stats s;
         int rc = train_epoch(t, lr, &s);
@@ -852,16 +953,6 @@ static int start_run_folder(trainer *t) {
     snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
     if (t->opt->resume && access(path, R_OK) == 0) return 0;
     return st_config_write_yaml(t->cfg, path);
-}
-
-/* A checkpoint taken at the end of an epoch restores the loader inside that finished epoch:
- * take its (empty) remainder so the next begin_epoch starts the following epoch. */
-static int finish_restored_epoch(trainer *t, const char *path) {
-    st_loader_begin_epoch(t->loader);
-    st_batch *b;
-    if (st_loader_next(t->loader, &b) == 0) return 0;
-    st_loader_release(t->loader, b);
-    return st_error_set("%s: loader/state is inside an epoch but trainer/position says the epoch was finished", path);
 }
 
 /* Resume: the newest checkpoint's phase, weights, optimizer and loader position. 1 resumed,
@@ -894,10 +985,12 @@ static int resume_from_checkpoint(trainer *t) {
         const uint64_t *words = st_checkpoint_get_u64(&ck, "loader/state", &n);
         if (!words || n != ST_LOADER_STATE_WORDS) rc = st_error_set("%s: loader/state missing", path);
         if (rc == 0) rc = restore_optimizer(t, &ck, path);
+        /* saved at an epoch's end, the loader's next begin_epoch starts the following epoch
+         * (data/sampler.h); saved mid-epoch, it continues with the next batch */
         if (rc == 0) rc = st_loader_restore_state(t->loader, words);
-        if (rc == 0 && p.epoch_batches == 0) rc = finish_restored_epoch(t, path);
     }
     st_checkpoint_free(&ck);
+    if (rc == 0) rc = reload_history(t);
     if (rc == 0)
         say(t, "resumed from %s: epoch %d, step %ld, phase '%s'\n", path, t->global_epoch, t->step, t->phases[p.phase].name);
     return rc ? -1 : 1;
@@ -973,6 +1066,7 @@ int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_tra
     stop_requested = 0;
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART; /* a loader worker that takes the signal must not see EINTR */
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 

@@ -29,16 +29,6 @@
 #include "../math/batchnorm.h"
 #include "cpu_ops.h"
 
-/* check.h lists ST_DNNL but does not define it; this definition stands in until it does. */
-#ifndef ST_DNNL
-#define ST_DNNL(call)                                                                     \
-    do {                                                                                  \
-        dnnl_status_t dnnl_status_ = (call);                                              \
-        ST_CHECK(dnnl_status_ == dnnl_success, "oneDNN: %s: %s", #call,                   \
-                 dnnl_status2str(dnnl_status_));                                          \
-    } while (0)
-#endif
-
 /* One oneDNN primitive plus the weight reorder between our HWIO layout and the layout the
  * primitive chose (reorder == NULL when they are the same and HWIO is used directly). */
 typedef struct {

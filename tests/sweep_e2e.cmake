@@ -1,0 +1,18 @@
+# tests/sweep_e2e.cmake: `simtune sweep` end to end with the real trainer on a generated dataset.
+#
+# make_synthetic: writes a deterministic synthetic image dataset (data/synthetic.h) from the
+# command line; any script test may use it ($<TARGET_FILE:make_synthetic>).
+# sweep_e2e (slow): a 2-bracket Hyperband sweep of tv_resnet18 triplet trials, its leaderboard
+# against each trial's metrics.jsonl, and `simtune train --config best.yaml` reproducing the
+# leader's metric exactly (tests/sweep_e2e.py).
+
+add_executable(make_synthetic make_synthetic.c)
+target_include_directories(make_synthetic PRIVATE ${PROJECT_SOURCE_DIR})
+target_compile_options(make_synthetic PRIVATE ${ST_WARNINGS})
+target_link_libraries(make_synthetic PRIVATE st_data)
+
+st_add_script_test(NAME sweep_e2e
+  COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/sweep_e2e.py $<TARGET_FILE:make_synthetic>
+  LABELS slow)
+# 60-115 s measured on 2 shared cores at load average 6-10; the timeout only catches a hang
+set_tests_properties(sweep_e2e PROPERTIES TIMEOUT 600)

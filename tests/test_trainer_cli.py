@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""test_trainer_cli.py: `simtune train` behaviours a user relies on, through the binary.
+
+Data: cli_data/ (6 generated device classes x 8 images of 40x40, written by the
+trainer_cli_data fixture with tests/make_synthetic.c). Model: tv_resnet18 at 32x32 frozen up to
+conv4_block2_out. Wall time 6 s on 2 idle cores (40-65 s at load average 10).
+
+  1. --help: stdout, exit 0, every option listed.
+  2. Bad usage exits 2 (no arguments, an unknown option, --config with --resume, --epochs
+     not a number); a missing
+     config file exits 1 naming it.
+  3. An unknown config key exits 1 with FILE:LINE:COLUMN of the key and its path; a bad --set
+     value names the --set text and the key.
+  4. Divergence: phase 1 (lr 0.001) is fine, phase 2 uses lr 100 until the loss is not finite:
+     exit 1, the message says "diverged" and names the run folder; the checkpoints of the
+     epochs before stay (output.keep_last 0 = all) with finite weights (h5py), metrics.jsonl
+     stays valid JSON (a NaN val/loss is written as null).
+  5. A second run into an existing run folder is refused (exit 1, HINT --resume), it would mix
+     its metrics and checkpoints with the first.
+  6. Ctrl-C: SIGINT to the process once it reports "epoch 2 step 1/": exit 130, a checkpoint is
+     written, the message says how to resume; `simtune train --resume RUN` finishes, and the
+     resumed run's metrics.jsonl (wall-time fields removed) and best_weights.h5 bytes of every
+     weight equal those of a straight run (the checkpoint/loader/augmentation state continue
+     bit-exactly wherever the signal lands).
+Exit 0 on success, 1 on the first failure (with the reason), 77 when SIMTUNE_BIN is unset.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+BIN = os.environ.get("SIMTUNE_BIN")
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what, file=sys.stderr)
+    return cond
+
+
+def run(args, **kw):
+    return subprocess.run([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+BASE = """model: {arch: tv_resnet18, image_size: 32}
+data:
+  train: [{path: cli_data, name: synth}]
+  val_fraction: 0.25
+  batch_size: 6
+  augment: {random_resized_crop: true, scale: [0.5, 1], flip: true}
+  workers: 2
+loss: {type: cross_entropy}
+optimizer: {type: sgd, lr: 0.005}
+schedule: {type: cosine}
+freeze_until: conv4_block2_out
+seed: 4
+device: cpu
+threads: 2
+output: {dir: cli_runs, keep_last: 0}
+"""
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def metrics(run_dir):
+    rows = []
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)  # also checks the line is valid JSON
+            row.pop("seconds", None)
+            row.pop("images_per_second", None)
+            rows.append(row)
+    return rows
+
+
+def test_help_and_usage():
+    r = run(["train", "--help"])
+    check(r.returncode == 0, f"--help exit {r.returncode}")
+    for opt in ("--config", "--set", "--name", "--device", "--threads", "--resume", "--epochs", "--strict", "--help"):
+        check(opt in r.stdout, f"--help does not list {opt}")
+    check(r.stderr == "", "--help wrote to stderr")
+    for args in ([], ["--bogus"], ["--config", "a.yaml", "--resume", "x"], ["--resume", "x", "--epochs", "abc"]):
+        r = run(["train"] + args)
+        check(r.returncode == 2, f"train {args}: exit {r.returncode}, want 2 (bad usage)")
+    r = run(["train", "--config", "no_such_config.yaml"])
+    check(r.returncode == 1 and "no_such_config.yaml" in r.stderr,
+          f"missing config: exit {r.returncode}, stderr {r.stderr!r}")
+
+
+def test_config_errors():
+    text = BASE.replace("optimizer: {type: sgd, lr: 0.005}", "optimizer:\n  type: sgd\n  momentun: 0.9")
+    write("cli_unknown.yaml", text)
+    line = text.splitlines().index("  momentun: 0.9") + 1
+    r = run(["train", "--config", "cli_unknown.yaml"])
+    check(r.returncode == 1, f"unknown key: exit {r.returncode}, want 1")
+    check(re.search(rf"cli_unknown\.yaml:{line}:\d+: optimizer\.momentun", r.stderr) is not None,
+          f"unknown key: message does not name cli_unknown.yaml:{line} and optimizer.momentun: {r.stderr!r}")
+    write("cli_base.yaml", BASE)
+    r = run(["train", "--config", "cli_base.yaml", "--set", "optimizer.lr=fast"])
+    check(r.returncode == 1 and "optimizer.lr" in r.stderr and "--set" in r.stderr,
+          f"bad --set: exit {r.returncode}, stderr {r.stderr!r}")
+    check(not os.path.exists("cli_runs/run"), "a config error must not create a run folder")
+
+
+def test_divergence():
+    text = BASE.replace("schedule: {type: cosine}", "schedule: {type: constant}") + (
+        "phases:\n"
+        "  - {name: warm, epochs: 1, optimizer: {lr: 0.001}}\n"
+        "  - {name: boom, epochs: 5, optimizer: {lr: 100}}\n")
+    write("cli_diverge.yaml", text)
+    r = run(["train", "--config", "cli_diverge.yaml", "--name", "diverge"])
+    print(r.stdout[-600:])
+    check(r.returncode == 1, f"divergence: exit {r.returncode}, want 1")
+    check("diverged" in r.stderr and "cli_runs/diverge" in r.stderr,
+          f"divergence: the message must say diverged and name the run folder: {r.stderr!r}")
+    ckpts = sorted(f for f in os.listdir("cli_runs/diverge") if re.fullmatch(r"ckpt-\d+\.h5", f))
+    check("ckpt-6.h5" in ckpts, f"divergence: the epoch-1 checkpoint is gone: {ckpts}")
+    rows = metrics("cli_runs/diverge")
+    check(len(rows) >= 1 and rows[0]["phase"] == "warm", f"divergence: metrics {rows}")
+    check("ckpt-12.h5" in ckpts, f"divergence: the last checkpoint before the bad loss is gone: {ckpts}")
+    for c in ckpts:  # every kept checkpoint holds finite weights
+        w = weights_bytes(os.path.join("cli_runs/diverge", c), finite_only=True)
+        check(w is None or w, f"divergence: {c} holds non-finite weights")
+
+
+def train_until_interrupted(config, name):
+    """Start a run, SIGINT it after the 'epoch 2 step 1/' progress line (an epoch and a half of
+    work remain, so the signal lands well before the end), return (exit, output, sent)."""
+    p = subprocess.Popen([BIN, "train", "--config", config, "--name", name], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    out = []
+    sent = False
+    for line in p.stdout:
+        out.append(line)
+        if not sent and "epoch 2 step 1/" in line:
+            p.send_signal(signal.SIGINT)
+            sent = True
+    p.wait(timeout=600)
+    return p.returncode, "".join(out), sent
+
+
+def weights_bytes(path, finite_only=False):
+    """Every float dataset's raw bytes, via h5py and numpy when present (else None: not compared).
+    finite_only: True when every float32 value of the model weights is finite, else False."""
+    try:
+        import h5py
+        import numpy as np
+    except ImportError:
+        check(os.environ.get("SIMTUNE_REQUIRE_ORACLES") != "1", "h5py/numpy missing under SIMTUNE_REQUIRE_ORACLES=1")
+        return None
+    out = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.dtype == np.float32:
+            out[name] = obj[()]
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    if finite_only:
+        weights = [v for k, v in out.items() if not k.startswith("state/")]
+        return len(weights) > 0 and all(np.isfinite(v).all() for v in weights)
+    return {k: v.tobytes() for k, v in out.items()}
+
+
+def test_interrupt_and_resume():
+    text = BASE + "epochs: 3\n"
+    write("cli_resume.yaml", text)
+    r = run(["train", "--config", "cli_resume.yaml", "--name", "straight"])
+    check(r.returncode == 0, f"straight run: exit {r.returncode} {r.stderr[-500:]!r}")
+    r = run(["train", "--config", "cli_resume.yaml", "--name", "straight"])
+    check(r.returncode == 1 and "already exists" in r.stderr and "--resume cli_runs/straight" in r.stderr,
+          f"a second run into the same folder: exit {r.returncode}, stderr {r.stderr!r}")
+    code, out, sent = train_until_interrupted("cli_resume.yaml", "interrupted")
+    check(sent, "never saw the progress line 'epoch 2 step 1/'")
+    check(code == 130, f"SIGINT: exit {code}, want 130; output tail {out[-400:]!r}")
+    check("simtune train --resume cli_runs/interrupted" in out, "SIGINT: no resume hint in the output")
+    steps = [int(m.group(1)) for m in map(lambda f: re.fullmatch(r"ckpt-(\d+)\.h5", f), os.listdir("cli_runs/interrupted")) if m]
+    check(any(s > 6 for s in steps), f"SIGINT: no checkpoint after epoch 1's (step 6): steps {steps}")
+    check(not os.path.exists("cli_runs/interrupted/best_weights.h5"), "SIGINT: an interrupted run exported weights")
+    r = run(["train", "--resume", "cli_runs/interrupted"])
+    check(r.returncode == 0, f"--resume: exit {r.returncode} {r.stderr[-500:]!r}")
+    check("resumed from" in r.stdout, "--resume: no 'resumed from' line")
+    a, b = metrics("cli_runs/straight"), metrics("cli_runs/interrupted")
+    check(len(a) == 3 and a == b, f"resumed metrics differ from the straight run:\n{a}\n{b}")
+    wa = weights_bytes("cli_runs/straight/best_weights.h5")
+    wb = weights_bytes("cli_runs/interrupted/best_weights.h5")
+    if wa is not None:
+        check(wa == wb and len(wa) > 100, "resumed best_weights.h5 differs from the straight run's")
+
+
+def main():
+    if not BIN:
+        print("SKIP: SIMTUNE_BIN is not set", file=sys.stderr)
+        sys.exit(77)
+    shutil.rmtree("cli_runs", ignore_errors=True)
+    t0 = time.time()
+    test_help_and_usage()
+    test_config_errors()
+    test_divergence()
+    test_interrupt_and_resume()
+    print(f"test_trainer_cli: {time.time() - t0:.1f} s, {len(FAILURES)} failures")
+    sys.exit(1 if FAILURES else 0)
+
+
+if __name__ == "__main__":
+    main()
