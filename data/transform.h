@@ -17,7 +17,7 @@
  * brightness scales, contrast blends with the mean grey of the image, saturation with each
  * pixel's grey (ITU-R 601 luma 0.299, 0.587, 0.114).
  *
- * Preprocessing (the Keras ResNet conventions, see /work/shared/docs/resnet-weights-hdf5.md):
+ * Preprocessing (the Keras ResNet conventions, see ../shared/docs/resnet-weights-hdf5.md):
  *   caffe: RGB -> BGR, subtract [103.939, 116.779, 123.68] (BGR order), scale 0..255
  *   tf:    x / 127.5 - 1
  *   torch: (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]

@@ -1,6 +1,6 @@
 /*
  * weights_h5.h: ResNet weights in HDF5 files, read and written by layer NAME
- * (facts: /work/shared/docs/resnet-weights-hdf5.md; section numbers below refer to it).
+ * (facts: ../shared/docs/resnet-weights-hdf5.md; section numbers below refer to it).
  *
  * Files understood (st_weights_format):
  *   - Keras 2 `model.save_weights('x.h5')` (the keras.applications downloads): root attribute

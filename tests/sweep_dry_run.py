@@ -2,7 +2,7 @@
 
 Checks that --dry-run --json prints exactly one JSON array of brackets, each an array of rungs
 {"n", "r"}, equal to an independent integer implementation of Hyperband (Li et al. 2018,
-Algorithm 1 and Table 1; /work/shared/docs/algorithms.md A.1-A.3), for the example sweep and
+Algorithm 1 and Table 1; ../shared/docs/algorithms.md A.1-A.3), for the example sweep and
 for --set overrides of the sweep file; and the exit codes and messages of bad input.
 Needs only the standard library (json, subprocess), so any python3 runs it.
 """

@@ -7,11 +7,14 @@
  * conv3 (frozen conv+BN folded, BN in inference mode below, batch statistics above); three heads:
  * classifier 5 on the pooled features (cross-entropy, label smoothing 0.1), embedding 16 + L2 +
  * classifier 5 (cross-entropy), embedding 16 alone (batch-hard triplet, P = 2 identities x K = 2,
- * margin 0.5). Both models come from the same seed; every non-kernel tensor of the CPU model
- * (gamma, beta, biases, moving statistics) is then randomised, so the frozen BN folding and the
- * biases are not trivial, and every parameter is copied into the CUDA model by (layer, weight).
- * One step on each backend from the same random input and labels:
- *   forward (training) + loss    loss value; BN moving statistics after the forward
+ * margin 0.5). Both models come from the same seed (checked bit-identical); the CPU model's
+ * gamma, beta, biases and moving statistics are then randomised (so BN folding and biases are
+ * not trivial), its residual branches damped (randomize_parameters says why), and every
+ * parameter is copied into the CUDA model by (layer, weight). One step on each backend from the
+ * same random input and labels:
+ *   forward (training)           every materialised layer output and its ReLU zero pattern
+ *                                (check_forward); the loss; BN moving statistics (frozen ones
+ *                                must not move)
  *   backward                     every trainable parameter's gradient, the same frozen set
  *   SGD, momentum 0.9            global gradient norm; the update (after - before) per tensor,
  *                                frozen tensors untouched; each backend from its own gradients
@@ -23,28 +26,35 @@
  *                                element) flips sign between two correct backends, so it is fed
  *                                identical gradients, as test_gpu_ops feeds backward ops
  *                                identical forward results.
+ * ReLU kinks: an activation within rounding of 0 can be clamped on one backend only; the
+ * gradient of every layer below then differs by one element of dy, ~1e-2 relative in a conv5
+ * tensor (measured). Such an input is replaced by a fresh random one (up to MAX_ATTEMPTS); if all
+ * flip, only the parameters above the highest flipped layer are compared (and it is printed).
+ * A zero-pattern difference away from 0 is a failure.
  *
- * Tolerances (why each value; TF32 is off: the test unsets SIMTUNE_CUDA_TF32):
+ * Tolerances (why each value; TF32 is off: the test unsets SIMTUNE_CUDA_TF32). Measured with
+ * `noisy-cpu` (below: 1e-6 relative noise, ~10 ulp, on every conv output, forward and backward):
+ * largest gradient / update error 3e-4; 3 of 12 cases (resnet50v2) needed another input, one
+ * of them flipped in all 4 and was compared above conv2_block2_preact_relu.
  *   GRAD_TOL 1e-3    relative error by norm per gradient tensor and per SGD update. cuDNN and
  *                    oneDNN pick different algorithms, so every conv and BN reduction sums in a
  *                    different order: per op ~1e-6 typical, 5e-5 worst (test_gpu_ops). Through
  *                    the up to ~50 layers of backward these compound and BN backward with batch
- *                    statistics over few rows (conv5: 2x2 x 4 images = 16 rows) amplifies them;
- *                    on the CPU alone the float32 gradients differ from float64 PyTorch by up to
- *                    2e-4 (test_resnet_parity), so two correct float32 backends can differ by
- *                    ~4e-4. A ReLU whose input is within rounding of 0 passes its gradient on one
- *                    backend and not on the other, a discrete jump of one element. `noisy-cpu`
- *                    mode (below) measures this: ~1e-6 relative noise on every conv output gives
- *                    at most the figure printed at the end. A real bug (wrong BN mode, missing
- *                    residual term, transposed filter, wrong lr group) gives errors >= 1e-2.
- *                    A conv bias followed only by batch-statistics BNs has an exact gradient of
- *                    0: both backends hold rounding noise there, so it is measured against its
- *                    layer's kernel gradient norm instead (see tensor_error).
- *   LOSS_TOL 1e-4    relative: the loss is a Lipschitz function of the logits / embedding, whose
- *                    forward error is ~1e-6..1e-5 after ~50 convolutions at 1e-5 each (BN
- *                    renormalises every layer, so forward errors do not grow geometrically).
- *   MOVING_TOL 1e-4  by norm: moving statistics after one update from batch statistics of
- *                    forward activations (same ~1e-5 forward error; variance doubles it).
+ *                    statistics over few rows (conv5: 2x2 x 4 images = 16 rows) amplifies them:
+ *                    3e-4 measured from 1e-6 noise; on the CPU alone the float32 gradients differ
+ *                    from float64 PyTorch by up to 2e-4 (test_resnet_parity). 1e-3 is the
+ *                    issue's gradient bound of the PyTorch parity test. A real bug (wrong BN
+ *                    mode, missing residual term, transposed filter, wrong lr group) gives
+ *                    errors >= 1e-2. A conv bias followed only by batch-statistics BNs has an
+ *                    exact gradient of 0: both backends hold rounding noise there, so it is
+ *                    measured against its layer's kernel gradient norm instead (tensor_error).
+ *   FORWARD_TOL 1e-3 by norm per layer output: 1e-6 noise per conv grows to 1e-4 in conv5 of an
+ *                    undamped resnet50v2 (measured); damped, far less. A wrong op gives >= 1e-2.
+ *   LOSS_TOL 1e-3    relative: the loss follows the logits / embedding at the forward error
+ *                    above; the triplet loss (differences of distances) amplified 1e-6 noise to
+ *                    7e-5 relative undamped.
+ *   MOVING_TOL 1e-4  by norm: moving statistics = 0.9 old + 0.1 batch statistics of forward
+ *                    activations: the forward error scaled down by 0.1 (variance doubles it).
  *   ADAM 1e-5 rel + 1e-7 abs elementwise: identical inputs, one step of the shared per-element
  *                    formula (test_gpu_ops TOL_OPT: FMA contraction and sqrtf ulps, amplified
  *                    by Adam's division); the clip factor comes from double sums of squares in
@@ -53,10 +63,11 @@
  * Usage: test_gpu_train_step [BACKEND]  BACKEND defaults to cuda. Exits 77 (skipped) when
  * st_backend_open fails: no device, or a build without CUDA; a missing device is not a missing
  * oracle, so this skip stands even under SIMTUNE_REQUIRE_ORACLES=1. `cpu` runs the harness
- * against a second CPU backend (a check of this file: the differences are 0); `noisy-cpu` runs it against a
- * CPU backend whose convolutions add ~1e-6 relative noise to every output, a stand-in for a
- * second backend with other summation orders, to show the tolerances hold on machines without
- * a GPU. Labelled `gpu` (tests/gpu_train_step.cmake).
+ * against a second CPU backend (a check of this file: every difference is 0); `noisy-cpu` runs
+ * it against a CPU backend whose convolutions add ~1e-6 relative noise to every output, a
+ * stand-in for a second backend with other summation orders, to show the tolerances hold on
+ * machines without a GPU. Labelled `gpu` (tests/gpu_train_step.cmake). ~25 s on 2 cores, almost
+ * all of it the CPU side.
  */
 #include <math.h>
 #include <stdint.h>
@@ -74,8 +85,11 @@
 enum { BATCH = 4, SIDE = 64, CLASSES = 5, EMBED = 16, SEED = 7 };
 
 static const double GRAD_TOL = 1e-3;
-static const double LOSS_TOL = 1e-4;
+static const double LOSS_TOL = 1e-3;
 static const double MOVING_TOL = 1e-4;
+static const double FORWARD_TOL = 1e-3;
+static const double KINK = 1e-3;
+enum { MAX_ATTEMPTS = 4 };
 static const double ADAM_RTOL = 1e-5, ADAM_ATOL = 1e-7;
 static const float SGD_LR = 0.05f, ADAM_LR = 1e-3f;
 
@@ -200,18 +214,45 @@ static st_model *create_model(st_backend *be, const step_case *c) {
     return m;
 }
 
-/* Random gamma, beta, biases and moving statistics, so BN folding and bias paths matter. */
-static void randomize_non_kernels(st_model *m) {
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* 1 for the tensor that ends a residual branch: the branch's last BN gamma (_3_bn, or _2_bn of
+ * a basic block) or the v2 _3_conv kernel, which has no BN after it. */
+static int ends_residual_branch(st_model *m, const st_param *p) {
+    char sibling[160];
+    if (strcmp(p->weight, "gamma") == 0 && ends_with(p->layer, "_3_bn")) return 1;
+    if (strcmp(p->weight, "gamma") == 0 && ends_with(p->layer, "_2_bn")) {
+        snprintf(sibling, sizeof sibling, "%.*s_3_conv", (int)(strlen(p->layer) - 5), p->layer);
+        return st_model_find_param(m, sibling, "kernel") == NULL;
+    }
+    if (strcmp(p->weight, "kernel") == 0 && ends_with(p->layer, "_3_conv")) {
+        snprintf(sibling, sizeof sibling, "%.*s_3_bn", (int)(strlen(p->layer) - 7), p->layer);
+        return st_model_find_param(m, sibling, "gamma") == NULL;
+    }
+    return 0;
+}
+
+/* Random gamma, beta, biases and moving statistics, so BN folding and bias paths matter; then
+ * the last tensor of every residual branch scaled by 0.1 (as tests/torch_resnet.py does, why
+ * there): a randomly initialised deep ResNet with batch statistics is chaotic, rounding-size
+ * forward differences grow to ~1e-4 in conv5 of resnet50v2 and flip ReLUs in most inputs
+ * (measured with noisy-cpu); damped branches keep it near identity like a trained ResNet. */
+static void randomize_parameters(st_model *m) {
     for (int i = 0; i < m->n_params; i++) {
         st_param *p = &m->params[i];
+        int kernel = strcmp(p->weight, "kernel") == 0;
         float lo = -0.2f, hi = 0.2f; /* beta, bias, moving_mean */
-        if (strcmp(p->weight, "kernel") == 0) continue;
         if (strcmp(p->weight, "gamma") == 0 || strcmp(p->weight, "moving_variance") == 0) {
             lo = 0.5f;
             hi = 1.5f;
         }
-        float *h = ST_MALLOC(p->numel * sizeof *h);
-        for (size_t j = 0; j < p->numel; j++) h[j] = urand(lo, hi);
+        float damping = ends_residual_branch(m, p) ? 0.1f : 1.0f;
+        if (kernel && damping == 1.0f) continue;
+        float *h = download(m->backend, p->value, p->numel);
+        for (size_t j = 0; j < p->numel; j++) h[j] = damping * (kernel ? h[j] : urand(lo, hi));
         m->backend->upload(m->backend, p->value, h, p->numel * sizeof *h);
         free(h);
     }
@@ -225,21 +266,28 @@ static st_param *twin_param(st_model *m, const st_param *p, const char *what) {
     return q;
 }
 
-/* Every parameter of src into dst by (layer, weight); checks first that the same seed gave
- * the same kernels (the init is host-side, so they are bit-identical). */
+/* The same seed gives the same parameters on both backends (the init is host-side, so they are
+ * bit-identical); checked on freshly created models. */
+static void check_same_init(st_model *a, st_model *b, const char *what) {
+    TEST_CHECK(a->n_params == b->n_params, "%s: %d parameters on %s, %d on %s", what,
+               a->n_params, a->backend->name, b->n_params, b->backend->name);
+    for (int i = 0; i < a->n_params; i++) {
+        st_param *p = &a->params[i], *q = twin_param(b, p, what);
+        float *x = download(a->backend, p->value, p->numel);
+        float *y = download(b->backend, q->value, q->numel);
+        TEST_CHECK(memcmp(x, y, p->numel * sizeof *x) == 0,
+                   "%s: %s/%s: same seed, different init on %s", what, p->layer, p->weight,
+                   b->backend->name);
+        free(x);
+        free(y);
+    }
+}
+
+/* Every parameter of src into dst by (layer, weight). */
 static void copy_params_by_name(st_model *dst, st_model *src, const char *what) {
-    TEST_CHECK(dst->n_params == src->n_params, "%s: %d parameters on %s, %d on %s", what,
-               dst->n_params, dst->backend->name, src->n_params, src->backend->name);
     for (int i = 0; i < src->n_params; i++) {
         st_param *p = &src->params[i], *q = twin_param(dst, p, what);
         float *h = download(src->backend, p->value, p->numel);
-        if (strcmp(p->weight, "kernel") == 0) {
-            float *init = download(dst->backend, q->value, q->numel);
-            TEST_CHECK(memcmp(h, init, p->numel * sizeof *h) == 0,
-                       "%s: %s/kernel: same seed, different init on %s", what, p->layer,
-                       dst->backend->name);
-            free(init);
-        }
         dst->backend->upload(dst->backend, q->value, h, p->numel * sizeof *h);
         free(h);
     }
@@ -310,10 +358,12 @@ typedef struct tensor_pair {
     float **want, **got; /* indexed like the CPU model's params; NULL where no gradient */
 } tensor_pair;
 
-static void check_tensor_pairs(st_model *mr, tensor_pair t, const char *what) {
+/* Parameters of layers at or below kink_layer (see check_forward) are not compared: a ReLU
+ * there took a different branch on the two backends, legitimately. */
+static void check_tensor_pairs(st_model *mr, tensor_pair t, int kink_layer, const char *what) {
     for (int i = 0; i < mr->n_params; i++) {
         st_param *p = &mr->params[i];
-        if (!t.want[i] || !t.got[i]) continue;
+        if (!t.want[i] || !t.got[i] || p->layer_index <= kink_layer) continue;
         const float *kernel_want = NULL;
         size_t kernel_n = 0;
         if (strcmp(p->weight, "bias") == 0) {
@@ -339,7 +389,7 @@ static void free_pairs(tensor_pair t, int n) {
 }
 
 /* Every trainable parameter's gradient; the frozen set must be the same on both. */
-static void check_gradients(st_model *mr, st_model *md, const char *what) {
+static void check_gradients(st_model *mr, st_model *md, int kink_layer, const char *what) {
     tensor_pair t = {ST_MALLOC((size_t)mr->n_params * sizeof(float *)),
                      ST_MALLOC((size_t)mr->n_params * sizeof(float *))};
     int n_grads = 0;
@@ -356,7 +406,7 @@ static void check_gradients(st_model *mr, st_model *md, const char *what) {
     TEST_CHECK(n_grads > 0, "%s: no trainable parameter", what);
     char label[200];
     snprintf(label, sizeof label, "%s gradient", what);
-    check_tensor_pairs(mr, t, label);
+    check_tensor_pairs(mr, t, kink_layer, label);
     free_pairs(t, mr->n_params);
 }
 
@@ -384,7 +434,8 @@ static void check_moving_statistics(st_model *mr, st_model *md, float **before,
  * (an error of the update is lr times the gradient's, so GRAD_TOL applies); frozen tensors and
  * moving statistics untouched, bit for bit. Weight decay on kernels only: a decayed bias would
  * hide its (possibly zero) gradient behind lr * wd * b. */
-static void check_sgd_step(st_model *mr, st_model *md, float **before, const char *what) {
+static void check_sgd_step(st_model *mr, st_model *md, float **before, int kink_layer,
+                           const char *what) {
     st_optim_config oc = st_optim_config_default(ST_OPT_SGD);
     oc.momentum = 0.9f;
     oc.weight_decay = 1e-4f;
@@ -392,7 +443,8 @@ static void check_sgd_step(st_model *mr, st_model *md, float **before, const cha
     oc.head_lr_mult = 10.0f;
     st_optimizer *opt_ref = st_optimizer_create(mr, &oc), *opt_dev = st_optimizer_create(md, &oc);
     ST_CHECK(opt_ref && opt_dev, "%s: SGD optimizer: %s", what, st_error_get());
-    double norm_ref = st_optimizer_step(opt_ref, SGD_LR), norm_dev = st_optimizer_step(opt_dev, SGD_LR);
+    double norm_ref = st_optimizer_step(opt_ref, SGD_LR);
+    double norm_dev = st_optimizer_step(opt_dev, SGD_LR);
     TEST_CHECK(isfinite(norm_ref) && norm_ref > 0, "%s: reference gradient norm %g", what,
                norm_ref);
     TEST_CHECK(fabs(norm_dev - norm_ref) <= GRAD_TOL * norm_ref,
@@ -422,7 +474,7 @@ static void check_sgd_step(st_model *mr, st_model *md, float **before, const cha
     }
     char label[200];
     snprintf(label, sizeof label, "%s SGD update", what);
-    check_tensor_pairs(mr, t, label);
+    check_tensor_pairs(mr, t, kink_layer, label);
     free_pairs(t, mr->n_params);
     st_optimizer_free(opt_ref);
     st_optimizer_free(opt_dev);
@@ -463,20 +515,52 @@ static void check_adam_step(st_model *mr, st_model *md, float **before, const ch
     st_optimizer_free(opt_dev);
 }
 
+/* Every materialised layer output after the training forward: within FORWARD_TOL by norm, and
+ * the same zero pattern (the ReLU masks backward uses: an output is 0 on one backend only),
+ * except for elements within KINK * rms of zero on both backends: there a forward difference of
+ * rounding size legitimately flips a ReLU, and the gradient of everything below that layer then
+ * differs by one element of dy, ~1e-2 relative in a conv5 tensor of 8192 values (measured with
+ * noisy-cpu). Returns the highest such layer index, -1 when none. */
+static int check_forward(st_model *mr, st_model *md, const char *what) {
+    int kink_layer = -1;
+    for (int i = 0; i < mr->n_layers; i++) {
+        st_tensor a = st_model_layer_output(mr, i), b = st_model_layer_output(md, i);
+        if (!a.data || !b.data) continue;
+        size_t n = st_numel(a), far_flips = 0, near_flips = 0;
+        float *want = download(ref, a.data, n), *got = download(dev, b.data, n);
+        double near = KINK * norm2(want, n) / sqrt((double)n);
+        for (size_t j = 0; j < n; j++) {
+            if ((want[j] == 0) == (got[j] == 0)) continue; /* ReLU outputs: 0 or > 0 */
+            if (fabs(want[j]) <= near && fabs(got[j]) <= near)
+                near_flips++;
+            else
+                far_flips++;
+        }
+        double err = test_rel_error(got, want, n);
+        const char *name = st_model_layer_name(mr, i);
+        TEST_CHECK(err <= FORWARD_TOL, "%s: forward %s: relative error by norm %.3g > %.3g", what,
+                   name, err, FORWARD_TOL);
+        TEST_CHECK(far_flips == 0, "%s: forward %s: %zu elements far from 0 are 0 on one side",
+                   what, name, far_flips);
+        if (near_flips) kink_layer = i;
+        free(want);
+        free(got);
+    }
+    return kink_layer;
+}
+
 /* ---- one case ---------------------------------------------------------------------------- */
 
-static void run_case(const step_case *c, const float *images) {
+static void run_case(const step_case *c) {
     char what[160];
     snprintf(what, sizeof what, "%s freeze %s embed %d classes %d %s", c->arch, c->freeze,
              c->embed_dim, c->num_classes, c->loss == ST_LOSS_XENT ? "xent" : "triplet");
     st_model *mr = create_model(ref, c), *md = create_model(dev, c);
-    randomize_non_kernels(mr);
+    check_same_init(mr, md, what);
+    randomize_parameters(mr);
     copy_params_by_name(md, mr, what);
     float **before = snapshot_values(mr); /* indexed like mr->params */
 
-    size_t n_in = (size_t)BATCH * SIDE * SIDE * 3;
-    ref->upload(ref, mr->input.data, images, n_in * sizeof(float));
-    dev->upload(dev, md->input.data, images, n_in * sizeof(float));
     st_loss_config lc = {.kind = c->loss, .label_smoothing = 0.1f, .margin = 0.5f};
     if (c->loss == ST_LOSS_TRIPLET) lc.label_smoothing = 0;
     st_loss *lr = st_loss_create(mr, &lc), *ld = st_loss_create(md, &lc);
@@ -485,8 +569,31 @@ static void run_case(const step_case *c, const float *images) {
     static const int32_t identity_labels[BATCH] = {3, 3, 8, 8}; /* P = 2 identities x K = 2 */
     const int32_t *labels = c->loss == ST_LOSS_XENT ? class_labels : identity_labels;
 
-    st_model_forward(mr, BATCH, 1);
-    st_model_forward(md, BATCH, 1);
+    /* A random input whose forward flips no ReLU near zero between the backends, so every
+     * gradient can be compared; after MAX_ATTEMPTS the layers below the flip are left out. */
+    size_t n_in = (size_t)BATCH * SIDE * SIDE * 3;
+    float *images = ST_MALLOC(n_in * sizeof *images); /* preprocessed input, NHWC */
+    int kink_layer = -1;
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        if (attempt) { /* the forward moved the BN statistics: start again from the snapshot */
+            restore_values(mr, mr, before, what);
+            restore_values(md, mr, before, what);
+        }
+        for (size_t i = 0; i < n_in; i++) images[i] = urand(-1.5f, 1.5f);
+        ref->upload(ref, mr->input.data, images, n_in * sizeof(float));
+        dev->upload(dev, md->input.data, images, n_in * sizeof(float));
+        st_model_forward(mr, BATCH, 1);
+        st_model_forward(md, BATCH, 1);
+        kink_layer = check_forward(mr, md, what);
+        if (kink_layer < 0) break;
+        printf("%s: input %d flips a ReLU near 0 in %s\n", what, attempt,
+               st_model_layer_name(mr, kink_layer));
+    }
+    if (kink_layer >= 0)
+        printf("%s: gradients compared above %s only\n", what,
+               st_model_layer_name(mr, kink_layer));
+    free(images);
+
     st_loss_stats sr = st_loss_compute(lr, BATCH, labels), sd = st_loss_compute(ld, BATCH, labels);
     TEST_CHECK(isfinite(sr.loss) && sr.loss > 0, "%s: reference loss %g", what, sr.loss);
     TEST_CHECK(fabs(sd.loss - sr.loss) <= LOSS_TOL * fabs(sr.loss), "%s: loss %.9g vs %.9g",
@@ -495,8 +602,8 @@ static void run_case(const step_case *c, const float *images) {
 
     st_model_backward(mr, BATCH);
     st_model_backward(md, BATCH);
-    check_gradients(mr, md, what);
-    check_sgd_step(mr, md, before, what);
+    check_gradients(mr, md, kink_layer, what);
+    check_sgd_step(mr, md, before, kink_layer, what);
     check_adam_step(mr, md, before, what);
     printf("%s: loss %.6f (cpu) %.6f (%s)\n", what, sr.loss, sd.loss, dev->name);
 
@@ -522,10 +629,6 @@ int main(int argc, char **argv) {
     ref = st_backend_open("cpu", 2);
     ST_CHECK(ref, "cpu backend: %s", st_error_get());
 
-    size_t n_in = (size_t)BATCH * SIDE * SIDE * 3;
-    float *images = ST_MALLOC(n_in * sizeof *images); /* preprocessed input, NHWC */
-    for (size_t i = 0; i < n_in; i++) images[i] = urand(-1.5f, 1.5f);
-
     static const char *archs[2][2] = {{"tv_resnet18", "conv3_block2_out"},
                                       {"resnet50v2", "conv3_block4_out"}};
     const step_case heads[3] = {{NULL, NULL, 0, CLASSES, ST_LOSS_XENT},
@@ -537,13 +640,12 @@ int main(int argc, char **argv) {
                 step_case c = heads[h];
                 c.arch = archs[a][0];
                 c.freeze = f ? archs[a][1] : "none";
-                run_case(&c, images);
+                run_case(&c);
             }
         }
     }
     printf("largest gradient / update error: %.3g (%s), tolerance %.3g\n", worst_grad_error,
            worst_grad_where, GRAD_TOL);
-    free(images);
     st_backend_close(ref);
     if (dev == &noisy_backend)
         st_backend_close(noisy_inner);

@@ -1,6 +1,6 @@
 /*
  * test_hyperband.c: the Hyperband plan against the paper (Li et al. 2018, Table 1 and Algorithm 1
- * as recomputed in /work/shared/docs/algorithms.md A.2-A.4) and the successive-halving selection.
+ * as recomputed in ../shared/docs/algorithms.md A.2-A.4) and the successive-halving selection.
  * Everything is integer arithmetic, so every comparison is exact.
  */
 #include <math.h>

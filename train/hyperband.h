@@ -1,6 +1,6 @@
 /*
  * hyperband.h: the Hyperband plan (Li et al., JMLR 2018, Algorithm 1) and the successive-halving
- * selection step, in integers only (docs: /work/shared/docs/algorithms.md A.1-A.4, docs/config.md).
+ * selection step, in integers only (docs: ../shared/docs/algorithms.md A.1-A.4, docs/config.md).
  *
  * Resource unit = epochs. With R = max_resource / min_resource (integer division) the plan has
  * s_max = the largest s with eta^s <= R (integer loop, never a float log), brackets
