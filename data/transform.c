@@ -297,7 +297,10 @@ void st_transform_apply(const st_transform *t, const st_image *img, st_rng *rng,
     const int jitter = t->brightness > 0 || t->contrast > 0 || t->saturation > 0;
     ST_CHECK(rng || (t->geometry != ST_GEOM_RANDOM_CROP && t->hflip_prob == 0 && !jitter),
              "st_transform_apply: a random transform needs an RNG");
-    if (t->geometry == ST_GEOM_RESIZE_CROP) {
+    if (t->geometry != ST_GEOM_RANDOM_CROP && img->w == t->out_w && img->h == t->out_h) {
+        /* already at the input size: evaluation never resamples it */
+        for (size_t i = 0; i < 3 * n; i++) out[i] = (float)img->px[i];
+    } else if (t->geometry == ST_GEOM_RESIZE_CROP) {
         resize_centre_crop(t, img, out);
     } else if (t->geometry == ST_GEOM_RESIZE_EXACT) {
         st_resample_box b = whole_image_box(img, 0, 0, img->w, img->h);

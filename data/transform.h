@@ -8,6 +8,8 @@
  *   ST_GEOM_RANDOM_CROP   training: RandomResizedCrop(scale, ratio) with torchvision's sampling
  *                         (10 tries, then the centre fallback), then horizontal flip with
  *                         probability hflip_prob and optional colour jitter
+ * An image already at out_h x out_w is never resampled by the evaluation geometries: its pixels
+ * are used as they are (so embeddings of input-size images equal Keras' on the same pixels).
  * Resampling is PIL's BILINEAR filter with antialiasing (a triangle whose support widens by the
  * downscale factor; torchvision antialias=True); it is computed only over the output window, in
  * float, without PIL's intermediate uint8 rounding.

@@ -237,7 +237,28 @@ static void test_validate(void) {
     TEST_CHECK(st_transform_validate(&t, "cfg") == 0, "defaults must validate: %s", st_error_get());
 }
 
+/* An image already at the input size is not resampled by the evaluation geometries, even when
+ * the shorter side would otherwise be resized first (resize_short > size). Exact equality: the
+ * only arithmetic is the preprocessing, identical on both sides. */
+static void test_input_size_untouched(void) {
+    st_image img = {malloc(40 * 40 * 3), 40, 40};
+    for (int i = 0; i < 40 * 40 * 3; i++) img.px[i] = (uint8_t)((i * 37) % 251);
+    float *out = malloc(sizeof(float) * 40 * 40 * 3), *ref = malloc(sizeof(float) * 40 * 40 * 3);
+    for (int i = 0; i < 40 * 40 * 3; i++) ref[i] = img.px[i];
+    st_preprocess_apply(ST_PREPROCESS_TORCH, ref, 40 * 40);
+    st_transform t = st_transform_eval(40, 40 * 256 / 224, ST_PREPROCESS_TORCH);
+    st_transform_apply(&t, &img, NULL, out);
+    TEST_CHECK(memcmp(out, ref, sizeof(float) * 40 * 40 * 3) == 0, "resize+crop resampled a 40x40 image at size 40");
+    t.geometry = ST_GEOM_RESIZE_EXACT;
+    st_transform_apply(&t, &img, NULL, out);
+    TEST_CHECK(memcmp(out, ref, sizeof(float) * 40 * 40 * 3) == 0, "exact resize resampled a 40x40 image at size 40");
+    free(img.px);
+    free(out);
+    free(ref);
+}
+
 int main(void) {
+    test_input_size_untouched();
     test_preprocessing();
     test_random_crop_and_flip();
     test_random_crop_window_ranges();
