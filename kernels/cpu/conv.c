@@ -5,8 +5,10 @@
  * bias (K). oneDNN is told the activations are nhwc and the weights "any", so it picks its fast
  * (jit / brgemm) kernels with a blocked weight layout of its choice; each call reorders the HWIO
  * weights into that layout (weights change every training step, so nothing is reused across
- * calls except the reorder primitive and its destination buffer), and backward-filter reorders its
- * result back to HWIO. Padding is explicit and may be asymmetric (padding_l = top/left,
+ * calls except the reorder primitive), and backward-filter reorders its result back to HWIO.
+ * The blocked copies live in ONE scratch buffer shared by every pass of every plan, sized to the
+ * largest: a blocked copy only lives during the call that made it, and calls run one at a time,
+ * so a ResNet-50 keeps one layer's weights extra instead of three copies of the whole network. Padding is explicit and may be asymmetric (padding_l = top/left,
  * padding_r = bottom/right).
  *
  * Plans: one per (backend, st_conv_desc) held in a process-wide list, created by cpu_conv_plan
@@ -35,7 +37,8 @@ typedef struct {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_primitive_t reorder;
-    dnnl_memory_t weights; /* in the primitive's layout, library-allocated; NULL without reorder */
+    dnnl_memory_t weights; /* in the primitive's layout, over the shared scratch; NULL without reorder */
+    size_t weights_bytes;
 } conv_pass;
 
 struct st_conv_plan {
@@ -53,6 +56,8 @@ static struct {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     st_conv_plan *plans;
+    void *scratch;         /* blocked weights of the pass being executed (64-byte aligned) */
+    size_t scratch_bytes;
 } dnnl_state;
 
 static void state_open(void) {
@@ -63,6 +68,9 @@ static void state_open(void) {
 
 static void state_close_if_unused(void) {
     if (dnnl_state.plans || !dnnl_state.engine) return;
+    free(dnnl_state.scratch);
+    dnnl_state.scratch = NULL;
+    dnnl_state.scratch_bytes = 0;
     ST_DNNL(dnnl_stream_destroy(dnnl_state.stream));
     ST_DNNL(dnnl_engine_destroy(dnnl_state.engine));
     dnnl_state.stream = NULL;
@@ -122,7 +130,8 @@ static void pass_create(const st_conv_plan *p, conv_pass *pass, const dnnl_convo
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pass->pd, query, 0);
     ST_CHECK(want != NULL, "oneDNN: convolution has no weights descriptor");
     if (dnnl_memory_desc_equal(want, &p->hwio_md)) return;
-    ST_DNNL(dnnl_memory_create(&pass->weights, want, dnnl_state.engine, DNNL_MEMORY_ALLOCATE));
+    pass->weights = memory_without_buffer(want);
+    pass->weights_bytes = dnnl_memory_desc_get_size(want);
     dnnl_primitive_desc_t reorder_pd;
     const dnnl_memory_desc_t *from = to_hwio ? want : &p->hwio_md;
     const dnnl_memory_desc_t *to = to_hwio ? &p->hwio_md : want;
@@ -144,10 +153,23 @@ static void execute(dnnl_primitive_t prim, int nargs, const dnnl_exec_arg_t *arg
     ST_DNNL(dnnl_primitive_execute(prim, dnnl_state.stream, nargs, args));
 }
 
+/* Point the pass's blocked weights at the shared scratch, grown to fit. */
+static dnnl_memory_t bind_scratch(conv_pass *pass) {
+    if (pass->weights_bytes > dnnl_state.scratch_bytes) {
+        free(dnnl_state.scratch);
+        size_t bytes = (pass->weights_bytes + 63) / 64 * 64;
+        dnnl_state.scratch = aligned_alloc(64, bytes);
+        ST_CHECK(dnnl_state.scratch, "out of memory allocating %zu bytes of convolution scratch", bytes);
+        dnnl_state.scratch_bytes = bytes;
+    }
+    set_handle(pass->weights, dnnl_state.scratch);
+    return pass->weights;
+}
+
 /* Our HWIO weights into the pass's layout; returns the memory the primitive should read. */
 static dnnl_memory_t weights_in(st_conv_plan *p, conv_pass *pass) {
     if (!pass->reorder) return p->hwio;
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, p->hwio}, {DNNL_ARG_TO, pass->weights}};
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, p->hwio}, {DNNL_ARG_TO, bind_scratch(pass)}};
     execute(pass->reorder, 2, args);
     return pass->weights;
 }
@@ -305,7 +327,7 @@ void cpu_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x, c
     if (with_bias) set_handle(p->bias, dbias);
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src},
                                {DNNL_ARG_DIFF_DST, p->dst},
-                               {DNNL_ARG_DIFF_WEIGHTS, pass->reorder ? pass->weights : p->hwio},
+                               {DNNL_ARG_DIFF_WEIGHTS, pass->reorder ? bind_scratch(pass) : p->hwio},
                                {DNNL_ARG_DIFF_BIAS, p->bias}};
     execute(pass->prim, with_bias ? 4 : 3, args);
     if (pass->reorder) {
