@@ -98,15 +98,7 @@ static st_backend *dev; /* backend under test */
 static double worst_grad_error; /* largest gradient / update error seen, printed at the end */
 static char worst_grad_where[200];
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static float urand(float lo, float hi) { /* xorshift64*, uniform in [lo, hi) */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    double u = (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
-    return lo + (hi - lo) * (float)u;
-}
+static float urand(float lo, float hi) { return lo + (hi - lo) * (float)test_uniform(); }
 
 static float *download(st_backend *be, const float *src, size_t n) {
     float *h = ST_MALLOC(n * sizeof *h);

@@ -28,14 +28,6 @@
 #define TOL_FORWARD 1e-5
 
 static st_backend *be;
-static uint64_t rng_state = 0x243F6A8885A308D3ull;
-
-static double urand(void) { /* xorshift64*, uniform in [0, 1) */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
-}
 
 /* Every buffer is remembered and freed at the end (keeps leak checkers quiet). */
 static void **buffers;
@@ -59,7 +51,7 @@ static void free_buffers(void) {
 
 static float *random_buffer(size_t n, float lo, float hi) {
     float *p = buffer(n);
-    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)urand();
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)test_uniform();
     return p;
 }
 
@@ -69,7 +61,7 @@ static float *distinct_buffer(size_t n) {
     float *p = buffer(n);
     for (size_t i = 0; i < n; i++) p[i] = ((float)i - (float)(n / 2)) * 0.05f + 0.025f;
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(urand() * (double)i);
+        size_t j = (size_t)(test_uniform() * (double)i);
         float t = p[i - 1];
         p[i - 1] = p[j];
         p[j] = t;
@@ -315,7 +307,7 @@ static void test_relu_and_add(void) {
     check_grad("relu dx", t.a, dx, t.n, 1e-2f, relu_loss, &t);
 
     for (size_t i = 0; i < t.n; i++) { /* keep a + b at least 0.05 from the ReLU kink */
-        do t.b[i] = (float)(2 * urand() - 1);
+        do t.b[i] = (float)(2 * test_uniform() - 1);
         while (fabsf(t.a[i] + t.b[i]) < 0.05f);
     }
     for (t.relu = 0; t.relu <= 1; t.relu++) {

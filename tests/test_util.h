@@ -6,12 +6,14 @@
  *   TEST_CLOSE(name, got, ref, atol, rtol) |got-ref| <= atol + rtol*|ref| elementwise
  *   test_rel_error(a, b, n)              ||a-b|| / max(||b||, tiny), by norm
  *   return test_finish("name");          0 when every check passed, 1 otherwise
+ *   test_uniform()                       deterministic xorshift64* draw in [0, 1)
  * test_skip(reason) exits 77 (ctest reports skipped) unless SIMTUNE_REQUIRE_ORACLES=1.
  */
 #ifndef ST_TEST_UTIL_H
 #define ST_TEST_UTIL_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,15 @@ static int test_checks;
             fprintf(stderr, "\n");                                         \
         }                                                                  \
     } while (0)
+
+static uint64_t test_rng_state = 0x9E3779B97F4A7C15ull;
+
+static inline double test_uniform(void) { /* xorshift64*, uniform in [0, 1) */
+    test_rng_state ^= test_rng_state >> 12;
+    test_rng_state ^= test_rng_state << 25;
+    test_rng_state ^= test_rng_state >> 27;
+    return (double)((test_rng_state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
+}
 
 static inline double test_rel_error(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
