@@ -5,6 +5,8 @@
  * positive. No oracle needed (label cpu); tests/test_losses_torch.c compares with PyTorch.
  */
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/math/triplet.h"
@@ -186,9 +188,9 @@ static void anchor_without_positive(void) {
     TEST_CHECK(s.active_fraction == 1.0f, "both valid anchors active, got %g", s.active_fraction);
 }
 
-/* Rows sharing a large offset (1000): ||x||^2 ~ 4e6 while s ~ 8, so the expanded form alone
- * would carry an absolute error of ~0.5 in s (relative error ~6%). With the refinement of
- * kernels/math/triplet.h every distance must match the double-precision direct distance to
+/* Rows sharing a large offset (1000): ||x||^2 ~ 4e6 while s ~ 8, so an expanded-form distance
+ * ||x||^2 + ||y||^2 - 2 x.y would carry an absolute error of ~0.5 in s (relative error ~6%).
+ * The direct differences of kernels/math/triplet.h must match the double-precision distance to
  * relative 1e-6 (float32 sums of 4 squared differences plus a sqrt: a few ulp). */
 static void distances_under_cancellation(void) {
     enum { N = 6, D = 4 };
@@ -211,6 +213,35 @@ static void distances_under_cancellation(void) {
     TEST_CLOSE("distances with a large common offset", dist, want, N * N, 0, 1e-6);
 }
 
+/* The same image twice in a batch: its two rows must be at bit-identical distances from every
+ * other row, wherever they sit in the batch, or mining breaks the exact tie by rounding and the
+ * gradient goes to the wrong copy (the bug that followed OpenBLAS's GEMM kernel). Bit equality,
+ * not a tolerance: ties are decided by index only when the values are equal. */
+static void duplicate_rows_tie_exactly(void) {
+    enum { N = 40, D = 300, A = 3, B = 37 };
+    float *emb = malloc(sizeof(float) * N * D), *demb = malloc(sizeof(float) * N * D);
+    float *dist = malloc(sizeof(float) * N * N);
+    int32_t labels[N];
+    for (int i = 0; i < N * D; i++) emb[i] = rand_normal();
+    for (int i = 0; i < N; i++) labels[i] = i % 10;
+    memcpy(emb + B * D, emb + A * D, sizeof(float) * D);
+    st_triplet_desc desc = {.n = N, .d = D, .soft_margin = 1, .eps = 1e-12f};
+    st_triplet_stats stats;
+    cpu_triplet_loss(NULL, &desc, emb, labels, dist, demb, &stats);
+    int unequal = 0, asymmetric = 0;
+    for (int j = 0; j < N; j++) {
+        if (j != A && j != B) unequal += dist[A * N + j] != dist[B * N + j];
+        for (int i = 0; i < N; i++) asymmetric += dist[i * N + j] != dist[j * N + i];
+    }
+    TEST_CHECK(unequal == 0, "duplicated rows: %d distances differ", unequal);
+    TEST_CHECK(asymmetric == 0, "distance matrix: %d entries not symmetric", asymmetric);
+    TEST_CHECK(dist[A * N + B] == sqrtf(1e-12f), "duplicate pair distance %g, want sqrt(eps)",
+               dist[A * N + B]);
+    free(emb);
+    free(demb);
+    free(dist);
+}
+
 int main(void) {
     worked_example();
     xent_example();
@@ -222,5 +253,6 @@ int main(void) {
     collapse();
     anchor_without_positive();
     distances_under_cancellation();
+    duplicate_rows_tie_exactly();
     return test_finish("test_loss_kernels");
 }

@@ -3,8 +3,9 @@
 
 Writes fixtures into the current directory (the ctest build/test directory), read by
 tests/test_losses_torch.c and tests/test_optim_torch.c:
-  losses_fixture.bin  triplet cases (batch hard / batch all, hard / soft margin, duplicated
-                      rows, a common offset) and cross-entropy cases (with and without label
+  losses_fixture.bin  triplet cases (batch hard / batch all, hard / soft margin, rows
+                      duplicated within and across classes, near-duplicates at 1e-3 and 1e-6
+                      relative distance, a common offset, D up to 2048) and cross-entropy cases (with and without label
                       smoothing): inputs in float32, loss and gradient from float64 autograd.
   optim_fixture.bin   20 steps of torch.optim (SGD, Nesterov, Adam, AdamW, RMSprop) in float32
                       on a random parameter vector and gradient sequence, and the learning-rate
@@ -120,22 +121,48 @@ def triplet_reference(emb, labels, batch_all, soft, margin):
 
 
 TRIPLET_CASES = [
-    # P, K, D, batch_all, soft, margin, duplicates, offset
-    (2, 2, 2, 0, 0, 0.2, 0, 0.0),
-    (4, 4, 8, 0, 0, 0.2, 0, 0.0),
-    (4, 4, 8, 0, 1, 0.0, 0, 0.0),
-    (8, 4, 16, 0, 0, 0.5, 1, 0.0),
-    (8, 4, 16, 0, 1, 0.0, 1, 3.0),
-    (18, 4, 128, 0, 1, 0.0, 1, 0.0),
-    (5, 3, 32, 0, 0, 1.0, 2, 0.0),
-    (3, 2, 5, 1, 0, 0.3, 0, 0.0),
-    (6, 4, 16, 1, 0, 1.0, 1, 0.0),
-    (4, 3, 8, 1, 1, 0.0, 1, 2.0),
-    (5, 4, 12, 1, 0, 0.5, 2, 0.0),
+    # P, K, D, batch_all, soft, margin, duplicates, offset, near-duplicates (where, relative)
+    (2, 2, 2, 0, 0, 0.2, 0, 0.0, None),
+    (4, 4, 8, 0, 0, 0.2, 0, 0.0, None),
+    (4, 4, 8, 0, 1, 0.0, 0, 0.0, None),
+    (8, 4, 16, 0, 0, 0.5, 1, 0.0, None),
+    (8, 4, 16, 0, 1, 0.0, 1, 3.0, None),
+    (18, 4, 128, 0, 1, 0.0, 1, 0.0, None),
+    (5, 3, 32, 0, 0, 1.0, 2, 0.0, None),
+    (3, 2, 5, 1, 0, 0.3, 0, 0.0, None),
+    (6, 4, 16, 1, 0, 1.0, 1, 0.0, None),
+    (4, 3, 8, 1, 1, 0.0, 1, 2.0, None),
+    (5, 4, 12, 1, 0, 0.5, 2, 0.0, None),
+    # The regime where the expanded-form distances made the gradient depend on the GEMM kernel:
+    # exact duplicates within and across classes at embedding sizes of real heads.
+    (16, 4, 512, 0, 1, 0.0, 1, 0.0, None),
+    (8, 4, 2048, 0, 0, 0.3, 1, 0.0, None),
+    (8, 4, 512, 0, 1, 0.0, 2, 1.0, None),
+    (6, 4, 2048, 1, 0, 1.0, 2, 0.0, None),
+    # Near-duplicates: a row and a copy moved by 1e-3 or 1e-6 of its norm, across classes (the
+    # pair is each other's hardest negative) and within a class (batch all: no mining to tie).
+    (8, 4, 512, 0, 0, 0.2, 0, 0.0, ("across", 1e-3)),
+    (8, 4, 2048, 0, 1, 0.0, 1, 0.0, ("across", 1e-6)),
+    (6, 4, 512, 1, 1, 0.0, 0, 0.0, ("within", 1e-3)),
+    (6, 4, 2048, 1, 1, 0.0, 0, 0.0, ("within", 1e-6)),
 ]
 
 
-def make_triplet_case(rng, p, k, d, dups, offset):
+def add_near_duplicate(rng, labels, emb, where, rel):
+    """Row b becomes row a moved by rel * ||a|| in a random direction. Across classes, the pair is
+    scaled 3x away from the rest so that it is no third row's nearest negative: the only
+    decisions it takes part in (a's and b's hardest negative is each other; each is the far
+    hardest positive of its classmates) stay unambiguous."""
+    a = np.nonzero(labels == 0)[0][0]
+    b = np.nonzero(labels == 1)[0][0] if where == "across" else np.nonzero(labels == 0)[0][1]
+    if where == "across":
+        emb[a] *= np.float32(3.0)
+    step = rng.standard_normal(emb.shape[1])
+    step *= rel * np.linalg.norm(emb[a]) / np.linalg.norm(step)
+    emb[b] = (emb[a] + step).astype(np.float32)
+
+
+def make_triplet_case(rng, p, k, d, dups, offset, near):
     labels = np.repeat(np.arange(p, dtype=np.int32), k)
     perm = rng.permutation(p * k)
     labels = labels[perm].astype(np.int32)  # classes interleaved, not in blocks
@@ -148,13 +175,15 @@ def make_triplet_case(rng, p, k, d, dups, offset):
         a = np.nonzero(labels == 0)[0][0]
         b = np.nonzero(labels == 1)[0][0]
         emb[b] = emb[a]
+    if near is not None:
+        add_near_duplicate(rng, labels, emb, *near)
     return labels, emb
 
 
 def write_triplet_cases(fx, rng):
-    for index, (p, k, d, batch_all, soft, margin, dups, offset) in enumerate(TRIPLET_CASES):
+    for index, (p, k, d, batch_all, soft, margin, dups, offset, near) in enumerate(TRIPLET_CASES):
         for _attempt in range(100):
-            labels, emb = make_triplet_case(rng, p, k, d, dups, offset)
+            labels, emb = make_triplet_case(rng, p, k, d, dups, offset, near)
             if index == 0:  # the worked example of docs/algorithms.md B.5
                 labels = np.array([0, 0, 1, 1], dtype=np.int32)
                 emb = np.array([[0, 0], [1, 0], [0, 2], [1.5, 0]], dtype=np.float32)

@@ -1,11 +1,23 @@
 #!/bin/sh
-# install-deps.sh: install the Debian 12 packages simtune builds, tests and benchmarks with.
-# Idempotent: packages already present are left alone. Needs root (uses sudo when not root).
+# install-deps.sh: install the Debian 12 packages simtune needs. Idempotent: packages already
+# present are left alone, and nothing is fetched when all are there. Needs root (sudo otherwise).
+#
+#   tools/install-deps.sh           what building and running simtune needs (the quick start)
+#   tools/install-deps.sh --tests   that plus the test and benchmark extras: the PyTorch,
+#                                   torchvision, h5py and FAISS oracles, sanitizer runtimes,
+#                                   valgrind (about 1 GB more)
+#
+# The CUDA toolkit, cuDNN and cuBLAS are not Debian packages; the build uses them when present.
 set -eu
-PACKAGES="build-essential cmake pkg-config
-  libopenblas-dev libdnnl-dev libhdf5-dev hdf5-tools libpng-dev libjpeg62-turbo-dev libyaml-dev libcairo2-dev
-  python3 python3-numpy python3-h5py python3-torch python3-torchvision python3-faiss python3-yaml
-  clang libclang-rt-14-dev valgrind"
+MAIN="build-essential cmake pkg-config libopenblas-dev libdnnl-dev libhdf5-dev libpng-dev
+  libjpeg62-turbo-dev libyaml-dev libcairo2-dev"
+TESTS="hdf5-tools python3 python3-numpy python3-h5py python3-torch python3-torchvision
+  python3-faiss python3-yaml clang libclang-rt-14-dev valgrind"
+case "${1:-}" in
+  "") PACKAGES="$MAIN" ;;
+  --tests) PACKAGES="$MAIN $TESTS" ;;
+  *) echo "usage: tools/install-deps.sh [--tests]" >&2; exit 2 ;;
+esac
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

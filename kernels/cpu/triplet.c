@@ -4,9 +4,9 @@
  *   emb (N, D) row-major embeddings; labels int32 (N); dist (N, N) workspace, left holding the
  *   pairwise distances; demb (N, D) overwritten with dL/demb; stats (host) filled.
  *
- * Distances: Gram matrix emb * emb^T by one cblas_sgemm, turned into safe Euclidean distances
- * with the refinement rule of kernels/math/triplet.h; the matrix is made exactly symmetric
- * (upper triangle computed, mirrored) so D(a, j) == D(j, a) bit for bit.
+ * Distances: st_triplet_pair_dist of kernels/math/triplet.h for the upper triangle, mirrored
+ * (direct differences in a fixed order, not a GEMM: see there why), rows spread over threads;
+ * each entry is computed once by one thread, so the matrix does not depend on the thread count.
  *
  * Reductions (docs/algorithms.md B.1, B.5):
  *   batch hard: L = mean over VALID anchors (those with a positive and a negative; all of them
@@ -21,7 +21,6 @@
  * Ties in mining go to the lower index. Runs sequentially after the GEMM (N is a batch, ~100):
  * the scatter of gradients into shared rows then needs no atomics and is deterministic.
  */
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,19 +28,14 @@
 #include "../math/triplet.h"
 #include "cpu_ops.h"
 
-/* dist <- safe distances of all pairs of rows of emb; norm_sq (N) scratch. */
-static void pairwise_distances(const st_triplet_desc *d, const float *emb, float *dist,
-                               float *norm_sq) {
+/* dist <- safe distances of all pairs of rows of emb. */
+static void pairwise_distances(const st_triplet_desc *d, const float *emb, float *dist) {
     const int n = d->n, dim = d->d;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, dim, 1.0f, emb, dim, emb, dim, 0.0f,
-                dist, n);
-    for (int i = 0; i < n; i++) norm_sq[i] = dist[(size_t)i * n + i]; /* Gram diagonal */
+#pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++) {
         const float *xi = emb + (size_t)i * dim;
         for (int j = i; j < n; j++) {
-            const float *xj = emb + (size_t)j * dim;
-            float dij = st_triplet_pair_dist(xi, xj, dim, i == j, norm_sq[i], norm_sq[j],
-                                             dist[(size_t)i * n + j], d->eps);
+            float dij = st_triplet_pair_dist(xi, emb + (size_t)j * dim, dim, d->eps);
             dist[(size_t)i * n + j] = dij;
             dist[(size_t)j * n + i] = dij;
         }
@@ -154,9 +148,7 @@ void cpu_triplet_loss(st_backend *be, const st_triplet_desc *d, const float *emb
     (void)be;
     ST_CHECK(d->n > 0 && d->d > 0, "triplet_loss: bad shape (%d, %d)", d->n, d->d);
     ST_CHECK(d->eps > 0.0f, "triplet_loss: eps must be > 0 for a finite gradient at D = 0");
-    float *norm_sq = ST_MALLOC(sizeof(float) * (size_t)d->n); /* (N) ||emb_i||^2 */
-    pairwise_distances(d, emb, dist, norm_sq);
-    free(norm_sq);
+    pairwise_distances(d, emb, dist);
     memset(demb, 0, sizeof(float) * (size_t)d->n * (size_t)d->d);
     memset(stats, 0, sizeof *stats);
     if (d->batch_all)

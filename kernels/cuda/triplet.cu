@@ -7,13 +7,13 @@
  *   demb (N, D) overwritten with dL/demb; stats (host) filled (one synchronous read per call).
  *
  * Steps, all on the stream:
- *   1. Gram matrix emb emb^T by cuBLAS into dist; the diagonal is saved as the squared norms;
- *   2. distances for the upper triangle (expanded form, refined when close), mirrored;
- *   3. per-anchor partial statistics (one thread per anchor: mining or the (p, n) loops);
- *   4. one thread adds the partials in anchor order (double) -> stats and 1/valid or 1/active;
- *   5. coeff (N, N) = dL/dD(a, j), the slope of every term on each distance, summed per anchor
+ *   1. distances for the upper triangle (st_triplet_pair_dist: direct differences in a fixed
+ *      order, so identical rows tie exactly whatever the launch shape), mirrored;
+ *   2. per-anchor partial statistics (one thread per anchor: mining or the (p, n) loops);
+ *   3. one thread adds the partials in anchor order (double) -> stats and 1/valid or 1/active;
+ *   4. coeff (N, N) = dL/dD(a, j), the slope of every term on each distance, summed per anchor
  *      in the CPU's order;
- *   6. demb gathered per element: row i adds, anchor by anchor, (coeff/D)(f_i - f_j) of its own
+ *   5. demb gathered per element: row i adds, anchor by anchor, (coeff/D)(f_i - f_j) of its own
  *      pairs and subtracts (coeff/D)(f_a - f_i) where it is some anchor's partner. No atomics,
  *      deterministic; the CPU scatters the same terms.
  */
@@ -28,25 +28,12 @@ struct anchor_partial {
 };
 } // namespace
 
-static __global__ void save_diagonal(int n, const float *gram, float *norm_sq) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) norm_sq[i] = gram[(size_t)i * n + i];
-}
-
-/* Thread (i, j), j > i, turns the Gram entry into a distance and writes both (i, j) and (j, i);
- * thread (i, i) writes the diagonal. Lower-triangle threads only exit, so no entry is read
- * after another thread wrote it. */
-static __global__ void gram_to_distances(const float *emb, int n, int d, const float *norm_sq,
-                                         float eps, float *dist) {
+/* Thread (i, j), j >= i, computes D(i, j) and writes both (i, j) and (j, i). */
+static __global__ void pairwise_distances(const float *emb, int n, int d, float eps, float *dist) {
     ST_GRID_STRIDE(idx, (size_t)n * n) {
         int i = (int)(idx / n), j = (int)(idx % n);
         if (j < i) continue;
-        if (j == i) {
-            dist[idx] = st_triplet_safe_dist(0.0f, eps);
-            continue;
-        }
-        float dij = st_triplet_pair_dist(emb + (size_t)i * d, emb + (size_t)j * d, d, 0,
-                                         norm_sq[i], norm_sq[j], dist[idx], eps);
+        float dij = st_triplet_pair_dist(emb + (size_t)i * d, emb + (size_t)j * d, d, eps);
         dist[idx] = dij;
         dist[(size_t)j * n + i] = dij;
     }
@@ -208,33 +195,27 @@ extern "C" void cuda_triplet_loss(st_backend *be, const st_triplet_desc *d, cons
     ST_CHECK(d->n > 0 && d->d > 0, "triplet_loss: bad shape (%d, %d)", d->n, d->d);
     ST_CHECK(d->eps > 0.0f, "triplet_loss: eps must be > 0 for a finite gradient at D = 0");
     const int n = d->n;
-    size_t sizes[6] = {align16(n * sizeof(float)),                    /* norm_sq (N) */
-                       align16((size_t)n * n * sizeof(float)),        /* coeff (N, N) */
+    size_t sizes[5] = {align16((size_t)n * n * sizeof(float)),        /* coeff (N, N) */
                        align16(2 * (size_t)n * sizeof(int)),          /* pos, neg (N) */
                        align16(n * sizeof(anchor_partial)),           /* partials (N) */
                        align16(sizeof(float)),                        /* inv_count */
                        align16(sizeof(st_triplet_stats))};            /* stats */
     size_t total = 0;
-    for (int i = 0; i < 6; i++) total += sizes[i];
+    for (int i = 0; i < 5; i++) total += sizes[i];
     char *base = (char *)cuda_scratch(be, total);
-    float *norm_sq = (float *)base;
-    float *coeff = (float *)(base += sizes[0]);
-    int *pos = (int *)(base += sizes[1]);
+    float *coeff = (float *)base;
+    int *pos = (int *)(base += sizes[0]);
     int *neg = pos + n;
-    anchor_partial *part = (anchor_partial *)(base += sizes[2]);
-    float *inv_count = (float *)(base += sizes[3]);
-    st_triplet_stats *stats_device = (st_triplet_stats *)(base += sizes[4]);
+    anchor_partial *part = (anchor_partial *)(base += sizes[1]);
+    float *inv_count = (float *)(base += sizes[2]);
+    st_triplet_stats *stats_device = (st_triplet_stats *)(base += sizes[3]);
     st_triplet_stats *host = (st_triplet_stats *)cuda_host_result(be, sizeof *host);
 
     cudaStream_t stream = ctx->stream;
-    cuda_gemm(be, 0, 1, n, n, d->d, 1.0f, emb, d->d, emb, d->d, 0.0f, dist, n);
     unsigned anchor_blocks = (unsigned)((n + ST_BLOCK - 1) / ST_BLOCK);
-    save_diagonal<<<anchor_blocks, ST_BLOCK, 0, stream>>>(n, dist, norm_sq);
-    CUDA_CHECK_LAUNCH("save_diagonal");
     size_t pairs = (size_t)n * n;
-    gram_to_distances<<<st_grid_for(pairs), ST_BLOCK, 0, stream>>>(emb, n, d->d, norm_sq, d->eps,
-                                                                   dist);
-    CUDA_CHECK_LAUNCH("gram_to_distances");
+    pairwise_distances<<<st_grid_for(pairs), ST_BLOCK, 0, stream>>>(emb, n, d->d, d->eps, dist);
+    CUDA_CHECK_LAUNCH("pairwise_distances");
     if (d->batch_all) {
         batch_all_partials<<<anchor_blocks, ST_BLOCK, 0, stream>>>(*d, labels, dist, part);
         CUDA_CHECK_LAUNCH("batch_all_partials");

@@ -2,14 +2,19 @@
  * triplet.h: the per-pair and per-anchor formulas of the triplet loss (docs/algorithms.md B),
  * shared by kernels/cpu/triplet.c and the CUDA kernels.
  *
- * Distances (B.3, B.4): Euclidean, D = sqrt(max(s, 0) + eps) with eps = 1e-12, where the
- * squared distance s comes from the expanded form ||x||^2 + ||y||^2 - 2 x.y (one GEMM for the
- * whole batch). The expanded form loses about 2^-24 * (||x||^2 + ||y||^2) of absolute accuracy,
- * which near s = 0 (duplicated images, collapse) is a large relative error (D ~ 1e-3 ||x||
- * instead of 1e-6). So every entry whose expanded s is below ST_TRIPLET_REFINE_RATIO times the
- * norm sum is recomputed as a sum of squared differences (st_triplet_refine_sq): then identical
- * rows give s = 0 exactly, D = 1e-6, and the gradient (x - y) / D = 0 is finite. The diagonal
- * is set to s = 0 exactly.
+ * Distances (B.3): Euclidean, D = sqrt(s + eps) with eps = 1e-12, where s = ||x - y||^2 is
+ * summed directly from the differences (st_triplet_pair_sq), never from the expanded form
+ * ||x||^2 + ||y||^2 - 2 x.y of a GEMM. Why: the expanded form's rounding depends on where a row
+ * sits in the GEMM's register tiles, so two identical rows (the same image drawn twice, which PK
+ * sampling with repetition makes common) got distances to a third row that differed in the last
+ * bit. Mining then broke the exact tie by rounding instead of by index, sending the gradient of
+ * that term to the other copy: a 10% gradient error under OpenBLAS's Haswell kernel and none
+ * under SkylakeX. The direct sum is a pure function of the two rows' values, in a fixed order
+ * (ST_TRIPLET_LANES partial sums over k = l, l + LANES, ..., combined pairwise), so identical
+ * rows give bit-identical distances on any kernel, D(x, y) == D(y, x) bit for bit ((x - y)^2 ==
+ * (y - x)^2), D(x, x) = sqrt(eps) exactly, and there is no cancellation near s = 0: relative
+ * error ~ (d / LANES + log2 LANES) * 2^-24, against 2^-24 (||x||^2 + ||y||^2) / s for the
+ * expanded form. Cost O(N^2 D), the GEMM's, and negligible next to the network for PK batches.
  *
  * Mining (batch hard, Hermans eq. 5): for anchor a, the hardest positive is the largest
  * D(a, p) over p != a with the same label, the hardest negative the smallest D(a, n) over
@@ -31,38 +36,33 @@
 
 #include "defs.h"
 
-/* Entries with s < ratio * (||x||^2 + ||y||^2) are recomputed directly: there the expanded
- * form's relative error 2^-24 * (||x||^2 + ||y||^2) / s would exceed ~1.2e-6. */
-#define ST_TRIPLET_REFINE_RATIO 0.125f
+#define ST_TRIPLET_LANES 16 /* independent partial sums: vectorisable, fixed order */
 
 ST_HD float st_triplet_safe_dist(float s, float eps) { return sqrtf(fmaxf(s, 0.0f) + eps); }
 
-ST_HD float st_triplet_expanded_sq(float norm_sq_x, float norm_sq_y, float dot) {
-    return norm_sq_x + norm_sq_y - 2.0f * dot;
-}
-
-ST_HD int st_triplet_needs_refine(float s, float norm_sq_x, float norm_sq_y) {
-    return s < ST_TRIPLET_REFINE_RATIO * (norm_sq_x + norm_sq_y);
-}
-
-/* ||x - y||^2 summed in index order (bit-identical for identical rows). */
-ST_HD float st_triplet_refine_sq(const float *ST_RESTRICT x, const float *ST_RESTRICT y, int d) {
-    float s = 0.0f;
-    for (int k = 0; k < d; k++) {
-        float diff = x[k] - y[k];
-        s += diff * diff;
+/* ||x - y||^2 in the fixed lane order above: depends only on the values of x and y. */
+ST_HD float st_triplet_pair_sq(const float *ST_RESTRICT x, const float *ST_RESTRICT y, int d) {
+    float acc[ST_TRIPLET_LANES];
+    for (int l = 0; l < ST_TRIPLET_LANES; l++) acc[l] = 0.0f;
+    int k0 = 0;
+    for (; k0 + ST_TRIPLET_LANES <= d; k0 += ST_TRIPLET_LANES)
+        for (int l = 0; l < ST_TRIPLET_LANES; l++) {
+            float diff = x[k0 + l] - y[k0 + l];
+            acc[l] += diff * diff;
+        }
+    for (int l = 0; k0 + l < d; l++) {
+        float diff = x[k0 + l] - y[k0 + l];
+        acc[l] += diff * diff;
     }
-    return s;
+    for (int width = ST_TRIPLET_LANES / 2; width > 0; width /= 2)
+        for (int l = 0; l < width; l++) acc[l] += acc[l + width];
+    return acc[0];
 }
 
-/* The distance of pair (i, j) from its expanded squared form, refined when needed. */
-ST_HD float st_triplet_pair_dist(const float *ST_RESTRICT xi, const float *ST_RESTRICT xj, int d,
-                                 int same_row, float norm_sq_i, float norm_sq_j, float dot,
+/* D(x, y) of two rows of length d. */
+ST_HD float st_triplet_pair_dist(const float *ST_RESTRICT x, const float *ST_RESTRICT y, int d,
                                  float eps) {
-    if (same_row) return st_triplet_safe_dist(0.0f, eps);
-    float s = st_triplet_expanded_sq(norm_sq_i, norm_sq_j, dot);
-    if (st_triplet_needs_refine(s, norm_sq_i, norm_sq_j)) s = st_triplet_refine_sq(xi, xj, d);
-    return st_triplet_safe_dist(s, eps);
+    return st_triplet_safe_dist(st_triplet_pair_sq(x, y, d), eps);
 }
 
 /* Batch-hard mining of anchor a over one row of the distance matrix (N). Writes the hardest
