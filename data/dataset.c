@@ -1,7 +1,7 @@
 /*
- * dataset.c: folder trees and TSV manifests -> st_dataset, splits and split files; contract in
- * dataset.h. Entries are gathered as (path, class name) pairs, sorted, then the class names are
- * ranked into labels, so both sources end in the same canonical order.
+ * dataset.c: folder trees and TSV/CSV manifests -> st_dataset, splits and split files; contract
+ * in dataset.h. Entries are gathered as (path, class name or none, metadata) triples, sorted,
+ * then the class names are ranked into labels, so every source ends in the same canonical order.
  */
 #include "data/dataset.h"
 
@@ -14,66 +14,103 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/fileio.h"
 #include "data/image.h"
 #include "data/rng.h"
 #include "kernels/check.h"
 
-/* ---- (path, class) entry lists ---------------------------------------------------------- */
+/* ---- (path, class, metadata) entry lists ------------------------------------------------ */
 
 typedef struct entry {
     char *path;
-    char *class_name;
+    char *class_name; /* NULL: unlabelled */
+    char **meta;      /* (n_meta of the list) or NULL */
 } entry;
 
 typedef struct entry_list {
     entry *items;
     int n, cap;
+    int n_meta;          /* metadata columns every entry carries */
+    char **meta_names;   /* (n_meta) */
+    char **skipped;      /* "path: reason" of files found but not taken */
+    int n_skipped, cap_skipped;
 } entry_list;
 
-static void entries_push(entry_list *l, char *path, char *class_name) {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 256;
-        entry *bigger = realloc(l->items, (size_t)l->cap * sizeof *bigger);
-        ST_CHECK(bigger, "out of memory growing a file list to %d entries", l->cap);
-        l->items = bigger;
-    }
-    l->items[l->n].path = path;
-    l->items[l->n].class_name = class_name;
-    l->n++;
+static void *grow(void *items, int *cap, size_t item_size) {
+    *cap = *cap ? 2 * *cap : 256;
+    void *bigger = realloc(items, (size_t)*cap * item_size);
+    ST_CHECK(bigger, "out of memory growing a file list to %d entries", *cap);
+    return bigger;
+}
+
+static void entries_push(entry_list *l, char *path, char *class_name, char **meta) {
+    if (l->n == l->cap) l->items = grow(l->items, &l->cap, sizeof *l->items);
+    l->items[l->n++] = (entry){path, class_name, meta};
+}
+
+static void entries_skip(entry_list *l, const char *path, const char *reason) {
+    if (l->n_skipped == l->cap_skipped) l->skipped = grow(l->skipped, &l->cap_skipped, sizeof *l->skipped);
+    size_t size = strlen(path) + strlen(reason) + 3;
+    char *s = ST_MALLOC(size);
+    snprintf(s, size, "%s: %s", path, reason);
+    l->skipped[l->n_skipped++] = s;
+}
+
+static void free_strings(char **items, int n) {
+    if (!items) return;
+    for (int i = 0; i < n; i++) free(items[i]);
+    free(items);
 }
 
 static void entries_free(entry_list *l) {
     for (int i = 0; i < l->n; i++) {
         free(l->items[i].path);
         free(l->items[i].class_name);
+        free_strings(l->items[i].meta, l->n_meta);
     }
     free(l->items);
+    free_strings(l->meta_names, l->n_meta);
+    free_strings(l->skipped, l->n_skipped);
     memset(l, 0, sizeof *l);
 }
 
+/* Unlabelled entries first, then by (class, path). */
 static int compare_entries(const void *a, const void *b) {
     const entry *x = a, *y = b;
-    int c = strcmp(x->class_name, y->class_name);
+    if (!x->class_name != !y->class_name) return x->class_name ? 1 : -1;
+    int c = x->class_name ? strcmp(x->class_name, y->class_name) : 0;
     return c ? c : strcmp(x->path, y->path);
 }
 
-/* Takes ownership of the entries' strings: sorts by (class, path), ranks classes into labels. */
+/* Takes ownership of the list's strings: sorts the entries, ranks classes into labels (-1 for
+ * unlabelled entries), moves metadata and skipped files into out. */
 static void dataset_from_entries(entry_list *l, st_dataset *out) {
     qsort(l->items, (size_t)l->n, sizeof *l->items, compare_entries);
+    int rows = l->n ? l->n : 1;
     out->n = l->n;
-    out->paths = ST_MALLOC((size_t)l->n * sizeof(char *));
-    out->labels = ST_MALLOC((size_t)l->n * sizeof(int32_t));
-    out->class_names = ST_MALLOC((size_t)l->n * sizeof(char *));
+    out->paths = ST_MALLOC((size_t)rows * sizeof(char *));
+    out->labels = ST_MALLOC((size_t)rows * sizeof(int32_t));
+    out->class_names = ST_MALLOC((size_t)rows * sizeof(char *));
     out->n_classes = 0;
+    out->n_meta = l->n_meta;
+    out->meta_names = l->meta_names;
+    out->meta = l->n_meta ? ST_MALLOC((size_t)rows * l->n_meta * sizeof(char *)) : NULL;
     for (int i = 0; i < l->n; i++) {
-        if (out->n_classes == 0 || strcmp(out->class_names[out->n_classes - 1], l->items[i].class_name)) {
-            out->class_names[out->n_classes++] = l->items[i].class_name;
+        entry *e = &l->items[i];
+        if (!e->class_name) {
+            out->labels[i] = -1;
         } else {
-            free(l->items[i].class_name);
+            if (out->n_classes == 0 || strcmp(out->class_names[out->n_classes - 1], e->class_name))
+                out->class_names[out->n_classes++] = e->class_name;
+            else free(e->class_name);
+            out->labels[i] = out->n_classes - 1;
         }
-        out->paths[i] = l->items[i].path;
-        out->labels[i] = out->n_classes - 1;
+        out->paths[i] = e->path;
+        if (l->n_meta) memcpy(out->meta + (size_t)i * l->n_meta, e->meta, (size_t)l->n_meta * sizeof(char *));
+        free(e->meta);
     }
+    out->skipped = l->skipped;
+    out->n_skipped = l->n_skipped;
     free(l->items);
     memset(l, 0, sizeof *l);
 }
@@ -91,12 +128,28 @@ static char *path_join(const char *dir, const char *name) {
 
 /* ---- folder trees ----------------------------------------------------------------------- */
 
-static int has_image_extension(const char *name) {
+static int has_extension(const char *name, const char *const *list) {
     const char *dot = strrchr(name, '.');
-    return dot && (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+    for (int i = 0; dot && list[i]; i++)
+        if (!strcasecmp(dot + 1, list[i])) return 1;
+    return 0;
 }
 
-/* Adds every image file under dir (recursively) to l with class_name; depth bounds symlink loops. */
+static int has_image_extension(const char *name) {
+    static const char *const decoded[] = {"png", "jpg", "jpeg", NULL};
+    return has_extension(name, decoded);
+}
+
+/* Why a file that is not taken is left out (data/image.h decodes PNG and JPEG only). */
+static const char *skip_reason(const char *name) {
+    static const char *const other_images[] = {"webp", "gif", "bmp", "tif", "tiff", "heic", "heif",
+                                               "avif", "pgm", "ppm", "pnm", "jxl", NULL};
+    return has_extension(name, other_images) ? "unsupported image format (HINT: convert it to PNG or JPEG)"
+                                             : "not a PNG or JPEG file";
+}
+
+/* Adds every image file under dir (recursively) to l with class_name; other files are listed as
+ * skipped; depth bounds symlink loops. */
 static int scan_class_dir(const char *dir, const char *class_name, entry_list *l, int depth) {
     if (depth > 32) return st_error_set("%s: folders nested deeper than 32 (symlink loop?)", dir);
     DIR *d = opendir(dir);
@@ -106,24 +159,21 @@ static int scan_class_dir(const char *dir, const char *class_name, entry_list *l
         if (e->d_name[0] == '.') continue;
         char *path = path_join(dir, e->d_name);
         struct stat st;
-        if (stat(path, &st) != 0) { /* a dangling symlink: the loader would warn anyway */
-            free(path);
-            continue;
-        }
-        if (S_ISDIR(st.st_mode)) {
-            rc = scan_class_dir(path, class_name, l, depth + 1);
-            free(path);
-        } else if (S_ISREG(st.st_mode) && has_image_extension(e->d_name)) {
-            entries_push(l, path, ST_STRDUP(class_name));
-        } else {
-            free(path);
-        }
+        if (stat(path, &st) != 0) entries_skip(l, path, strerror(errno)); /* dangling symlink */
+        else if (S_ISDIR(st.st_mode)) rc = scan_class_dir(path, class_name, l, depth + 1);
+        else if (S_ISREG(st.st_mode) && has_image_extension(e->d_name)) {
+            entries_push(l, path, ST_STRDUP(class_name), NULL);
+            path = NULL;
+        } else entries_skip(l, path, skip_reason(e->d_name));
+        free(path);
     }
     closedir(d);
     return rc;
 }
 
-int st_dataset_load_folder(const char *root, st_dataset *out) {
+/* A class tree root/<class>/...; images directly under root have no class: unlabelled entries
+ * when allowed, else skipped. A folder without subfolders is a flat folder of unlabelled images. */
+static int load_folder(const char *root, int labels_required, st_dataset *out) {
     memset(out, 0, sizeof *out);
     DIR *d = opendir(root);
     if (!d) return st_error_set("%s: cannot open dataset folder: %s", root, strerror(errno));
@@ -133,12 +183,21 @@ int st_dataset_load_folder(const char *root, st_dataset *out) {
         if (e->d_name[0] == '.') continue;
         char *path = path_join(root, e->d_name);
         struct stat st;
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) rc = scan_class_dir(path, e->d_name, &l, 0);
+        if (stat(path, &st) != 0) entries_skip(&l, path, strerror(errno));
+        else if (S_ISDIR(st.st_mode)) rc = scan_class_dir(path, e->d_name, &l, 0);
+        else if (!has_image_extension(e->d_name)) entries_skip(&l, path, skip_reason(e->d_name));
+        else if (labels_required) entries_skip(&l, path, "at the root of the class tree: in no class folder");
+        else {
+            entries_push(&l, path, NULL, NULL);
+            path = NULL;
+        }
         free(path);
     }
     closedir(d);
     if (rc == 0 && l.n == 0)
-        rc = st_error_set("%s: no images (HINT: expected root/<class>/<image>.png|.jpg)", root);
+        rc = st_error_set("%s: no images%s (HINT: expected root/<class>/<image>.png|.jpg%s)", root,
+                          l.n_skipped ? ", only unsupported files" : "",
+                          labels_required ? "" : " or root/<image>.png|.jpg");
     if (rc) {
         entries_free(&l);
         return -1;
@@ -147,7 +206,9 @@ int st_dataset_load_folder(const char *root, st_dataset *out) {
     return 0;
 }
 
-/* ---- TSV manifests ---------------------------------------------------------------------- */
+int st_dataset_load_folder(const char *root, st_dataset *out) { return load_folder(root, 1, out); }
+
+/* ---- TSV / CSV manifests ---------------------------------------------------------------- */
 
 static char *strndup_checked(const char *s, size_t n) {
     char *p = ST_MALLOC(n + 1);
@@ -156,10 +217,121 @@ static char *strndup_checked(const char *s, size_t n) {
     return p;
 }
 
-int st_dataset_parse_tsv(const char *text, size_t size, const char *source, const char *base_dir,
-                         st_dataset *out) {
+enum { MAX_COLUMNS = 64 };
+
+/* One line split into fields (owned copies). CSV fields may be double-quoted, with "" for a
+ * quote inside; TSV fields are taken as they are. -1 with a reason on a malformed line. */
+static int split_fields(const char *line, size_t len, char sep, char **fields, int *n_fields, const char **why) {
+    int n = 0;
+    size_t i = 0;
+    for (;;) {
+        if (n == MAX_COLUMNS) {
+            *why = "more than 64 columns";
+            goto fail;
+        }
+        if (sep == ',' && i < len && line[i] == '"') {
+            char *f = ST_MALLOC(len - i + 1);
+            size_t k = 0;
+            for (i++;; i++) {
+                if (i >= len) {
+                    free(f);
+                    *why = "a quoted field is not closed (HINT: quoted fields cannot span lines)";
+                    goto fail;
+                }
+                if (line[i] == '"' && i + 1 < len && line[i + 1] == '"') f[k++] = line[i++];
+                else if (line[i] == '"') break;
+                else f[k++] = line[i];
+            }
+            f[k] = '\0';
+            fields[n++] = f;
+            i++;
+            if (i < len && line[i] != sep) {
+                *why = "text after a closing quote";
+                goto fail;
+            }
+        } else {
+            const char *end = memchr(line + i, sep, len - i);
+            size_t flen = end ? (size_t)(end - (line + i)) : len - i;
+            fields[n++] = strndup_checked(line + i, flen);
+            i += flen;
+        }
+        if (i >= len) break;
+        i++; /* the separator */
+    }
+    *n_fields = n;
+    return 0;
+fail:
+    for (int j = 0; j < n; j++) free(fields[j]);
+    return -1;
+}
+
+/* Column roles from a header line: path (required), label (or class, optional), metadata. */
+typedef struct columns {
+    int has_header;
+    int path, label;          /* field index; label -1 when absent */
+    int n;                    /* fields per line */
+    char sep;
+} columns;
+
+static int is_header(char **fields, int n) {
+    for (int i = 0; i < n; i++)
+        if (!strcasecmp(fields[i], "path")) return 1;
+    return 0;
+}
+
+static void read_header(char **fields, int n, columns *c, entry_list *l) {
+    c->has_header = 1;
+    c->n = n;
+    c->path = c->label = -1;
+    l->meta_names = ST_MALLOC((size_t)n * sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        if (c->path < 0 && !strcasecmp(fields[i], "path")) c->path = i;
+        else if (c->label < 0 && (!strcasecmp(fields[i], "label") || !strcasecmp(fields[i], "class"))) c->label = i;
+        else l->meta_names[l->n_meta++] = ST_STRDUP(fields[i]);
+    }
+}
+
+/* The entry of one data line; -1 with the reason when the line does not fit the columns. */
+static int add_line(char **fields, int n, const columns *c, const char *base_dir, int labels_required,
+                    entry_list *l, const char **why) {
+    if (!c->has_header && (n > 2 || (n == 1 && labels_required))) {
+        *why = labels_required ? "expected 'path<TAB>label' (HINT: one tab, both fields non-empty; "
+                                 "more columns need a header line naming them, e.g. path<TAB>label<TAB>page)"
+                               : "expected 'path' or 'path<TAB>label' (HINT: more columns need a header "
+                                 "line naming them, e.g. path<TAB>label<TAB>page)";
+        return -1;
+    }
+    if (c->has_header && n != c->n) {
+        *why = "the number of fields differs from the header's";
+        return -1;
+    }
+    int path_col = c->has_header ? c->path : 0, label_col = c->has_header ? c->label : (n == 2 ? 1 : -1);
+    const char *label = label_col >= 0 ? fields[label_col] : "";
+    if (!fields[path_col][0] || (labels_required && !label[0])) {
+        *why = labels_required ? "empty path or label (HINT: both fields non-empty)" : "empty path";
+        return -1;
+    }
+    char **meta = l->n_meta ? ST_MALLOC((size_t)l->n_meta * sizeof(char *)) : NULL;
+    for (int i = 0, k = 0; i < n && l->n_meta; i++)
+        if (i != path_col && i != label_col) meta[k++] = ST_STRDUP(fields[i]);
+    entries_push(l, path_join(base_dir, fields[path_col]), label[0] ? ST_STRDUP(label) : NULL, meta);
+    return 0;
+}
+
+static char separator_of(const char *line, size_t len, const char *source) {
+    if (memchr(line, '\t', len)) return '\t';
+    size_t slen = strlen(source);
+    int csv_name = slen > 4 && !strcasecmp(source + slen - 4, ".csv");
+    if (memchr(line, ',', len) && (csv_name || (len >= 5 && !strncasecmp(line, "path,", 5)))) return ',';
+    return '\t';
+}
+
+static int parse_manifest(const char *text, size_t size, const char *source, const char *base_dir,
+                          int labels_required, st_dataset *out) {
     memset(out, 0, sizeof *out);
     entry_list l = {0};
+    columns c = {0, 0, 1, 2, 0};
+    char *fields[MAX_COLUMNS];
     size_t pos = 0;
     for (int line_no = 1; pos < size; line_no++) {
         const char *line = text + pos;
@@ -168,29 +340,42 @@ int st_dataset_parse_tsv(const char *text, size_t size, const char *source, cons
         pos += len + (nl ? 1 : 0);
         if (len && line[len - 1] == '\r') len--;
         if (len == 0 || line[0] == '#') continue;
-        if (memchr(line, '\0', len)) {
-            entries_free(&l);
-            return st_error_set("%s: line %d: NUL byte (not a text manifest)", source, line_no);
+        const char *why = NULL;
+        int n = 0;
+        if (memchr(line, '\0', len)) why = "NUL byte (not a text manifest)";
+        else {
+            if (!c.sep) c.sep = separator_of(line, len, source);
+            if (split_fields(line, len, c.sep, fields, &n, &why) == 0) {
+                if (l.n == 0 && !c.has_header && is_header(fields, n)) {
+                    read_header(fields, n, &c, &l);
+                    if (labels_required && c.label < 0)
+                        why = "the header names no label column (HINT: training needs a column 'label')";
+                } else {
+                    add_line(fields, n, &c, base_dir, labels_required, &l, &why);
+                }
+                for (int i = 0; i < n; i++) free(fields[i]);
+            }
         }
-        const char *tab = memchr(line, '\t', len);
-        size_t path_len = tab ? (size_t)(tab - line) : 0;
-        size_t label_len = tab ? len - path_len - 1 : 0;
-        if (!tab || path_len == 0 || label_len == 0 || memchr(tab + 1, '\t', label_len)) {
+        if (why) {
             entries_free(&l);
-            return st_error_set("%s: line %d: expected 'path<TAB>label' (HINT: one tab, both fields non-empty)",
-                                source, line_no);
+            return st_error_set("%s: line %d: %s", source, line_no, why);
         }
-        if (l.n == 0 && path_len == 4 && !strncasecmp(line, "path", 4)) continue; /* header */
-        char *rel = strndup_checked(line, path_len);
-        entries_push(&l, path_join(base_dir, rel), strndup_checked(tab + 1, label_len));
-        free(rel);
     }
-    if (l.n == 0) return st_error_set("%s: no entries (HINT: lines 'path<TAB>label')", source);
+    if (l.n == 0) {
+        entries_free(&l);
+        return st_error_set("%s: no entries (HINT: lines 'path<TAB>label', or a header line naming "
+                            "the columns path, label, ...)", source);
+    }
     dataset_from_entries(&l, out);
     return 0;
 }
 
-int st_dataset_load_tsv(const char *path, st_dataset *out) {
+int st_dataset_parse_tsv(const char *text, size_t size, const char *source, const char *base_dir,
+                         st_dataset *out) {
+    return parse_manifest(text, size, source, base_dir, 1, out);
+}
+
+static int load_manifest(const char *path, int labels_required, st_dataset *out) {
     memset(out, 0, sizeof *out);
     uint8_t *text;
     size_t size;
@@ -199,17 +384,31 @@ int st_dataset_load_tsv(const char *path, st_dataset *out) {
     char *slash = strrchr(base, '/');
     if (slash) *slash = '\0';
     else base[0] = '\0';
-    int rc = st_dataset_parse_tsv((const char *)text, size, path, slash == base ? "/" : base, out);
+    int rc = parse_manifest((const char *)text, size, path, slash == base ? "/" : base, labels_required, out);
     free(base);
     free(text);
     return rc;
 }
 
-int st_dataset_load(const char *path, st_dataset *out) {
+int st_dataset_load_tsv(const char *path, st_dataset *out) { return load_manifest(path, 1, out); }
+
+static int load_any(const char *path, int labels_required, st_dataset *out) {
     struct stat st;
     memset(out, 0, sizeof *out);
     if (stat(path, &st) != 0) return st_error_set("%s: dataset not found: %s", path, strerror(errno));
-    return S_ISDIR(st.st_mode) ? st_dataset_load_folder(path, out) : st_dataset_load_tsv(path, out);
+    return S_ISDIR(st.st_mode) ? load_folder(path, labels_required, out) : load_manifest(path, labels_required, out);
+}
+
+int st_dataset_load(const char *path, st_dataset *out) { return load_any(path, 1, out); }
+
+int st_dataset_load_index(const char *path, st_dataset *out) { return load_any(path, 0, out); }
+
+void st_dataset_print_skipped(const st_dataset *ds, const char *source, FILE *out) {
+    enum { LISTED = 20 }; /* enough to see the pattern without flooding the terminal */
+    if (ds->n_skipped == 0) return;
+    fprintf(out, "warning: %s: %d file%s skipped:\n", source, ds->n_skipped, ds->n_skipped == 1 ? "" : "s");
+    for (int i = 0; i < ds->n_skipped && i < LISTED; i++) fprintf(out, "  %s\n", ds->skipped[i]);
+    if (ds->n_skipped > LISTED) fprintf(out, "  ... and %d more\n", ds->n_skipped - LISTED);
 }
 
 /* ---- combining, subsets, splits --------------------------------------------------------- */
@@ -222,13 +421,14 @@ void st_dataset_combine(const st_dataset *parts, const char *const *names, int n
             const char *cls = parts[p].class_names[parts[p].labels[i]];
             char *prefixed = ST_MALLOC(name_len + strlen(cls) + 2);
             sprintf(prefixed, "%s/%s", names[p], cls);
-            entries_push(&l, ST_STRDUP(parts[p].paths[i]), prefixed);
+            entries_push(&l, ST_STRDUP(parts[p].paths[i]), prefixed, NULL);
         }
     }
     dataset_from_entries(&l, out);
 }
 
 void st_dataset_subset(const st_dataset *ds, const int *index, int n, st_dataset *out) {
+    memset(out, 0, sizeof *out); /* metadata and skipped lists stay with the parent */
     out->n = n;
     out->paths = ST_MALLOC((size_t)(n ? n : 1) * sizeof(char *));
     out->labels = ST_MALLOC((size_t)(n ? n : 1) * sizeof(int32_t));
@@ -290,6 +490,56 @@ int st_dataset_split(const st_dataset *ds, double val_ratio, uint64_t seed, st_d
     return 0;
 }
 
+void st_dataset_split_classes(const st_dataset *ds, const char *held_out, st_dataset *train, st_dataset *val) {
+    int *train_index = ST_MALLOC((size_t)(ds->n ? ds->n : 1) * sizeof(int));
+    int *val_index = ST_MALLOC((size_t)(ds->n ? ds->n : 1) * sizeof(int));
+    int n_train = 0, n_val = 0;
+    for (int i = 0; i < ds->n; i++) {
+        if (held_out[ds->labels[i]]) val_index[n_val++] = i;
+        else train_index[n_train++] = i;
+    }
+    st_dataset_subset(ds, train_index, n_train, train);
+    st_dataset_subset(ds, val_index, n_val, val);
+    free(val_index);
+    free(train_index);
+}
+
+typedef struct class_key {
+    uint64_t key;
+    int index;
+} class_key;
+
+static int compare_class_keys(const void *a, const void *b) {
+    const class_key *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->index - y->index;
+}
+
+int st_dataset_choose_classes(const st_dataset *ds, double fraction, uint64_t seed, char *held_out) {
+    if (ds->n_classes < 2)
+        return st_error_set("%d class(es): holding out whole classes needs at least 2", ds->n_classes);
+    class_key *keys = ST_MALLOC((size_t)ds->n_classes * sizeof *keys);
+    for (int c = 0; c < ds->n_classes; c++) {
+        st_rng rng; /* per class, as in st_dataset_split: one class's key never depends on another */
+        st_rng_derive(&rng, seed, hash_string(ds->class_names[c]), 0x484F4C44ull /* "HOLD" */);
+        keys[c] = (class_key){st_rng_next(&rng), c};
+    }
+    qsort(keys, (size_t)ds->n_classes, sizeof *keys, compare_class_keys);
+    int n_held = (int)(fraction * ds->n_classes + 0.5);
+    if (n_held < 1) n_held = 1;
+    if (n_held > ds->n_classes - 1) n_held = ds->n_classes - 1;
+    memset(held_out, 0, (size_t)ds->n_classes);
+    for (int k = 0; k < n_held; k++) held_out[keys[k].index] = 1;
+    free(keys);
+    return 0;
+}
+
+int st_dataset_find_class(const st_dataset *ds, const char *name) {
+    for (int c = 0; c < ds->n_classes; c++)
+        if (!strcmp(ds->class_names[c], name)) return c;
+    return -1;
+}
+
 /* ---- split files ------------------------------------------------------------------------ */
 
 typedef struct path_slot {
@@ -341,27 +591,16 @@ int st_dataset_select_file(const st_dataset *ds, const char *split_path, st_data
 }
 
 int st_dataset_write_paths(const st_dataset *ds, const char *path) {
-    size_t len = strlen(path);
-    char *tmp = ST_MALLOC(len + 5);
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp", 5);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        int e = errno;
-        free(tmp);
-        return st_error_set("%s: cannot write split file: %s", path, strerror(e));
-    }
-    for (int i = 0; i < ds->n; i++) fprintf(f, "%s\t%s\n", ds->paths[i], ds->class_names[ds->labels[i]]);
-    int failed = fflush(f) != 0 || fsync(fileno(f)) != 0;
-    failed |= fclose(f) != 0;
-    if (failed || rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        free(tmp);
-        return st_error_set("%s: cannot write split file: %s", path, strerror(e));
+    size_t size = strlen(path) + 5;
+    char *tmp = ST_MALLOC(size);
+    FILE *f = st_atomic_open(path, tmp, size);
+    int rc = -1;
+    if (f) {
+        for (int i = 0; i < ds->n; i++) fprintf(f, "%s\t%s\n", ds->paths[i], ds->class_names[ds->labels[i]]);
+        rc = st_atomic_commit(f, tmp, path);
     }
     free(tmp);
-    return 0;
+    return rc;
 }
 
 void st_dataset_free(st_dataset *ds) {
@@ -370,5 +609,9 @@ void st_dataset_free(st_dataset *ds) {
     free(ds->paths);
     free(ds->labels);
     free(ds->class_names);
+    for (size_t i = 0; i < (size_t)ds->n * ds->n_meta; i++) free(ds->meta[i]);
+    free(ds->meta);
+    free_strings(ds->meta_names, ds->n_meta);
+    free_strings(ds->skipped, ds->n_skipped);
     memset(ds, 0, sizeof *ds);
 }

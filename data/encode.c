@@ -9,33 +9,20 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "data/fileio.h"
 #include "kernels/check.h"
 
-/* Open path.tmp for writing; the caller finishes with finish_atomic. */
-static FILE *open_tmp(const char *path, char *tmp, size_t size) {
-    snprintf(tmp, size, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) st_error_set("%s: cannot write: %s", tmp, strerror(errno));
-    return f;
-}
-
+/* Finish a file from st_atomic_open; ok = 0 when the encoder failed (then it is dropped). */
 static int finish_atomic(FILE *f, const char *tmp, const char *path, int ok) {
-    if (ok && (fflush(f) != 0 || fsync(fileno(f)) != 0)) ok = 0;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) {
-        unlink(tmp);
-        return st_error_set("%s: write failed: %s", path, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) {
-        unlink(tmp);
-        return st_error_set("%s: cannot rename from %s: %s", path, tmp, strerror(errno));
-    }
-    return 0;
+    if (ok) return st_atomic_commit(f, tmp, path);
+    int err = errno;
+    st_atomic_abort(f, tmp);
+    return st_error_set("%s: write failed: %s", path, strerror(err));
 }
 
 int st_image_write_png(const char *path, const st_image *img) {
     char tmp[4200];
-    FILE *f = open_tmp(path, tmp, sizeof tmp);
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
     if (!f) return -1;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -63,7 +50,7 @@ static void jpeg_error_exit(j_common_ptr cinfo) { longjmp(((jpeg_error *)cinfo->
 
 int st_image_write_jpeg(const char *path, const st_image *img, int quality) {
     char tmp[4200];
-    FILE *f = open_tmp(path, tmp, sizeof tmp);
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
     if (!f) return -1;
     struct jpeg_compress_struct cinfo;
     jpeg_error err;

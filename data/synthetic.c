@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "data/encode.h"
+#include "data/fileio.h"
 #include "data/rng.h"
 #include "kernels/check.h"
 
@@ -186,29 +187,15 @@ void st_synth_render(uint64_t seed, int class_id, int index, int width, int heig
         }
 }
 
-/* mkdir -p */
-static int make_dir(const char *path) {
-    char buf[4200];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != 0) continue;
-        char saved = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST) return st_error_set("%s: cannot create folder: %s", buf, strerror(errno));
-        *p = saved;
-        if (!saved) return 0;
-    }
-}
-
 int st_synth_write_dataset(const char *root, const st_synth_config *cfg, FILE *progress) {
     if (cfg->n_classes < 1 || cfg->images_per_class < 1 || cfg->width < 8 || cfg->height < 8)
         return st_error_set("synthetic dataset: need >= 1 class, >= 1 image per class and sides >= 8");
-    if (make_dir(root)) return -1;
+    if (st_mkdirs(root)) return -1;
     for (int c = 0; c < cfg->n_classes; c++) {
         int id = cfg->first_class + c;
         char dir[4200];
         snprintf(dir, sizeof dir, "%s/device_%03d", root, id);
-        if (make_dir(dir)) return -1;
+        if (st_mkdirs(dir)) return -1;
         for (int j = 0; j < cfg->images_per_class; j++) {
             int i = cfg->first_image + j;
             st_image img;

@@ -28,11 +28,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/fileio.h"
 #include "../kernels/check.h"
 #include "cli.h"
 #include "../train/commands.h"
 #include "embeddings_h5.h"
 #include "eval.h"
+#include "html.h"
 
 enum { SHEET_DEFAULT = 50 };
 
@@ -81,43 +83,10 @@ static int bad_usage(const char *msg) { return st_cli_usage_error("eval", msg); 
 
 /* ---- small writers ----------------------------------------------------------------------- */
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
-static void html_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else if (*s == '&') fputs("&amp;", f);
-        else if (*s == '"') fputs("&quot;", f);
-        else fputc(*s, f);
-    }
-}
-
-/* Open DIR/name.tmp for an atomic write. */
+/* Open DIR/name.tmp for an atomic write, finished by st_atomic_commit (data/fileio.h). */
 static FILE *open_tmp(const char *dir, const char *name, char *tmp, char *final, size_t size) {
     snprintf(final, size, "%s/%s", dir, name);
-    snprintf(tmp, size, "%s/%s.tmp", dir, name);
-    FILE *f = fopen(tmp, "w");
-    if (!f) st_error_set("%s: cannot write: %s", tmp, strerror(errno));
-    return f;
-}
-
-static int commit(FILE *f, const char *tmp, const char *final) {
-    int ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, final) != 0) {
-        remove(tmp);
-        return st_error_set("%s: write failed: %s", final, strerror(errno));
-    }
-    return 0;
+    return st_atomic_open(final, tmp, size);
 }
 
 typedef struct {
@@ -149,10 +118,10 @@ static int write_report(const outputs *x) {
     fprintf(f, "{\n  \"protocol\": \"%s\",\n  \"metric\": \"%s\",\n", st_protocol_name(o->protocol),
             st_metric_name(o->metric));
     fprintf(f, "  \"%s\": ", o->protocol == ST_PROTOCOL_FILES ? "gallery" : "embeddings");
-    json_string(f, x->gallery_path);
+    st_cli_json_string(f, x->gallery_path);
     if (o->protocol == ST_PROTOCOL_FILES) {
         fprintf(f, ",\n  \"queries_file\": ");
-        json_string(f, x->queries_path);
+        st_cli_json_string(f, x->queries_path);
     }
     fprintf(f, ",\n  \"k\": %d,\n", o->k);
     if (o->protocol == ST_PROTOCOL_RANK100)
@@ -188,7 +157,7 @@ static int write_report(const outputs *x) {
     if (o->protocol != ST_PROTOCOL_RANK100)
         fprintf(f, ",\n  \"trec\": {\"run\": \"run.trec\", \"qrels\": \"qrels.txt\", \"split\": 0}");
     fprintf(f, "\n}\n");
-    return commit(f, tmp, final);
+    return st_atomic_commit(f, tmp, final);
 }
 
 /* The searched gallery rows grouped by label (counting sort): class c is
@@ -250,8 +219,8 @@ static int write_trec(const outputs *x) {
     }
     free(groups.start);
     free(groups.members);
-    int rc = commit(run, tmp, final);
-    int rc2 = commit(qrels, tmp2, final2);
+    int rc = st_atomic_commit(run, tmp, final);
+    int rc2 = st_atomic_commit(qrels, tmp2, final2);
     return rc || rc2 ? -1 : 0;
 }
 
@@ -273,7 +242,7 @@ static int write_topk_json(const outputs *x) {
         if (rk->n_relevant[i] <= 0) continue;
         fprintf(f, "%s\n  {\"query\": ", first ? "" : ",");
         first = 0;
-        json_string(f, row_path(x->queries, rk->query_rows[i], buf, sizeof buf));
+        st_cli_json_string(f, row_path(x->queries, rk->query_rows[i], buf, sizeof buf));
         fprintf(f, ", \"row\": %lld, \"relevant\": %ld, \"results\": [",
                 (long long)rk->query_rows[i], rk->n_relevant[i]);
         for (int j = 0; j < shown; j++) {
@@ -281,35 +250,36 @@ static int write_topk_json(const outputs *x) {
             int64_t row = rk->result_rows[at];
             if (row < 0) break;
             fprintf(f, "%s{\"path\": ", j ? ", " : "");
-            json_string(f, row_path(x->gallery, row, buf, sizeof buf));
+            st_cli_json_string(f, row_path(x->gallery, row, buf, sizeof buf));
             fprintf(f, ", \"row\": %lld, \"score\": %.7g, \"hit\": %s}", (long long)row, rk->score[at],
                     rk->rel[at] ? "true" : "false");
         }
         fprintf(f, "]}");
     }
     fprintf(f, "\n]}\n");
-    return commit(f, tmp, final);
+    return st_atomic_commit(f, tmp, final);
 }
 
-/* An image reference that works from the sheet: absolute paths as they are, relative ones
- * resolved against the current directory when the file exists. */
-static void html_image(FILE *f, const st_embeddings *e, int64_t row, int hit, float score, int is_query) {
-    char buf[64], resolved[PATH_MAX];
+/* One figure of the sheet: the image linked by its path relative to the sheet (infer/html.h),
+ * its row, label, score and metadata columns. */
+static void html_image(FILE *f, const char *page, const st_embeddings *e, int64_t row, int hit, float score,
+                       int is_query) {
+    char buf[64];
     const char *label = e->labels[row] >= 0 && e->label_names ? e->label_names[e->labels[row]] : "";
     fprintf(f, "<figure class=\"%s\">", is_query ? "query" : hit ? "hit" : "miss");
     if (e->paths) {
-        const char *p = e->paths[row];
-        const char *src = p[0] != '/' && realpath(p, resolved) ? resolved : p;
-        fputs("<img loading=\"lazy\" src=\"", f);
-        if (src[0] == '/') fputs("file://", f);
-        html_text(f, src);
-        fputs("\">", f);
+        fputs("<a href=\"", f);
+        st_html_image_url(f, e->paths[row], page, 0);
+        fputs("\"><img loading=\"lazy\" src=\"", f);
+        st_html_image_url(f, e->paths[row], page, 0);
+        fputs("\"></a>", f);
     }
     fputs("<figcaption>", f);
-    html_text(f, row_path(e, row, buf, sizeof buf));
+    st_html_text(f, row_path(e, row, buf, sizeof buf));
     fputs("<br>", f);
-    html_text(f, label);
+    st_html_text(f, label);
     if (!is_query) fprintf(f, " %.4f", score);
+    for (int c = 0; c < e->n_meta; c++) st_html_metadata(f, e->meta_names[c], e->meta[(size_t)row * e->n_meta + c]);
     fputs("</figcaption></figure>", f);
 }
 
@@ -334,16 +304,16 @@ static int write_sheet(const outputs *x) {
         if (rk->n_relevant[i] <= 0) continue;
         rows++;
         fputs("<div class=\"row\">", f);
-        html_image(f, x->queries, rk->query_rows[i], 0, 0.0f, 1);
+        html_image(f, final, x->queries, rk->query_rows[i], 0, 0.0f, 1);
         for (int j = 0; j < shown; j++) {
             size_t at = (size_t)i * rk->depth + j;
             if (rk->result_rows[at] < 0) break;
-            html_image(f, x->gallery, rk->result_rows[at], rk->rel[at], rk->score[at], 0);
+            html_image(f, final, x->gallery, rk->result_rows[at], rk->rel[at], rk->score[at], 0);
         }
         fputs("</div>\n", f);
     }
     fputs("</body></html>\n", f);
-    return commit(f, tmp, final);
+    return st_atomic_commit(f, tmp, final);
 }
 
 /* ---- the command ------------------------------------------------------------------------ */

@@ -2,8 +2,10 @@
  * cmd_inspect.c: `simtune inspect FILE.h5 [--json]`, a description of a weight file or checkpoint:
  * layout (Keras 2 / full model / Keras 3 / torchvision conversion / simtune export / checkpoint),
  * detected architecture and how it was decided, top or notop, every layer with weights and the
- * shapes of its datasets, the parameter count, and the weights that are missing, unexpected or of
- * the wrong shape against the detected architecture (infer/weights_h5.c does the work).
+ * shapes of its datasets, the parameter count, the embedding recipe of simtune files (image size,
+ * resize, pooling, normalisation; st_weights_recipe), and the weights that are missing,
+ * unexpected or of the wrong shape against the detected architecture (infer/weights_h5.c does
+ * the work).
  *
  * Exit status: 0 when the file matches its architecture, 1 when it cannot be read or does not
  * match (the description is still printed), 2 on bad usage.
@@ -14,6 +16,7 @@
 
 #include "../kernels/check.h"
 #include "../train/commands.h"
+#include "cli.h"
 #include "h5util.h"
 #include "weights_h5.h"
 
@@ -59,26 +62,11 @@ static const char *preprocess_text(st_preprocess p) {
     return "unknown";
 }
 
-static void json_string(FILE *out, const char *s) {
-    if (!s) {
-        fputs("null", out);
-        return;
-    }
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", out);
-        else if (*p < 0x20) fprintf(out, "\\u%04x", *p);
-        else fputc(*p, out);
-    }
-    fputc('"', out);
-}
-
 static void json_list(FILE *out, const char *key, char **items, int n) {
     fprintf(out, ",\"%s\":[", key);
     for (int i = 0; i < n; i++) {
         if (i) fputc(',', out);
-        json_string(out, items[i]);
+        st_cli_json_string(out, items[i]);
     }
     fputc(']', out);
 }
@@ -101,18 +89,18 @@ static void checkpoint_position(const char *path, double *step, double *epoch) {
 
 static void print_json(FILE *out, const char *path, const st_weights_info *info, int ok) {
     fputs("{\"file\":", out);
-    json_string(out, path);
+    st_cli_json_string(out, path);
     fprintf(out, ",\"format\":\"%s\",\"format_description\":", format_id(info->format));
-    json_string(out, st_weights_format_name(info->format));
+    st_cli_json_string(out, st_weights_format_name(info->format));
     fputs(",\"arch\":", out);
-    json_string(out, info->arch[0] ? info->arch : NULL);
+    st_cli_json_string(out, info->arch[0] ? info->arch : NULL);
     fputs(",\"arch_reason\":", out);
-    json_string(out, info->arch_reason);
+    st_cli_json_string(out, info->arch_reason);
     fprintf(out, ",\"top\":%s,\"classifier\":", info->classifier[0] ? "true" : "false");
-    json_string(out, info->classifier[0] ? info->classifier : NULL);
+    st_cli_json_string(out, info->classifier[0] ? info->classifier : NULL);
     fprintf(out, ",\"num_classes\":%d,\"embed_dim\":%d,\"bn_epsilon\":%.7g,\"preprocess\":",
             info->num_classes, info->embed_dim, (double)info->bn_eps);
-    json_string(out, preprocess_id(info->preprocess));
+    st_cli_json_string(out, preprocess_id(info->preprocess));
     fprintf(out, ",\"layer_names\":%d,\"weighted_layers\":%d,\"tensors\":%d,\"params\":%zu",
             info->n_layer_names, info->n_layers, count_tensors(info), info->n_params);
     if (info->format == ST_WEIGHTS_CHECKPOINT) {
@@ -121,19 +109,26 @@ static void print_json(FILE *out, const char *path, const st_weights_info *info,
         fprintf(out, ",\"step\":%.0f,\"epoch\":%.0f", step, epoch);
     }
     fputs(",\"metadata\":", out);
-    json_string(out, info->metadata_json);
+    st_cli_json_string(out, info->metadata_json);
+    const st_weights_recipe *r = &info->recipe;
+    if (r->present)
+        fprintf(out, ",\"recipe\":{\"image_size\":%d,\"resize_short\":%d,\"crop\":\"center\",\"pool\":\"%s\","
+                     "\"gem_p\":%.7g,\"embed_dim\":%d,\"normalize\":%s}",
+                r->image_size, r->resize_short, r->pool, (double)r->gem_p, info->embed_dim,
+                r->normalize ? "true" : "false");
+    else fputs(",\"recipe\":null", out);
     fputs(",\"layers\":[", out);
     for (int i = 0; i < info->n_layers; i++) {
         const st_weights_layer *l = &info->layers[i];
         fputs(i ? ",{\"name\":" : "{\"name\":", out);
-        json_string(out, l->name);
+        st_cli_json_string(out, l->name);
         fputs(",\"weights\":[", out);
         for (int k = 0; k < l->n_tensors; k++) {
             const st_weights_tensor *t = &l->tensors[k];
             fputs(k ? ",{\"name\":" : "{\"name\":", out);
-            json_string(out, t->weight);
+            st_cli_json_string(out, t->weight);
             fputs(",\"dataset\":", out);
-            json_string(out, t->dataset);
+            st_cli_json_string(out, t->dataset);
             fputs(",\"shape\":[", out);
             for (int d = 0; d < t->rank; d++) fprintf(out, "%s%lld", d ? "," : "", t->dims[d]);
             fputs("]}", out);
@@ -171,6 +166,13 @@ static void print_text(FILE *out, const char *path, const st_weights_info *info)
         fprintf(out, "checkpoint:    step %.0f, epoch %.0f\n", step, epoch);
     }
     if (info->metadata_json) fprintf(out, "metadata:      %s\n", info->metadata_json);
+    const st_weights_recipe *r = &info->recipe;
+    if (r->present)
+        fprintf(out, "recipe:        %d px (shorter side %d, centre crop), pooling %s (p %g), %s, %s\n",
+                r->image_size, r->resize_short, r->pool, (double)r->gem_p,
+                info->embed_dim ? "embedding head" : "pooled features", r->normalize ? "L2-normalised" : "raw");
+    else
+        fprintf(out, "recipe:        none (embed uses 224 px, avg pooling unless told otherwise)\n");
     fprintf(out, "layers:        %d listed, %d with weights, %d tensors, %zu parameters\n",
             info->n_layer_names, info->n_layers, count_tensors(info), info->n_params);
     for (int i = 0; i < info->n_layers; i++) {

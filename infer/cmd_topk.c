@@ -79,8 +79,7 @@ static int write_result(const char *path, const st_topk_result *r, st_metric met
     if (rc == 0) rc = st_h5_write_string_attr(f, "gallery", gallery, path, "/");
     if (rc == 0) rc = st_h5_write_string_attr(f, "queries", queries, path, "/");
     if (rc != 0) {
-        H5Fclose(f);
-        remove(tmp);
+        st_h5_discard(f, tmp);
     } else {
         rc = st_h5_commit_atomic(f, tmp, path);
     }

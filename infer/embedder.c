@@ -8,6 +8,7 @@
 
 #include "../kernels/check.h"
 #include "data/loader.h"
+#include "data/rng.h"
 #include "data/transform.h"
 #include "weights_h5.h"
 
@@ -26,6 +27,8 @@ struct st_embedder {
     int dim;
     char arch[32];
     char layer_name[64];
+    st_embedder_settings settings;
+    char weights_id[17];  /* 16 hex digits */
     float *host_input;   /* (batch, S, S, 3) */
     float *host_output;  /* (batch, H, W, C) or (batch, D) */
 };
@@ -42,17 +45,69 @@ int st_embed_pool_parse(const char *name, st_embed_pool *out) {
 
 const char *st_embed_pool_name(st_embed_pool p) {
     static const char *names[] = {"avg", "max", "gem", "rmac"};
-    return names[p];
+    return p == ST_EMBED_POOL_AUTO ? "auto" : names[p];
 }
 
 void st_embedder_defaults(st_embedder_options *o) {
     memset(o, 0, sizeof *o);
-    o->pool = ST_EMBED_POOL_AVG;
-    o->gem_p = 3.0f;
-    o->normalize = 1;
+    o->pool = ST_EMBED_POOL_AUTO;
+    o->gem_p = 0;
+    o->normalize = -1;
     o->batch = 16;
-    o->image_size = 224;
+    o->image_size = 0;
     o->device = "cpu";
+}
+
+/* The options the caller left open, from the file's recipe, else the defaults. */
+static void resolve_settings(const st_embedder_options *o, const st_weights_info *info, st_embedder_settings *s) {
+    const st_weights_recipe *r = &info->recipe;
+    const char *from_file = r->present ? "weights" : "default", *flag = o->set_by ? o->set_by : "flag";
+    s->preprocess = st_preprocess_name(info->preprocess);
+    s->size_from = o->image_size > 0 ? flag : from_file;
+    s->image_size = o->image_size > 0 ? o->image_size : r->present ? r->image_size : 224;
+    s->resize_short = o->image_size <= 0 && r->present ? r->resize_short : s->image_size * 256 / 224;
+    s->pool_from = o->pool != ST_EMBED_POOL_AUTO ? flag : from_file;
+    s->pool = o->pool;
+    if (o->pool == ST_EMBED_POOL_AUTO && (!r->present || st_embed_pool_parse(r->pool, &s->pool) != 0))
+        s->pool = ST_EMBED_POOL_AVG; /* read_recipe accepted only avg, max or gem */
+    s->gem_from = o->gem_p > 0 ? flag : from_file;
+    s->gem_p = o->gem_p > 0 ? o->gem_p : r->present ? r->gem_p : 3.0f;
+    s->normalize_from = o->normalize >= 0 ? flag : from_file;
+    s->normalize = o->normalize >= 0 ? o->normalize : r->present ? r->normalize : 1;
+}
+
+const st_embedder_settings *st_embedder_settings_of(const st_embedder *e) { return &e->settings; }
+const char *st_embedder_weights_id(const st_embedder *e) { return e->weights_id; }
+
+void st_embedder_describe(const st_embedder *e, char *out, size_t size) {
+    const st_embedder_settings *s = &e->settings;
+    char gem[48] = "";
+    if (s->pool == ST_EMBED_POOL_GEM) snprintf(gem, sizeof gem, " p=%g (%s)", s->gem_p, s->gem_from);
+    snprintf(out, size,
+             "%s, %d px (%s), shorter side %d + centre crop, preprocess %s, %s %s D=%d, pooling %s (%s)%s, %s (%s)",
+             e->arch, s->image_size, s->size_from, s->resize_short, s->preprocess,
+             e->layer_index >= 0 ? "layer" : "output", e->layer_name, e->dim, st_embed_pool_name(s->pool),
+             s->pool_from, gem, s->normalize ? "L2-normalised" : "not normalised", s->normalize_from);
+}
+
+/* 64-bit hash of the parameter values in model order (the classifier excluded: it never shapes
+ * a vector), through a host buffer. */
+static void hash_parameters(st_embedder *e) {
+    uint64_t h = 0x53494D54554E45ull; /* "SIMTUNE" */
+    for (int i = 0; i < e->m->n_params; i++) {
+        const st_param *p = &e->m->params[i];
+        if (!strcmp(p->layer, "predictions")) continue;
+        float *host = ST_MALLOC(p->numel * sizeof(float));
+        e->be->download(e->be, host, p->value, p->numel * sizeof(float));
+        for (size_t j = 0; j < p->numel; j++) {
+            uint32_t bits;
+            memcpy(&bits, &host[j], sizeof bits);
+            h ^= bits;
+            h = st_splitmix64(&h);
+        }
+        free(host);
+    }
+    snprintf(e->weights_id, sizeof e->weights_id, "%016llx", (unsigned long long)h);
 }
 
 int st_embedder_dim(const st_embedder *e) { return e->dim; }
@@ -67,14 +122,15 @@ static st_gpool_kind model_pool(st_embed_pool p) {
 /* Build the model, load the weights and pick the exported tensor. */
 static int embedder_build(st_embedder *e, const st_weights_info *info) {
     const st_embedder_options *o = &e->o;
-    int host_pool = o->layer || o->pool == ST_EMBED_POOL_RMAC;
+    const st_embedder_settings *s = &e->settings;
+    int host_pool = o->layer || s->pool == ST_EMBED_POOL_RMAC;
     st_model_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.arch = e->arch; /* outlives info: the model keeps the pointer */
     cfg.batch = o->batch;
-    cfg.height = cfg.width = o->image_size;
-    cfg.pool = model_pool(o->pool);
-    cfg.gem_p = o->gem_p;
+    cfg.height = cfg.width = s->image_size;
+    cfg.pool = model_pool(s->pool);
+    cfg.gem_p = s->gem_p;
     cfg.embed_dim = host_pool ? 0 : info->embed_dim;
     /* a frozen boundary layer keeps its output in inference: that is how a feature map stays
      * readable after the forward pass ("all" = the last map before avg_pool) */
@@ -83,6 +139,7 @@ static int embedder_build(st_embedder *e, const st_weights_info *info) {
     e->m = st_model_create(e->be, &cfg, 0);
     if (!e->m) return -1;
     if (st_weights_load(e->m, o->weights, NULL) != 0) return -1;
+    hash_parameters(e);
     if (!host_pool) {
         e->layer_index = -1;
         e->use_embedding = info->embed_dim > 0;
@@ -104,7 +161,7 @@ static int embedder_build(st_embedder *e, const st_weights_info *info) {
 
 int st_embedder_open(const st_embedder_options *o, st_embedder **out) {
     *out = NULL;
-    if (o->batch < 1 || o->image_size < 32)
+    if (o->batch < 1 || (o->image_size > 0 && o->image_size < 32))
         return st_error_set("batch %d must be >= 1 and image size %d >= 32", o->batch, o->image_size);
     st_weights_info info;
     if (st_weights_probe(o->weights, &info) != 0) return -1;
@@ -118,7 +175,9 @@ int st_embedder_open(const st_embedder_options *o, st_embedder **out) {
     st_embedder *e = ST_CALLOC(1, sizeof *e);
     e->o = *o;
     snprintf(e->arch, sizeof e->arch, "%s", info.arch);
-    e->transform = st_transform_eval(o->image_size, o->image_size * 256 / 224, info.preprocess);
+    resolve_settings(o, &info, &e->settings);
+    int size = e->settings.image_size;
+    e->transform = st_transform_eval(size, e->settings.resize_short, info.preprocess);
     e->decode = st_decode_opts_default();
     e->decode.min_short_side = st_transform_min_decode_side(&e->transform);
     e->be = st_backend_open(o->device, o->threads);
@@ -130,7 +189,7 @@ int st_embedder_open(const st_embedder_options *o, st_embedder **out) {
     }
     size_t per_image = e->layer_index >= 0 ? st_numel(st_model_layer_output(e->m, e->layer_index)) / o->batch
                                            : (size_t)e->dim;
-    e->host_input = ST_MALLOC((size_t)o->batch * o->image_size * o->image_size * 3 * sizeof(float));
+    e->host_input = ST_MALLOC((size_t)o->batch * size * size * 3 * sizeof(float));
     e->host_output = ST_MALLOC((size_t)o->batch * per_image * sizeof(float));
     *out = e;
     return 0;
@@ -236,18 +295,19 @@ static void export_batch(st_embedder *e, int nb, float *out) {
 #pragma omp for schedule(static)
             for (int i = 0; i < nb; i++) {
                 const float *x = e->host_output + i * per_image;
-                if (e->o.pool == ST_EMBED_POOL_RMAC) rmac(x, t.h, t.w, t.c, out + (size_t)i * t.c, region);
-                else pool_window(x, t.w, t.c, 0, 0, t.h, t.w, e->o.pool, e->o.gem_p, out + (size_t)i * t.c);
+                float *v = out + (size_t)i * t.c;
+                if (e->settings.pool == ST_EMBED_POOL_RMAC) rmac(x, t.h, t.w, t.c, v, region);
+                else pool_window(x, t.w, t.c, 0, 0, t.h, t.w, e->settings.pool, e->settings.gem_p, v);
             }
             free(region);
         }
     }
-    if (e->o.normalize)
+    if (e->settings.normalize)
         for (int i = 0; i < nb; i++) l2_normalise(out + (size_t)i * e->dim, e->dim);
 }
 
 long st_embedder_run(st_embedder *e, const char *const *paths, long n, float *out, uint8_t *ok) {
-    int s = e->o.image_size;
+    int s = e->settings.image_size;
     size_t image_floats = (size_t)s * s * 3;
     long *slot = ST_MALLOC((size_t)e->o.batch * sizeof(long)); /* batch position -> image */
     float *vectors = ST_MALLOC((size_t)e->o.batch * e->dim * sizeof(float));

@@ -3,9 +3,14 @@
  * `simtune embed` (a whole dataset) and `simtune search` (one query image).
  *
  * The architecture, preprocessing and an `embedding` head (simtune exports) come from the weight
- * file (infer/weights_h5.h st_weights_probe). Images go through the evaluation transform
- * (shorter side to image_size * 256/224, centre crop image_size, the architecture's
- * preprocessing) in batches; decoding and transforms run on the OpenMP threads.
+ * file (infer/weights_h5.h st_weights_probe), and so do the image size, resize rule, pooling,
+ * GeM p and normalisation when the file records the recipe it was trained with (embed_*
+ * attributes of simtune files); an option set by the caller wins, and files without a recipe
+ * (Keras, torchvision) get the defaults 224 px, avg, p = 3, normalised. st_embedder_settings
+ * says what was used and where each value came from. Images go through the evaluation transform
+ * (shorter side to resize_short = the recipe's, else image_size * 256/224; centre crop
+ * image_size; the file's preprocessing) in batches; decoding and transforms run on the OpenMP
+ * threads.
  *
  * What a vector is (D = its length):
  *   layer NULL, pool avg|max|gem   the model's own output: the `embedding` head when the weight
@@ -23,15 +28,26 @@
  * A layer can be exported only when its output is materialised (outputs fused into the next
  * step, e.g. a conv before its BN, are not): the error names the layer and gives a HINT.
  * Bad images are skipped with one warning line each (ok[i] = 0), never silently.
+ *
+ * Identity: st_embedder_weights_id is a 64-bit hash (16 hex digits) of the parameter values
+ * the vectors depend on (every loaded parameter in model order, the classifier excluded), so an
+ * embedding file records which weights built it and `search` can tell another model apart.
  */
 #ifndef ST_EMBEDDER_H
 #define ST_EMBEDDER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model.h"
 
-typedef enum { ST_EMBED_POOL_AVG, ST_EMBED_POOL_MAX, ST_EMBED_POOL_GEM, ST_EMBED_POOL_RMAC } st_embed_pool;
+typedef enum {
+    ST_EMBED_POOL_AUTO = -1, /* the weight file's recipe, else avg */
+    ST_EMBED_POOL_AVG,
+    ST_EMBED_POOL_MAX,
+    ST_EMBED_POOL_GEM,
+    ST_EMBED_POOL_RMAC
+} st_embed_pool;
 
 int st_embed_pool_parse(const char *name, st_embed_pool *out); /* avg | max | gem | rmac */
 const char *st_embed_pool_name(st_embed_pool p);
@@ -39,16 +55,28 @@ const char *st_embed_pool_name(st_embed_pool p);
 typedef struct st_embedder_options {
     const char *weights;   /* weight file */
     const char *layer;     /* NULL: the model's output (see above) */
-    st_embed_pool pool;    /* avg */
-    float gem_p;           /* 3 */
-    int normalize;         /* 1: L2-normalise every vector */
+    st_embed_pool pool;    /* AUTO: the recipe's, else avg */
+    float gem_p;           /* 0: the recipe's, else 3 */
+    int normalize;         /* 1 / 0: L2-normalise every vector or not; -1: the recipe's, else 1 */
     int batch;             /* images per forward pass (16) */
-    int image_size;        /* crop side (224) */
+    int image_size;        /* crop side; 0: the recipe's, else 224 */
     int threads;           /* 0 = all cores */
     const char *device;    /* "cpu" | "cuda" */
+    const char *set_by;    /* source named for the values set here (NULL: "flag") */
 } st_embedder_options;
 
 void st_embedder_defaults(st_embedder_options *o);
+
+/* What an open embedder uses, each with its source: "flag" (set by the caller; o.set_by when
+ * given), "weights" (the file's recipe) or "default". */
+typedef struct st_embedder_settings {
+    int image_size, resize_short;
+    st_embed_pool pool;
+    float gem_p;
+    int normalize;
+    const char *preprocess;                 /* caffe | tf | torch (always the file's) */
+    const char *size_from, *pool_from, *gem_from, *normalize_from;
+} st_embedder_settings;
 
 typedef struct st_embedder st_embedder;
 
@@ -58,9 +86,14 @@ int st_embedder_dim(const st_embedder *e);
 const char *st_embedder_arch(const st_embedder *e);
 const char *st_embedder_layer(const st_embedder *e); /* the layer exported, or "embedding" / "avg_pool" */
 st_backend *st_embedder_backend(const st_embedder *e); /* the device it runs on, for searches */
+const st_embedder_settings *st_embedder_settings_of(const st_embedder *e);
+const char *st_embedder_weights_id(const st_embedder *e);
+/* One line for humans: "resnet50, 64 px (weights), shorter side 73 + centre crop, preprocess
+ * caffe, output embedding D=128, pooling gem (weights) p=4 (weights), L2-normalised (weights)". */
+void st_embedder_describe(const st_embedder *e, char *out, size_t size);
 
 /* Embed n images: out (n, D); ok (n) = 1 for embedded images, 0 for skipped bad ones (their
- * rows are zero). Returns the number embedded. */
+ * rows are zero, and a warning line each on stderr). Returns the number embedded. */
 long st_embedder_run(st_embedder *e, const char *const *paths, long n, float *out, uint8_t *ok);
 
 void st_embedder_close(st_embedder *e);

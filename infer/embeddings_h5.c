@@ -98,19 +98,20 @@ void st_embeddings_reader_close(st_embeddings_reader *r) {
     r->file = r->dataset = r->file_space = -1;
 }
 
-/* Read the 1-D string dataset `name` (variable or fixed length) into a new array of n strings. */
-static int read_string_dataset(hid_t file, const char *name, long expected, char ***out,
+/* Read the string dataset `name` (variable or fixed length) of the given rank (1, or 2 for a
+ * row-major table) into a new array of all its strings; expected = their total count, or -1. */
+static int read_string_dataset(hid_t file, const char *name, int rank, long expected, char ***out,
                                long *count, const char *path) {
     hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
     if (d < 0) return st_error_set("%s: /%s: not a readable dataset", path, name);
     hid_t type = H5Dget_type(d), space = H5Dget_space(d);
     int rc = -1;
     long n = (long)H5Sget_simple_extent_npoints(space);
-    if (H5Tget_class(type) != H5T_STRING || H5Sget_simple_extent_ndims(space) != 1) {
-        st_error_set("%s: /%s: expected a 1-D dataset of strings", path, name);
+    if (H5Tget_class(type) != H5T_STRING || H5Sget_simple_extent_ndims(space) != rank) {
+        st_error_set("%s: /%s: expected a %d-D dataset of strings", path, name, rank);
     } else if (expected >= 0 && n != expected) {
-        st_error_set("%s: /%s: has %ld entries, expected %ld (one per row of /embeddings)", path,
-                     name, n, expected);
+        st_error_set("%s: /%s: has %ld entries, expected %ld (%s)", path, name, n, expected,
+                     rank == 1 ? "one per row of /embeddings" : "rows of /embeddings x /metadata_columns");
     } else {
         char **items = ST_CALLOC((size_t)n, sizeof *items);
         if (H5Tis_variable_str(type) > 0) {
@@ -156,15 +157,16 @@ static int read_string_dataset(hid_t file, const char *name, long expected, char
     return rc;
 }
 
-static int write_string_dataset(hid_t file, const char *name, char *const *items, long n,
+/* A 1-D dataset of n strings, or with cols > 0 a 2-D (n, cols) table of n * cols row-major. */
+static int write_string_dataset(hid_t file, const char *name, char *const *items, long n, long cols,
                                 const char *path) {
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
     H5Tset_cset(type, H5T_CSET_UTF8);
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t space = H5Screate_simple(1, dims, NULL);
+    hsize_t dims[2] = {(hsize_t)n, (hsize_t)cols};
+    hid_t space = H5Screate_simple(cols > 0 ? 2 : 1, dims, NULL);
     hid_t d = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = d >= 0 && (n == 0 || H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, items) >= 0)
+    int rc = d >= 0 && (n * (cols > 0 ? cols : 1) == 0 || H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, items) >= 0)
                  ? 0
                  : -1;
     if (d >= 0) H5Dclose(d);
@@ -185,10 +187,26 @@ void st_embeddings_free(st_embeddings *e) {
     free(e->labels);
     free_strings(e->label_names, e->n_label_names);
     free_strings(e->paths, e->n);
+    free_strings(e->meta_names, e->n_meta);
+    free_strings(e->meta, e->meta ? e->n * e->n_meta : 0);
     free(e->model);
     free(e->layer);
     free(e->pooling);
+    free(e->weights_id);
     memset(e, 0, sizeof *e);
+}
+
+/* /metadata_columns (M) and /metadata (N, M), both or neither. */
+static int read_metadata(hid_t f, const char *path, st_embeddings *e) {
+    int has_columns = st_h5_has(f, "metadata_columns"), has_values = st_h5_has(f, "metadata");
+    if (!has_columns && !has_values) return 0;
+    if (!has_columns || !has_values)
+        return st_error_set("%s: /%s without /%s", path, has_columns ? "metadata_columns" : "metadata",
+                            has_columns ? "metadata" : "metadata_columns");
+    long m = 0, total = 0;
+    if (read_string_dataset(f, "metadata_columns", 1, -1, &e->meta_names, &m, path) != 0) return -1;
+    e->n_meta = (int)m;
+    return read_string_dataset(f, "metadata", 2, e->n * m, &e->meta, &total, path);
 }
 
 static int read_labels(hid_t f, const char *path, st_embeddings *e) {
@@ -213,6 +231,7 @@ static int read_attributes(hid_t f, const char *path, st_embeddings *e) {
     if (st_h5_read_string_attr(f, "model", &e->model, path, "/") < 0) return -1;
     if (st_h5_read_string_attr(f, "layer", &e->layer, path, "/") < 0) return -1;
     if (st_h5_read_string_attr(f, "pooling", &e->pooling, path, "/") < 0) return -1;
+    if (st_h5_read_string_attr(f, "weights_id", &e->weights_id, path, "/") < 0) return -1;
     double normalized = 0;
     int found = st_h5_read_double_attr(f, "normalized", &normalized, path, "/");
     if (found < 0) return -1;
@@ -220,6 +239,9 @@ static int read_attributes(hid_t f, const char *path, st_embeddings *e) {
     double image_size = 0;
     if (st_h5_read_double_attr(f, "image_size", &image_size, path, "/") < 0) return -1;
     e->image_size = (int)image_size;
+    double gem_p = 0;
+    if (st_h5_read_double_attr(f, "gem_p", &gem_p, path, "/") < 0) return -1;
+    e->gem_p = (float)gem_p;
     return 0;
 }
 
@@ -239,12 +261,13 @@ int st_embeddings_read(const char *path, st_embeddings *out) {
     hid_t f = r.file;
     long n_names = 0, n_paths = 0;
     if (rc == 0 && st_h5_has(f, "label_names")) {
-        rc = read_string_dataset(f, "label_names", -1, &out->label_names, &n_names, path);
+        rc = read_string_dataset(f, "label_names", 1, -1, &out->label_names, &n_names, path);
         out->n_label_names = (int)n_names;
     }
     if (rc == 0) rc = read_labels(f, path, out);
     if (rc == 0 && st_h5_has(f, "paths"))
-        rc = read_string_dataset(f, "paths", out->n, &out->paths, &n_paths, path);
+        rc = read_string_dataset(f, "paths", 1, out->n, &out->paths, &n_paths, path);
+    if (rc == 0) rc = read_metadata(f, path, out);
     if (rc == 0) rc = read_attributes(f, path, out);
     st_embeddings_reader_close(&r);
     if (rc != 0) st_embeddings_free(out);
@@ -268,8 +291,12 @@ int st_embeddings_write(const char *path, const st_embeddings *e) {
     int rc = st_h5_write_floats(f, "embeddings", e->vectors, 2, dims, path);
     if (rc == 0) rc = st_h5_write_ints(f, "labels", labels, (size_t)e->n, path);
     if (rc == 0 && e->label_names)
-        rc = write_string_dataset(f, "label_names", e->label_names, e->n_label_names, path);
-    if (rc == 0 && e->paths) rc = write_string_dataset(f, "paths", e->paths, e->n, path);
+        rc = write_string_dataset(f, "label_names", e->label_names, e->n_label_names, 0, path);
+    if (rc == 0 && e->paths) rc = write_string_dataset(f, "paths", e->paths, e->n, 0, path);
+    if (rc == 0 && e->n_meta > 0)
+        rc = write_string_dataset(f, "metadata_columns", e->meta_names, e->n_meta, 0, path);
+    if (rc == 0 && e->n_meta > 0) rc = write_string_dataset(f, "metadata", e->meta, e->n, e->n_meta, path);
+    if (rc == 0 && e->weights_id) rc = st_h5_write_string_attr(f, "weights_id", e->weights_id, path, "/");
     if (rc == 0 && e->model) rc = st_h5_write_string_attr(f, "model", e->model, path, "/");
     if (rc == 0 && e->layer) rc = st_h5_write_string_attr(f, "layer", e->layer, path, "/");
     if (rc == 0 && e->pooling) rc = st_h5_write_string_attr(f, "pooling", e->pooling, path, "/");
@@ -277,10 +304,10 @@ int st_embeddings_write(const char *path, const st_embeddings *e) {
         rc = st_h5_write_long_attr(f, "normalized", e->normalized, path, "/");
     if (rc == 0 && e->image_size > 0)
         rc = st_h5_write_long_attr(f, "image_size", e->image_size, path, "/");
+    if (rc == 0 && e->gem_p > 0) rc = st_h5_write_double_attr(f, "gem_p", e->gem_p, path, "/");
     free(labels);
     if (rc != 0) {
-        H5Fclose(f);
-        remove(tmp);
+        st_h5_discard(f, tmp);
         free(tmp);
         return -1;
     }

@@ -9,8 +9,13 @@
  *                                  absent means every label is -1)
  *   /label_names  strings (C)      class names (optional; variable or fixed length)
  *   /paths        strings (N)      image path of each row, as the embedder was given it (optional)
+ *   /metadata_columns strings (M)  names of the manifest's extra columns (optional, with:)
+ *   /metadata     strings (N, M)   their values per row, "" when empty
  *   attributes on /: model, layer, pooling (strings), normalized (integer 0/1), image_size
- *                    (integer, the crop side the images were embedded at) - all optional
+ *                    (integer, the crop side the images were embedded at), weights_id (string,
+ *                    16 hex digits: the hash of the parameters that built the vectors,
+ *                    infer/embedder.h), gem_p (float, the exponent of pooling gem) - all
+ *                    optional
  *
  * Validation on read: a non-finite value fails with "<file>: /embeddings: row <i> ...", a label
  * below -1 or beyond /label_names, and a /labels or /paths length different from N, fail too.
@@ -40,13 +45,18 @@ typedef struct st_embeddings {
     char *pooling;
     int normalized;       /* 1 / 0, or -1 when the attribute is absent */
     int image_size;       /* crop side used by `simtune embed`, 0 when absent */
+    int n_meta;           /* M metadata columns, 0 when none */
+    char **meta_names;    /* (M) or NULL */
+    char **meta;          /* (N, M) row-major or NULL */
+    char *weights_id;     /* NULL when absent */
+    float gem_p;          /* GeM exponent of pooling gem, 0 when absent */
 } st_embeddings;
 
 /* Load the whole file; 0, or -1 with st_error_set naming the file and the dataset/row. */
 int st_embeddings_read(const char *path, st_embeddings *out);
 
 /* Write atomically (path.tmp, fsync, rename). labels may be NULL (written as all -1);
- * label_names, paths and the string attributes may be NULL (omitted). */
+ * label_names, paths, metadata (n_meta = 0) and the string attributes may be NULL (omitted). */
 int st_embeddings_write(const char *path, const st_embeddings *e);
 
 void st_embeddings_free(st_embeddings *e);

@@ -541,7 +541,8 @@ int st_eval_run(st_backend *be, const st_eval_options *o, const st_embeddings *d
     for (long i = 0; i < data->n && !labelled; i++) labelled = data->labels[i] >= 0;
     if (!labelled)
         return st_error_set("%s: /labels: no labelled row; evaluation needs class labels; HINT: "
-                            "embed a folder-per-class dataset or a TSV with labels",
+                            "embed a folder-per-class dataset or a manifest with a label column "
+                            "(`simtune search` ranks unlabelled files)",
                             data_path);
     if (queries && st_embeddings_check_dims(data_path, data->d, queries_path, queries->d) != 0)
         return -1;

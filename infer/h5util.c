@@ -2,17 +2,19 @@
  * h5util.c: HDF5 helpers (see h5util.h for the contract). Every failure path closes what it
  * opened and sets a message "<file>: <object>: <problem>"; nothing here exits on bad input.
  */
+#define _GNU_SOURCE /* memfd_create, fallocate; before any header */
 #include "h5util.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/fileio.h"
 #include "../kernels/check.h"
 
 void st_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -68,47 +70,120 @@ hid_t st_h5_open_read(const char *path) {
 
 hid_t st_h5_create(const char *tmp_path) {
     st_h5_quiet();
-    hid_t f = H5Fcreate(tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* No sieve buffer: small datasets are then written in H5Dwrite, where a failure can still be
+     * handled (divert_writes), not later in a close that cannot fail safely. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_sieve_buf_size(fapl, 0);
+    errno = 0;
+    hid_t f = H5Fcreate(tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    int err = errno;
+    H5Pclose(fapl);
     if (f < 0) {
         char why[512];
-        st_h5_last_error(why, sizeof why);
-        return st_error_set("%s: cannot create (%s)", tmp_path, why[0] ? why : strerror(errno));
+        if (err != 0) snprintf(why, sizeof why, "%s", strerror(err));
+        else if (!st_h5_last_error(why, sizeof why)[0]) snprintf(why, sizeof why, "unknown HDF5 error");
+        unlink(tmp_path);
+        return st_error_set("%s: cannot create: %s", tmp_path, why);
     }
     return f;
 }
 
-static int fsync_path(const char *path, int directory) {
-    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
+/* The reason a write failed: the OS's when HDF5 passed on an errno (ENOSPC, EIO, EDQUOT...),
+ * else HDF5's innermost message. Call right after the failing call, before any other HDF5 call
+ * clears the error stack. */
+static const char *write_failure(int err, char *buf, size_t size) {
+    if (err != 0) snprintf(buf, size, "%s", strerror(err));
+    else if (!st_h5_last_error(buf, size)[0]) snprintf(buf, size, "unknown HDF5 error");
+    return buf;
 }
 
-int st_h5_commit_atomic(hid_t file, const char *tmp_path, const char *final_path) {
-    /* Flush first: H5Fclose defers the real close while a caller still holds an object open. */
-    herr_t flushed = H5Fflush(file, H5F_SCOPE_GLOBAL);
-    if (H5Fclose(file) < 0 || flushed < 0) {
+/* The descriptor of an open file's sec2 driver (the default driver), or NULL. */
+static int *file_descriptor(hid_t file) {
+    int *fd = NULL;
+    if (H5Fget_vfd_handle(file, H5P_DEFAULT, (void **)&fd) < 0 || !fd || *fd < 0) return NULL;
+    return fd;
+}
+
+/* HDF5 1.10 frees a file whose close-time flush fails yet keeps its id; the library's atexit
+ * handler then closes that id again and crashes (SIGSEGV in H5F__close_cb, issue 13). A failed
+ * flush also leaves its metadata cache unable to flush ever again ("slist already enabled?").
+ * So HDF5 must never see a metadata flush fail: once a raw-data write has failed, the file is
+ * abandoned and its descriptor pointed at an anonymous memory file, where every later flush,
+ * and so the close, succeeds without touching the full disk. */
+static void divert_writes(hid_t obj) {
+    hid_t file = H5Iget_file_id(obj);
+    if (file < 0) return;
+    int *fd = file_descriptor(file);
+    int mem = fd ? memfd_create("simtune-discarded-h5", MFD_CLOEXEC) : -1;
+    if (mem >= 0) {
+        dup2(mem, *fd);
+        close(mem);
+    }
+    H5Fclose(file); /* the reference H5Iget_file_id added */
+}
+
+/* Room the final metadata flush may need beyond the file's current end: a few object headers
+ * and heaps; the file's own blocks are reserved in full. */
+#define FLUSH_RESERVE_MARGIN (1 << 20)
+
+/* Allocate the blocks of the whole file (and the margin) before HDF5 flushes its metadata into
+ * them, so that a full disk shows here, as ENOSPC, and never inside the flush. 0 reserved, or
+ * reservation unsupported by the file system (then the flush goes ahead unprotected); -1 with
+ * errno when the disk has no room. *reserved_end: the end of the reservation (0 none). */
+static int reserve_for_flush(hid_t file, off_t *reserved_end) {
+    *reserved_end = 0;
+    hsize_t size = 0;
+    int *fd = file_descriptor(file);
+    if (!fd || H5Fget_filesize(file, &size) < 0) return 0;
+    off_t end = (off_t)size + FLUSH_RESERVE_MARGIN;
+    if (fallocate(*fd, FALLOC_FL_KEEP_SIZE, 0, end) == 0) {
+        *reserved_end = end;
+        return 0;
+    }
+    return errno == ENOSPC || errno == EDQUOT || errno == EFBIG ? -1 : 0;
+}
+
+/* Give back the reserved blocks past the file's end once it is closed. */
+static void release_reserve(const char *tmp_path, off_t reserved_end) {
+    int fd = reserved_end > 0 ? open(tmp_path, O_WRONLY) : -1;
+    struct stat st;
+    if (fd < 0) return;
+    if (fstat(fd, &st) == 0 && st.st_size < reserved_end)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, reserved_end - st.st_size);
+    close(fd);
+}
+
+void st_h5_discard(hid_t file, const char *tmp_path) {
+    divert_writes(file);
+    H5Fclose(file);
+    unlink(tmp_path);
+}
+
+int st_h5_close_written(hid_t file, const char *tmp_path, const char *final_path) {
+    /* Flush before closing: a failed flush can still be discarded cleanly, and H5Fclose defers
+     * the real close while a caller still holds an object open. */
+    off_t reserved_end = 0;
+    int reserved = reserve_for_flush(file, &reserved_end);
+    if (reserved == 0) errno = 0; /* a reservation the file system does not support is no error */
+    if (reserved != 0 || H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
+        char why[512];
+        write_failure(errno, why, sizeof why);
+        st_h5_discard(file, tmp_path);
+        return st_error_set("%s: cannot write: %s", final_path, why);
+    }
+    if (H5Fclose(file) < 0) {
         char why[512];
         st_h5_last_error(why, sizeof why);
         unlink(tmp_path);
-        return st_error_set("%s: writing failed while closing %s (%s)", final_path, tmp_path, why);
+        return st_error_set("%s: cannot close %s (%s)", final_path, tmp_path, why);
     }
-    if (fsync_path(tmp_path, 0) != 0) {
-        int e = errno;
-        unlink(tmp_path);
-        return st_error_set("%s: fsync of %s failed: %s", final_path, tmp_path, strerror(e));
-    }
-    if (rename(tmp_path, final_path) != 0) {
-        int e = errno;
-        unlink(tmp_path);
-        return st_error_set("%s: rename from %s failed: %s", final_path, tmp_path, strerror(e));
-    }
-    char *copy = ST_STRDUP(final_path);
-    int rc = fsync_path(dirname(copy), 1), e = errno;
-    free(copy);
-    if (rc != 0) return st_error_set("%s: fsync of its directory failed: %s", final_path, strerror(e));
+    release_reserve(tmp_path, reserved_end);
     return 0;
+}
+
+int st_h5_commit_atomic(hid_t file, const char *tmp_path, const char *final_path) {
+    if (st_h5_close_written(file, tmp_path, final_path) != 0) return -1;
+    return st_file_commit(tmp_path, final_path);
 }
 
 void st_strlist_free(st_strlist *list) {
@@ -444,20 +519,22 @@ static int write_dataset(hid_t loc, const char *name, hid_t file_type, hid_t mem
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     hid_t space = H5Screate_simple(rank, dims, NULL);
+    errno = 0;
     hid_t d = H5Dcreate2(loc, name, file_type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     int rc = d >= 0 ? 0 : -1;
     /* A zero-element dataset is created but not written (HDF5 rejects a NULL buffer). */
     if (rc == 0 && H5Sget_simple_extent_npoints(space) > 0 &&
         H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         rc = -1;
+    char why[512];
+    if (rc) {
+        write_failure(errno, why, sizeof why);
+        divert_writes(loc);
+    }
     if (d >= 0) H5Dclose(d);
     H5Sclose(space);
     H5Pclose(lcpl);
-    if (rc) {
-        char why[512];
-        st_h5_last_error(why, sizeof why);
-        st_error_set("%s: dataset '%s': cannot write (%s)", path, name, why);
-    }
+    if (rc) st_error_set("%s: dataset '%s': cannot write: %s", path, name, why);
     return rc;
 }
 

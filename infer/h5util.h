@@ -12,6 +12,8 @@
  *     that stands for an empty list.
  *   - scalar string / number attributes, dataset shapes, contiguous float datasets whose names
  *     contain '/' (intermediate groups created), and the atomic commit of a written file.
+ *   - write errors: the message carries the OS reason, and the file is abandoned so that no
+ *     later HDF5 call (or the library's exit handler) writes to the failing disk again.
  *
  * Ownership: st_strlist items and strings returned through char ** are malloc'ed and belong to
  * the caller (st_strlist_free / free). hid_t handles returned are the caller's to close.
@@ -39,9 +41,20 @@ hid_t st_h5_open_read(const char *path);
 /* Create `tmp_path` (truncating) for an atomic write; -1 with st_error_set on failure. */
 hid_t st_h5_create(const char *tmp_path);
 
-/* Close `file` (written to tmp_path), fsync it, rename it over final_path and fsync the directory.
- * On any failure the temporary file is removed; -1 with st_error_set naming final_path. */
+/* Flush and close `file` (written to tmp_path), then st_file_commit (data/fileio.h): fsync,
+ * rename over final_path, fsync the directory. On any failure the file is discarded as by
+ * st_h5_discard; -1 with st_error_set naming final_path and the OS reason
+ * ("No space left on device"). */
 int st_h5_commit_atomic(hid_t file, const char *tmp_path, const char *final_path);
+
+/* The first half of st_h5_commit_atomic: flush and close, leaving tmp_path complete but not
+ * renamed (for a check before st_file_commit); on failure discarded, -1. */
+int st_h5_close_written(hid_t file, const char *tmp_path, const char *final_path);
+
+/* Give up a file being written after an error: close it without writing anything more to disk
+ * (a failed flush at close would leave HDF5 1.10 with a freed file that its atexit handler
+ * closes again: SIGSEGV) and remove tmp_path. Use instead of H5Fclose + unlink. */
+void st_h5_discard(hid_t file, const char *tmp_path);
 
 typedef struct st_strlist {
     char **items; /* n NUL-terminated strings */

@@ -14,9 +14,12 @@
  * materialized output (out.data == NULL), nor do padding layers.
  *
  * Memory (all from the model's arenas, laid out twice: sizing then commit):
- *   out.data  "kept" outputs (needed by backward, the delimiting layer, the head) get their own
- *             block; every other output shares a small pool of reused blocks (slots), so a frozen
- *             trunk costs a few activation buffers only.
+ *   out.data  "kept" outputs (the values backward reads, the delimiting layer, the head) get
+ *             their own block; every other output shares a small pool of reused blocks (slots),
+ *             so a frozen trunk costs a few activation buffers only. A residual add overwrites
+ *             one input that nothing else reads (in place): that input is written straight into
+ *             the add's buffer. A trainable residual branch's last BN output is neither kept nor
+ *             given a slot: backward reads the BN's input and the add's output only.
  *   grad      gradient of a materialized output (same shape), only for steps that need a
  *             gradient; backbone gradients share another slot pool, head gradients are
  *             m->d_features / d_embedding / d_logits.

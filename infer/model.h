@@ -59,6 +59,8 @@ typedef struct st_model_config {
     int num_classes;          /* 0: no classifier; else dense 'predictions' to K logits, reading
                                * the normalised embedding when there is one, else the features */
     float bn_momentum;        /* running-statistics momentum in training (PyTorch convention) */
+    const char *preprocess;   /* caffe | tf | torch the weights are trained with, recorded in
+                               * weight files; NULL: the architecture's */
 } st_model_config;
 
 typedef struct st_param {

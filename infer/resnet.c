@@ -447,6 +447,7 @@ static void describe_steps(st_model *m) {
  * uniform blocks ("slots") handed out and returned in execution order. */
 typedef struct slot_plan {
     int *slot_of;      /* per layer: slot index of its output, -1 when kept or absent */
+    int *inplace_of;   /* per layer: the add that overwrites its output in place, -1 none */
     int n_slots;
     size_t slot_numel;
     int *gslot_of;     /* per layer: gradient slot, -1 when dedicated or absent */
@@ -459,6 +460,40 @@ static int is_head(const st_layer *l) {
     return l->kind == ST_LAYER_GPOOL || l->kind == ST_LAYER_DENSE || l->kind == ST_LAYER_L2NORM;
 }
 
+/* Which forward values the backward of a step reads (train/backward.c): its inputs (x) and its
+ * output (y). Only these must outlive the forward pass; everything else goes to reused slots.
+ * A BN without ReLU feeding a residual add is the big case: neither the BN's backward (x only)
+ * nor the add's (y only, for the ReLU mask) reads it, and it is a third of a ResNet's
+ * activations. */
+static void backward_reads(const st_layer *l, int *reads_x, int *reads_y) {
+    const st_step *s = &l->step;
+    switch (l->kind) {
+    case ST_LAYER_CONV: /* x for the filter gradient; the data gradient needs only weights */
+        *reads_x = s->trains;
+        *reads_y = 0;
+        break;
+    case ST_LAYER_BN: /* x for the normalised values; y for the fused ReLU's mask */
+        *reads_x = 1;
+        *reads_y = s->relu;
+        break;
+    case ST_LAYER_ADD: /* the gradient passes through unchanged but for the ReLU's mask */
+        *reads_x = 0;
+        *reads_y = s->relu;
+        break;
+    case ST_LAYER_DENSE:
+        *reads_x = 1;
+        *reads_y = 0;
+        break;
+    case ST_LAYER_L2NORM:
+        *reads_x = 0;
+        *reads_y = 1;
+        break;
+    default: /* pools: the argmax / the pooled value */
+        *reads_x = *reads_y = 1;
+        break;
+    }
+}
+
 static void mark_kept(st_model *m) {
     for (int i = 0; i < m->n_layers; i++) {
         st_layer *l = &m->layers[i];
@@ -467,8 +502,10 @@ static void mark_kept(st_model *m) {
         st_layer *out = &m->layers[s->last];
         if (l->kind == ST_LAYER_INPUT || is_head(l) || s->last == m->freeze_index) out->kept = 1;
         if (!s->needs_grad) continue;
-        out->kept = 1; /* its output (BN / ReLU masks, pools) and inputs are read by backward */
-        for (int k = 0; k < s->n_in; k++) m->layers[s->in_mat[k]].kept = 1;
+        int reads_x, reads_y;
+        backward_reads(l, &reads_x, &reads_y);
+        if (reads_y) out->kept = 1;
+        for (int k = 0; k < s->n_in && reads_x; k++) m->layers[s->in_mat[k]].kept = 1;
     }
 }
 
@@ -476,8 +513,33 @@ static int slot_take(int *free_list, int *n_free, int *n_slots) {
     return *n_free ? free_list[--*n_free] : (*n_slots)++;
 }
 
+/* A residual add writes its sum over one of its inputs: one that is not kept, has no other
+ * reader and so dies at the add. That input is then produced straight into the add's output
+ * buffer (its kept block, or its slot, which the add inherits): one buffer less per block, the
+ * last BN output of a residual branch in training, its last conv output in inference. */
+static void plan_inplace_adds(const st_model *m, slot_plan *sp) {
+    int *readers = ST_CALLOC((size_t)m->n_layers, sizeof(int));
+    for (int i = 0; i < m->n_layers; i++) {
+        const st_step *s = &m->layers[i].step;
+        if (m->layers[i].exec != i) continue;
+        for (int k = 0; k < s->n_in; k++) readers[s->in_mat[k]]++;
+    }
+    for (int i = 0; i < m->n_layers; i++) {
+        const st_step *s = &m->layers[i].step;
+        if (m->layers[i].exec != i || m->layers[i].kind != ST_LAYER_ADD) continue;
+        for (int k = 0; k < s->n_in; k++) {
+            int in = s->in_mat[k];
+            if (m->layers[in].kept || readers[in] != 1) continue;
+            sp->inplace_of[in] = s->last;
+            break;
+        }
+    }
+    free(readers);
+}
+
 /* Forward: an output that is not kept takes a slot at its step and returns it after the step
- * that reads it last. */
+ * that reads it last; an add's output inherits the slot of the input it overwrites, and that
+ * input takes none when the add's output is kept. */
 static void plan_forward_slots(const st_model *m, slot_plan *sp, int *free_list) {
     int n = m->n_layers, n_free = 0;
     int *last_use = ST_MALLOC((size_t)n * sizeof(int));
@@ -490,15 +552,21 @@ static void plan_forward_slots(const st_model *m, slot_plan *sp, int *free_list)
     for (int i = 0; i < n; i++) {
         const st_layer *l = &m->layers[i];
         if (l->exec != i) continue;
-        int out = l->step.last;
-        if (!m->layers[out].kept) {
+        int out = l->step.last, overwritten = -1;
+        for (int k = 0; k < l->step.n_in; k++)
+            if (sp->inplace_of[l->step.in_mat[k]] == out) overwritten = l->step.in_mat[k];
+        int into_kept = sp->inplace_of[out] >= 0 && m->layers[sp->inplace_of[out]].kept;
+        if (overwritten >= 0 && sp->slot_of[overwritten] >= 0) {
+            sp->slot_of[out] = sp->slot_of[overwritten];
+        } else if (!m->layers[out].kept && !into_kept) {
             sp->slot_of[out] = slot_take(free_list, &n_free, &sp->n_slots);
             size_t numel = st_numel(m->layers[out].out);
             if (numel > sp->slot_numel) sp->slot_numel = numel;
         }
         for (int k = 0; k < l->step.n_in; k++) {
             int in = l->step.in_mat[k];
-            if (sp->slot_of[in] >= 0 && last_use[in] == i) free_list[n_free++] = sp->slot_of[in];
+            if (sp->slot_of[in] >= 0 && last_use[in] == i && in != overwritten)
+                free_list[n_free++] = sp->slot_of[in];
         }
         if (sp->slot_of[out] >= 0 && last_use[out] < 0) free_list[n_free++] = sp->slot_of[out];
     }
@@ -538,9 +606,11 @@ static void plan_grad_slots(st_model *m, slot_plan *sp, int *free_list) {
 static void plan_slots(st_model *m, slot_plan *sp) {
     int n = m->n_layers;
     sp->slot_of = ST_MALLOC((size_t)n * sizeof(int));
+    sp->inplace_of = ST_MALLOC((size_t)n * sizeof(int));
     sp->gslot_of = ST_MALLOC((size_t)n * sizeof(int));
-    for (int i = 0; i < n; i++) sp->slot_of[i] = sp->gslot_of[i] = -1;
+    for (int i = 0; i < n; i++) sp->slot_of[i] = sp->inplace_of[i] = sp->gslot_of[i] = -1;
     int *free_list = ST_MALLOC((size_t)n * sizeof(int));
+    plan_inplace_adds(m, sp);
     plan_forward_slots(m, sp, free_list);
     plan_grad_slots(m, sp, free_list);
     free(free_list);
@@ -560,8 +630,8 @@ static void layout_params(st_model *m) {
         }
 }
 
-/* Materialized outputs: kept ones get their own block, the others a slot; gradients their
- * slot. */
+/* Materialized outputs: kept ones get their own block, the others a slot or the kept block of
+ * the add that overwrites them; gradients their slot. */
 static void layout_outputs(st_model *m, const slot_plan *sp) {
     st_arena *acts = &m->acts_arena;
     m->input = m->layers[0].out;
@@ -575,10 +645,13 @@ static void layout_outputs(st_model *m, const slot_plan *sp) {
         st_layer *l = &m->layers[i];
         l->grad = NULL;
         if (i > 0) l->out.data = NULL;
-        if (i > 0 && l->materialized)
-            l->out.data = l->kept ? st_arena_take(acts, st_numel(l->out)) : slots[sp->slot_of[i]];
+        if (i > 0 && l->materialized && l->kept) l->out.data = st_arena_take(acts, st_numel(l->out));
+        if (i > 0 && l->materialized && sp->slot_of[i] >= 0) l->out.data = slots[sp->slot_of[i]];
         if (l->materialized && sp->gslot_of[i] >= 0) l->grad = gslots[sp->gslot_of[i]];
     }
+    for (int i = 0; i < m->n_layers; i++) /* the add comes later than what it overwrites */
+        if (!m->layers[i].out.data && sp->inplace_of[i] >= 0)
+            m->layers[i].out.data = m->layers[sp->inplace_of[i]].out.data;
     free(slots);
 }
 
@@ -832,6 +905,7 @@ st_model *st_model_create(st_backend *be, const st_model_config *cfg, uint64_t s
     commit_arena(&m->acts_arena, be);
     layout(m, &sp); /* real pointers */
     free(sp.slot_of);
+    free(sp.inplace_of);
     free(sp.gslot_of);
 
     for (int i = 0; i < m->n_layers; i++) {
@@ -875,8 +949,10 @@ st_param *st_model_find_param(st_model *m, const char *layer, const char *weight
 
 /* The output of a layer after the last forward. data is NULL when the layer's output is not
  * kept: fused inside a step (conv before its folded BN, BN before its ReLU, padding) or held in
- * a reused buffer (frozen trunk, inference models). Kept: every output of the trainable part,
- * the freeze_until layer, the head and the input. An inference model (training == 0) is all
+ * a reused buffer (frozen trunk, inference models, outputs of the trainable part that backward
+ * does not read, such as a BN without ReLU feeding a residual add). Kept: the outputs of the
+ * trainable part that backward reads, the freeze_until layer, the head and the input. An
+ * inference model (training == 0) is all
  * frozen whatever freeze_until says, so freeze_until is how a caller asks to keep one trunk
  * layer's output (embed --layer conv4_block6_out). */
 st_tensor st_model_layer_output(const st_model *m, int index) {

@@ -77,15 +77,6 @@ static const char *family_name(st_family f) {
     return "unknown";
 }
 
-static const char *preprocess_name(st_preprocess p) {
-    switch (p) {
-    case ST_PREPROCESS_CAFFE: return "caffe";
-    case ST_PREPROCESS_TF: return "tf";
-    case ST_PREPROCESS_TORCH: return "torch";
-    }
-    return "unknown";
-}
-
 static int is_head_layer(const char *name) {
     return strcmp(name, "predictions") == 0 || strcmp(name, "embedding") == 0;
 }
@@ -439,6 +430,43 @@ static void detect_keras_arch(st_weights_info *info) {
              blocks[3], v2 ? "v2" : "v1");
 }
 
+/* The embed_* attributes (st_weights_recipe): all or none; a partial or invalid set is an error
+ * naming the attribute. */
+static int read_recipe(hid_t file, st_weights_recipe *r, const char *path) {
+    double size = 0, resize = 0, gem_p = 0, normalize = 0;
+    char *pool = NULL, *crop = NULL;
+    int found = st_h5_read_double_attr(file, "embed_image_size", &size, path, "/");
+    if (found <= 0) return found;
+    int rc = 0;
+    if (st_h5_read_double_attr(file, "embed_resize_short", &resize, path, "/") != 1 ||
+        st_h5_read_string_attr(file, "embed_crop", &crop, path, "/") != 1 ||
+        st_h5_read_string_attr(file, "embed_pool", &pool, path, "/") != 1 ||
+        st_h5_read_double_attr(file, "embed_gem_p", &gem_p, path, "/") != 1 ||
+        st_h5_read_double_attr(file, "embed_normalize", &normalize, path, "/") != 1)
+        rc = st_error_set("%s: /: the embed_* attributes are incomplete (embed_image_size without "
+                          "embed_resize_short, embed_crop, embed_pool, embed_gem_p or embed_normalize)", path);
+    else if (!(size >= 32 && resize >= size && resize < 1e6))
+        rc = st_error_set("%s: /: attribute embed_image_size %g / embed_resize_short %g: expected "
+                          "32 <= image size <= resize", path, size, resize);
+    else if (strcmp(crop, "center"))
+        rc = st_error_set("%s: /: attribute embed_crop '%s' is unknown (center)", path, crop);
+    else if (strcmp(pool, "avg") && strcmp(pool, "max") && strcmp(pool, "gem"))
+        rc = st_error_set("%s: /: attribute embed_pool '%s' is unknown (avg, max, gem)", path, pool);
+    else if (!(gem_p > 0))
+        rc = st_error_set("%s: /: attribute embed_gem_p %g must be > 0", path, gem_p);
+    if (rc == 0) {
+        r->present = 1;
+        r->image_size = (int)size;
+        r->resize_short = (int)resize;
+        snprintf(r->pool, sizeof r->pool, "%s", pool);
+        r->gem_p = (float)gem_p;
+        r->normalize = normalize != 0;
+    }
+    free(pool);
+    free(crop);
+    return rc;
+}
+
 /* Root attributes written by our writers and tools/torchvision2h5.py (5.4). */
 static int read_root_attrs(hid_t file, st_weights_info *info, int *has_format, const char *path) {
     char *arch = NULL, *format = NULL, *pre = NULL;
@@ -448,7 +476,8 @@ static int read_root_attrs(hid_t file, st_weights_info *info, int *has_format, c
         st_h5_read_string_attr(file, "simtune_format", &format, path, "/") < 0 ||
         st_h5_read_string_attr(file, "preprocess", &pre, path, "/") < 0 ||
         st_h5_read_double_attr(file, "bn_epsilon", &eps, path, "/") < 0 ||
-        st_h5_read_string_attr(file, "simtune_metadata", &info->metadata_json, path, "/") < 0)
+        st_h5_read_string_attr(file, "simtune_metadata", &info->metadata_json, path, "/") < 0 ||
+        read_recipe(file, &info->recipe, path) < 0)
         rc = -1;
     *has_format = 0;
     if (rc == 0 && format) {
@@ -770,17 +799,38 @@ void st_weights_report_free(st_weights_report *rep) {
 
 /* ---- saving ---------------------------------------------------------------------------- */
 
+static const char *gpool_name(st_gpool_kind k) {
+    return k == ST_GPOOL_MAX ? "max" : k == ST_GPOOL_GEM ? "gem" : "avg";
+}
+
+/* The embedding recipe of a model trained with config c: the evaluation geometry of the trainer
+ * and `simtune embed` (shorter side to S * 256/224, centre crop S), the model's global pooling,
+ * its embedding head, and L2-normalised vectors (what validation ranks by cosine). */
+static int write_recipe(const st_model_config *c, hid_t root, const char *path) {
+    if (st_h5_write_long_attr(root, "embed_image_size", c->height, path, "/") != 0 ||
+        st_h5_write_long_attr(root, "embed_resize_short", (long long)c->height * 256 / 224, path, "/") != 0 ||
+        st_h5_write_string_attr(root, "embed_crop", "center", path, "/") != 0 ||
+        st_h5_write_string_attr(root, "embed_pool", gpool_name(c->pool), path, "/") != 0 ||
+        st_h5_write_double_attr(root, "embed_gem_p", c->pool == ST_GPOOL_GEM ? c->gem_p : 3.0, path, "/") != 0 ||
+        st_h5_write_long_attr(root, "embed_dim", c->embed_dim, path, "/") != 0 ||
+        st_h5_write_long_attr(root, "embed_normalize", 1, path, "/") != 0)
+        return -1;
+    return 0;
+}
+
 static int write_root_attrs(const st_model *m, hid_t root, const char *path) {
     const st_arch_info *a = m->arch;
+    const st_model_config *c = &m->config;
     if (st_h5_write_string_attr(root, "arch", a->name, path, "/") != 0 ||
         st_h5_write_string_attr(root, "family", family_name(a->family), path, "/") != 0 ||
         st_h5_write_string_attr(root, "block", a->bottleneck ? "bottleneck" : "basic", path, "/") != 0 ||
         st_h5_write_string_attr(root, "stride_in", a->family == ST_FAMILY_KERAS_V1 ? "1x1" : "3x3",
                                 path, "/") != 0 ||
         st_h5_write_double_attr(root, "bn_epsilon", a->bn_eps, path, "/") != 0 ||
-        st_h5_write_string_attr(root, "preprocess", preprocess_name(a->preprocess), path, "/") != 0)
+        st_h5_write_string_attr(root, "preprocess",
+                                c->preprocess ? c->preprocess : st_preprocess_name(a->preprocess), path, "/") != 0)
         return -1;
-    return 0;
+    return write_recipe(c, root, path);
 }
 
 int st_weights_write_group(const st_model *m, hid_t root, hid_t group, const char *path) {
@@ -837,8 +887,7 @@ int st_weights_save(const st_model *m, const char *path, const char *json_metada
     if (rc == 0) rc = st_h5_write_string_attr(f, "simtune_format", "export", path, "/");
     if (rc == 0 && json_metadata) rc = st_h5_write_string_attr(f, "simtune_metadata", json_metadata, path, "/");
     if (rc != 0) {
-        H5Fclose(f);
-        remove(tmp);
+        st_h5_discard(f, tmp);
         return -1;
     }
     return st_h5_commit_atomic(f, tmp, path);

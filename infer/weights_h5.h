@@ -14,7 +14,10 @@
  *     family, block, stride_in, bn_epsilon, preprocess (5.4).
  *   - simtune exports (st_weights_save) and checkpoints (train/checkpoint.c, weights under
  *     /model_weights): Keras 2 layout + root attributes arch, family, bn_epsilon, preprocess,
- *     simtune_format, simtune_metadata (JSON).
+ *     simtune_format, simtune_metadata (JSON), and the embedding recipe (st_weights_recipe):
+ *     embed_image_size, embed_resize_short, embed_crop, embed_pool, embed_gem_p, embed_dim,
+ *     embed_normalize - how the model was trained to see images, which `simtune embed` and
+ *     `simtune search` follow unless told otherwise (docs/formats.md).
  *
  * Shapes are the Keras ones everywhere: conv kernels (R, S, C_in, K) HWIO, dense kernels
  * (in, out), vectors (C). A classifier group named predictions, probs or fc1000 (pitfall 9)
@@ -56,6 +59,18 @@ typedef struct st_weights_layer {
     int n_tensors;
 } st_weights_layer;
 
+/* How images become vectors with these weights, as the model was trained (root attributes
+ * embed_*; preprocess and arch are the family attributes). Keras and torchvision files have
+ * none: present = 0 and the embedder keeps its defaults (224 px, avg pooling). */
+typedef struct st_weights_recipe {
+    int present;        /* 1 when the file records a recipe */
+    int image_size;     /* embed_image_size: centre crop side S */
+    int resize_short;   /* embed_resize_short: shorter side resized to this before the crop */
+    char pool[8];       /* embed_pool: avg | max | gem (the model's global pooling) */
+    float gem_p;        /* embed_gem_p: GeM exponent */
+    int normalize;      /* embed_normalize: 1 = vectors L2-normalised */
+} st_weights_recipe;
+
 typedef struct st_weights_info {
     st_weights_format format;
     char weights_group[32];     /* "/" or "/model_weights" (Keras 2 layouts); "/layers" Keras 3 */
@@ -72,6 +87,7 @@ typedef struct st_weights_info {
     int n_layers;
     size_t n_params;            /* total floats in all weighted layers */
     char *metadata_json;        /* simtune_metadata root attribute, NULL when absent */
+    st_weights_recipe recipe;   /* embed_* root attributes (present = 0 when absent) */
     /* Against the detected architecture's expected weights (empty when arch unknown): */
     char **missing;             /* "layer/weight" expected but absent */
     int n_missing;
@@ -114,13 +130,15 @@ int st_weights_load(st_model *m, const char *path, st_weights_report *rep);
 void st_weights_report_free(st_weights_report *rep);
 
 /* Export m as a Keras 2 legacy file (layer_names = all model layers, weight_names,
- * <layer>/<layer>/<weight>:0) with root attributes arch, family, bn_epsilon, preprocess,
- * simtune_format "export" and simtune_metadata (json_metadata, may be NULL). Atomic
+ * <layer>/<layer>/<weight>:0) with root attributes arch, family, bn_epsilon, preprocess (the
+ * config's, else the architecture's), the embed_* recipe from m's config (input size, pooling,
+ * GeM p, embedding head), simtune_format "export" and simtune_metadata (json_metadata, may be
+ * NULL). Atomic
  * (path.tmp, fsync, rename). 0 or -1. */
 int st_weights_save(const st_model *m, const char *path, const char *json_metadata);
 
 /* The writer behind st_weights_save, for checkpoint.c: the Keras 2 layout of m's layers into an
- * open group plus the family root attributes on `root`; path is for messages. 0 or -1. */
+ * open group plus the family and embed_* root attributes on `root`; path is for messages. */
 int st_weights_write_group(const st_model *m, hid_t root, hid_t group, const char *path);
 
 #endif

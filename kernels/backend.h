@@ -144,6 +144,7 @@ struct st_backend {
     /* activations and residuals */
     void (*relu_forward)(st_backend *be, const float *x, float *y, size_t n);
     void (*relu_backward)(st_backend *be, const float *y, const float *dy, float *dx, size_t n);
+    /* y = relu?(a + b); y may be a or b (the model adds in place, infer/resnet.c) */
     void (*add_forward)(st_backend *be, const float *a, const float *b, float *y, size_t n, int relu);
 
     /* pooling */

@@ -4,6 +4,8 @@
 #   test_resnet_parity  forward features and every gradient against PyTorch 1.13 for
 #                       torchvision resnet18/50 and Keras resnet50/resnet50v2 (python oracle:
 #                       torch_resnet_fixture writes the HDF5 fixtures into the test directory)
+#   test_resnet_memory  the training activations arena against the tensors autograd saves,
+#                       residual adds in place (C only, no oracle)
 st_add_test(NAME test_resnet_model SOURCES test_resnet_model.c LIBS st_train LABELS cpu)
 
 st_add_script_test(NAME torch_resnet_fixture
@@ -12,3 +14,4 @@ st_add_script_test(NAME torch_resnet_fixture
 set_tests_properties(torch_resnet_fixture PROPERTIES FIXTURES_SETUP resnet_torch)
 st_add_test(NAME test_resnet_parity SOURCES test_resnet_parity.c LIBS st_train LABELS python)
 set_tests_properties(test_resnet_parity PROPERTIES FIXTURES_REQUIRED resnet_torch)
+st_add_test(NAME test_resnet_memory SOURCES test_resnet_memory.c LIBS st_train LABELS cpu)

@@ -10,3 +10,10 @@ st_add_script_test(NAME test_trec_eval
   COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/check_trec_eval.py
           $<TARGET_FILE:simtune> ${CMAKE_CURRENT_BINARY_DIR}/trec_eval_work
   LABELS cpu python)
+
+# `simtune embed` / `search` / `eval` through the binary on ORL (../shared): the trained recipe
+# travels with the weights (a 64 px run embeds and evaluates to its own validation metric
+# without flags), any folder or manifest is indexed with metadata, search --json / --html.
+st_add_script_test(NAME test_embed_cli
+  COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_embed_cli.py ${CMAKE_CURRENT_BINARY_DIR}/embed_cli
+  LABELS cpu python)

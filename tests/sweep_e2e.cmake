@@ -16,3 +16,17 @@ st_add_script_test(NAME sweep_e2e
   LABELS slow)
 # 60-115 s measured on 2 shared cores at load average 6-10; the timeout only catches a hang
 set_tests_properties(sweep_e2e PROPERTIES TIMEOUT 600)
+
+# test_lock: folder locks (train/lock.h) between processes, stale and foreign-host lock files.
+st_add_test(NAME test_lock SOURCES test_lock.c LIBS st_train)
+
+# sweep_locks: two processes on one run folder / sweep folder through the CLI (the second is
+# refused naming the first), and a stale lock after kill -9 taken over by --resume.
+st_add_script_test(NAME sweep_locks
+  COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/sweep_locks.py $<TARGET_FILE:make_synthetic>)
+
+# sweep_examples: every `simtune sweep` example of --help, README.md, docs/config.md (Sweeps) and
+# configs/sweep_example.yaml runs as written (the training one at small sizes); --dry-run and a
+# real run refuse a missing weight file before training.
+st_add_script_test(NAME sweep_examples
+  COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/sweep_examples.py)

@@ -14,7 +14,10 @@ freeze_until (max_resource 3, eta 3: two brackets, 3x1 -> 1x3 and 2x3), runs it,
   - best.yaml is the leader's config, and `simtune train --config best.yaml` trained from scratch
     reproduces the leader's run epoch by epoch; the promoted trial (trained 1 epoch, then resumed
     to 3) is also retrained in one piece when it is not the leader, so resuming == uninterrupted;
-  - curves.png is a PNG.
+  - curves.png is a PNG;
+  - disk hygiene (keep_checkpoints: false, the default): the stopped trials' run folders hold no
+    *.h5 but keep config.yaml and metrics.jsonl; finished and promoted trials keep theirs (the
+    promoted one resumed from them, which the rerun above proves exact).
 Training on CPU is deterministic for a given seed, so the checks are equalities (up to the
 precision metrics.jsonl prints, PRINT_TOL). Standard library only, so any python3 runs it.
 Wall time ~1-1.5 minutes on 2 loaded cores (load average 10).
@@ -236,6 +239,21 @@ def check_best_and_resumed(sweep_dir, best, rows):
             check_rerun(sweep_dir, r, config, name, ["--set", "output.dir=runs", "--name", name])
 
 
+def check_stopped_pruned(sweep_dir, rows):
+    for r in rows:
+        run_dir = os.path.join(sweep_dir, "trials", f"{r['trial']:04d}", "checkpoints")
+        h5 = [n for n in os.listdir(run_dir) if n.endswith(".h5")]
+        if r["status"] == "stopped":
+            check(not h5, f"stopped trial {r['trial']} still holds {h5}")
+            check(all(os.path.exists(os.path.join(run_dir, n)) for n in ("config.yaml", "metrics.jsonl")),
+                  f"stopped trial {r['trial']} lost its config or metrics")
+        else:
+            check(h5, f"{r['status']} trial {r['trial']} has no checkpoint left")
+    check(any(r["status"] == "stopped" for r in rows), "the plan stops 2 trials")
+    total = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(sweep_dir) for n in names)
+    print(f"sweep folder: {total / 1e6:.0f} MB after the sweep (stopped trials' checkpoints removed)")
+
+
 def check_png(path):
     with open(path, "rb") as f:
         head = f.read(24)
@@ -266,6 +284,7 @@ def main():
     best, rows = check_leaderboard(sweep_dir, evals, plan["n_trials"])
     check_png(os.path.join(sweep_dir, "curves.png"))
     check_best_and_resumed(sweep_dir, best, rows)
+    check_stopped_pruned(sweep_dir, rows)
     print(f"sweep_e2e: {len(failures)} failures, {time.monotonic() - t_start:.1f} s in all")
     if failures:
         print(f"sweep_e2e: kept {WORK} for inspection", file=sys.stderr)

@@ -3,8 +3,11 @@
  * statistics and the head, optimizer blobs, RNG words, data order, step, epoch, config), the
  * run folder keeps the last N plus best.h5, and damaged files fail with a message naming the file
  * and the broken item: truncated, corrupt parameter bytes, corrupt state bytes, another model
- * configuration, a weight file that is not a checkpoint. Needs no fixtures.
+ * configuration, a weight file that is not a checkpoint. A non-finite optimizer blob or BN moving
+ * variance is refused as diverged with no file left; the resume loader falls back past a corrupt
+ * newest checkpoint with a warning. Needs no fixtures.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +119,66 @@ static void expect_load_failure(st_model *m, const char *path, const char *part)
     printf("  %s -> %s\n", path, msg);
 }
 
+/* A checkpoint holding a non-finite value is refused as diverged and leaves no file behind. */
+static void expect_refused(st_model *m, const char *run, const st_checkpoint *ck, const char *part) {
+    int rc = st_checkpoint_save_run(ck, m, run, 2, 1);
+    const char *msg = st_error_get();
+    TEST_CHECK(rc == -1 && strstr(msg, "diverged") && strstr(msg, part), "non-finite %s: rc %d, %s", part, rc, msg);
+    TEST_CHECK(!file_exists("checkpoint_test_run/ckpt-40.h5") && !file_exists("checkpoint_test_run/ckpt-40.h5.tmp") &&
+                   !file_exists("checkpoint_test_run/best.h5.tmp"),
+               "non-finite %s: a refused checkpoint left a file", part);
+    printf("  refused -> %s\n", msg);
+}
+
+/* Divergence never reaches a checkpoint: an inf optimizer blob, then an inf BN moving variance. */
+static void test_non_finite_refused(st_model *m, const char *run, float *m_state, size_t n_state) {
+    st_checkpoint ck;
+    st_checkpoint_init(&ck);
+    fill_state(&ck, 40, m_state, n_state);
+    const float inf_state[4] = {0.0f, 1.0f, INFINITY, 2.0f};
+    st_checkpoint_add_tensor(&ck, "optimizer/v", inf_state, 4);
+    expect_refused(m, run, &ck, "optimizer/v");
+    st_checkpoint_free(&ck);
+
+    st_checkpoint_init(&ck);
+    fill_state(&ck, 40, m_state, n_state);
+    st_param *var = NULL;
+    for (int i = 0; i < m->n_params && !var; i++)
+        if (strcmp(m->params[i].weight, "moving_variance") == 0) var = &m->params[i];
+    float *saved = ST_MALLOC(var->numel * sizeof *saved);
+    m->backend->download(m->backend, saved, var->value, var->numel * sizeof *saved);
+    m->backend->fill(m->backend, var->value, INFINITY, var->numel);
+    expect_refused(m, run, &ck, "moving_variance");
+    m->backend->upload(m->backend, var->value, saved, var->numel * sizeof *saved);
+    free(saved);
+    st_checkpoint_free(&ck);
+}
+
+/* --resume's loader: past a corrupt newest checkpoint to the one before, with a warning naming
+ * it; an error naming the run folder when none loads. */
+static void test_load_latest_fallback(st_model *m, const char *run) {
+    const char *newest = "checkpoint_test_run/ckpt-30.h5", *before = "checkpoint_test_run/ckpt-20.h5";
+    const char *kernel = "model_weights/conv3_block1_1_conv/conv3_block1_1_conv/kernel:0";
+    overwrite_bytes(newest, dataset_offset(newest, kernel) + 100, 8);
+    FILE *log = tmpfile();
+    ST_CHECK(log, "tmpfile");
+    st_checkpoint ck;
+    char used[512], warning[2048] = "";
+    int rc = st_checkpoint_load_latest(&ck, m, run, used, sizeof used, log);
+    rewind(log);
+    size_t got = fread(warning, 1, sizeof warning - 1, log);
+    warning[got] = '\0';
+    fclose(log);
+    TEST_CHECK(rc == 1 && strcmp(used, before) == 0 && ck.step == 20, "fallback: rc %d, used %s: %s", rc, used,
+               st_error_get());
+    TEST_CHECK(strstr(warning, newest) && strstr(warning, "checksum mismatch"), "fallback warning: %s", warning);
+    if (rc == 1) st_checkpoint_free(&ck);
+    overwrite_bytes(before, dataset_offset(before, kernel) + 100, 8);
+    rc = st_checkpoint_load_latest(&ck, m, run, used, sizeof used, NULL);
+    TEST_CHECK(rc == -1 && strstr(st_error_get(), run) && strstr(st_error_get(), "none of its 2"),
+               "no checkpoint loads: rc %d, %s", rc, st_error_get());
+}
+
 int main(void) {
     st_backend *be = st_backend_open("cpu", 2);
     ST_CHECK(be, "%s", st_error_get());
@@ -209,6 +272,12 @@ int main(void) {
     st_model_free(other);
     TEST_CHECK(st_weights_save(m, "ckpt_plain_weights.h5", NULL) == 0, "export: %s", st_error_get());
     expect_load_failure(m2, "ckpt_plain_weights.h5", "not a simtune checkpoint");
+
+    test_non_finite_refused(m, run, m_state, n_state);
+    rc = st_checkpoint_load(&ck, m2, "checkpoint_test_run/best.h5");
+    TEST_CHECK(rc == 0 && ck.step == 20, "best.h5 after refused saves: rc %d step %lld", rc, ck.step);
+    if (rc == 0) st_checkpoint_free(&ck);
+    test_load_latest_fallback(m2, run);
 
     st_model_free(m2);
     st_model_free(m);

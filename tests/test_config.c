@@ -255,8 +255,50 @@ static void test_round_trip(void) {
     st_config_free(&a);
 }
 
+/* Loads text, writes it back and re-reads it; 0 with *out loaded when the round trip is equal. */
+static int load_round_trip(const char *name, const char *text, st_train_config *out) {
+    write_text(name, text);
+    if (st_config_load(name, NULL, 0, out)) return -1;
+    st_train_config again;
+    int rc = st_config_write_yaml(out, "rt_holdout_out.yaml") || st_config_load("rt_holdout_out.yaml", NULL, 0, &again);
+    if (rc == 0) {
+        rc = st_config_equal(out, &again) ? 0 : st_error_set("%s: the round trip changed the config", name);
+        st_config_free(&again);
+    }
+    if (rc) st_config_free(out);
+    return rc;
+}
+
+/* data.val_classes (a share, a list of names, or null) and output.name null (the default: the
+ * command names the run by date) are read, checked and written back. */
+static void test_val_classes_and_run_name(void) {
+    st_train_config c;
+    char text[1024];
+    snprintf(text, sizeof text, "%s  val_classes: [s1, orl/s2]\n", base_yaml);
+    TEST_CHECK(load_round_trip("vc_names.yaml", text, &c) == 0, "names: %s", st_error_get());
+    if (c.data.val_classes.n_names == 2) {
+        TEST_CHECK(!strcmp(c.data.val_classes.names[1], "orl/s2") && c.data.val_classes.fraction == 0, "names read");
+        TEST_CHECK(c.output.name == NULL, "output.name defaults to null");
+        st_config_free(&c);
+    }
+    snprintf(text, sizeof text, "%s  val_classes: 0.25\n  val_fraction: 0\nearly_stopping: {patience: 2}\n", base_yaml);
+    TEST_CHECK(load_round_trip("vc_share.yaml", text, &c) == 0, "share: %s", st_error_get());
+    if (c.data.val_classes.fraction == 0.25) st_config_free(&c);
+    snprintf(text, sizeof text, "%s  val_classes: 1.5\n", base_yaml);
+    expect_error("vc_range.yaml", text, NULL, "vc_range.yaml:4:16: data.val_classes: 1.5 is out of range: must be in (0, 1)");
+    snprintf(text, sizeof text, "%s  val_classes: []\n", base_yaml);
+    expect_error("vc_empty.yaml", text, NULL, "data.val_classes: an empty list holds out nothing");
+    snprintf(text, sizeof text, "%s  val_classes: some\n", base_yaml);
+    expect_error("vc_word.yaml", text, NULL, "data.val_classes: expected a share of the classes in (0, 1)");
+    expect_error("vc_cross.yaml", "data:\n  train: [a, b]\n  strategy: cross\n  val_classes: 0.2\n", NULL,
+                 "vc_cross.yaml:4:16: data.val_classes: strategy cross already validates");
+    snprintf(text, sizeof text, "%s  val_fraction: 0\nearly_stopping: {patience: 2}\n", base_yaml);
+    expect_error("vc_none.yaml", text, NULL, "needs a validation set (HINT: set data.val_fraction > 0, data.val_classes");
+}
+
 int main(void) {
     test_valid();
+    test_val_classes_and_run_name();
     test_errors();
     test_set();
     test_round_trip();

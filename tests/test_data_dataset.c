@@ -2,6 +2,9 @@
  * test_data_dataset.c: data/dataset.c and data/sampler.c.
  *  - folder trees: class order, labels, sorted paths, recursion, non-images ignored
  *  - TSV manifests: relative paths, header, comments, CRLF; malformed lines fail naming the line
+ *  - for indexing: root images of a class tree and flat folders unlabelled, other files listed as
+ *    skipped with the reason; header manifests with metadata columns, CSV quoting, path-only
+ *    lists; the training loader still requires labels
  *  - combining datasets keeps labels apart
  *  - stratified split: per-class counts, disjoint cover, determinism by seed; split files
  *  - samplers: shuffle is a permutation per epoch, PK structure (P distinct classes, K each,
@@ -159,6 +162,92 @@ static void test_combine_and_split(void) {
     st_dataset_free(&val2);
     st_dataset_free(&all);
     st_dataset_free(&a);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    ST_CHECK(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Folders for indexing: a class tree with a root image, a .webp and a text file; a flat folder. */
+static void test_index_folders(void) {
+    mkdir("data_ds/mixed", 0755);
+    mkdir("data_ds/mixed/x", 0755);
+    mkdir("data_ds/mixed/y", 0755);
+    touch("data_ds/mixed/x/1.png");
+    touch("data_ds/mixed/x/2.jpg");
+    touch("data_ds/mixed/root.png");
+    touch("data_ds/mixed/notes.txt");
+    touch("data_ds/mixed/y/photo.webp");
+    st_dataset ds;
+    TEST_CHECK(st_dataset_load("data_ds/mixed", &ds) == 0, "strict load: %s", st_error_get());
+    TEST_CHECK(ds.n == 2 && ds.n_classes == 1 && ds.n_skipped == 3, "strict: n %d classes %d skipped %d, want 2 1 3",
+               ds.n, ds.n_classes, ds.n_skipped);
+    const char *reasons[3] = {"root.png: at the root of the class tree", "photo.webp: unsupported image format",
+                              "notes.txt: not a PNG or JPEG file"};
+    for (int r = 0; r < 3; r++) {
+        int found = 0;
+        for (int i = 0; i < ds.n_skipped; i++) found |= strstr(ds.skipped[i], reasons[r]) != NULL;
+        TEST_CHECK(found, "skipped list lacks '%s'", reasons[r]);
+    }
+    st_dataset_free(&ds);
+    TEST_CHECK(st_dataset_load_index("data_ds/mixed", &ds) == 0, "index load: %s", st_error_get());
+    TEST_CHECK(ds.n == 3 && ds.n_classes == 1 && ds.n_skipped == 2 && ds.labels[0] == -1 &&
+                   !strcmp(ds.paths[0], "data_ds/mixed/root.png") && ds.labels[1] == 0,
+               "index: n %d classes %d skipped %d first %s label %d", ds.n, ds.n_classes, ds.n_skipped,
+               ds.n ? ds.paths[0] : "", ds.n ? ds.labels[0] : 0);
+    st_dataset_free(&ds);
+
+    mkdir("data_ds/flat", 0755);
+    touch("data_ds/flat/b.jpg");
+    touch("data_ds/flat/a.PNG");
+    TEST_CHECK(st_dataset_load("data_ds/flat", &ds) == -1 && strstr(st_error_get(), "no images"),
+               "a flat folder has no classes to train on: %s", st_error_get());
+    TEST_CHECK(st_dataset_load_index("data_ds/flat", &ds) == 0, "flat index: %s", st_error_get());
+    TEST_CHECK(ds.n == 2 && ds.n_classes == 0 && ds.labels[0] == -1 && ds.labels[1] == -1 &&
+                   !strcmp(ds.paths[0], "data_ds/flat/a.PNG"),
+               "flat: n %d classes %d", ds.n, ds.n_classes);
+    st_dataset_free(&ds);
+}
+
+/* Manifests with a header: metadata columns, CSV quoting, path-only lists. */
+static void test_manifest_columns(void) {
+    const char *text = "# products\npath\tpage\tlabel\tmanual\nx.png\t3\tcat\tM1\ny.png\t4\tdog\t\n";
+    st_dataset ds;
+    TEST_CHECK(st_dataset_parse_tsv(text, strlen(text), "h.tsv", "", &ds) == 0, "header: %s", st_error_get());
+    if (ds.n == 2) {
+        TEST_CHECK(ds.n_meta == 2 && !strcmp(ds.meta_names[0], "page") && !strcmp(ds.meta_names[1], "manual"),
+                   "metadata columns");
+        TEST_CHECK(!strcmp(ds.paths[1], "y.png") && ds.labels[1] == 1 && !strcmp(ds.meta[2], "4") &&
+                       !strcmp(ds.meta[3], "") && !strcmp(ds.meta[1], "M1"),
+                   "metadata follows its row through the sort");
+        st_dataset_free(&ds);
+    }
+    write_text("data_ds/m.csv", "path,label,title\n\"a,1.png\",cat,\"He said \"\"hi\"\"\"\nb.png,,plain\n");
+    TEST_CHECK(st_dataset_load("data_ds/m.csv", &ds) == -1 && strstr(st_error_get(), "m.csv: line 3"),
+               "an empty label must fail for training: %s", st_error_get());
+    TEST_CHECK(st_dataset_load_index("data_ds/m.csv", &ds) == 0, "csv: %s", st_error_get());
+    if (ds.n == 2) {
+        TEST_CHECK(!strcmp(ds.paths[0], "data_ds/b.png") && ds.labels[0] == -1 && !strcmp(ds.paths[1], "data_ds/a,1.png") &&
+                       !strcmp(ds.meta[1], "He said \"hi\"") && ds.n_classes == 1,
+                   "csv rows %s %s meta %s", ds.paths[0], ds.paths[1], ds.meta[1]);
+        st_dataset_free(&ds);
+    }
+    write_text("data_ds/paths.tsv", "path\nq/1.png\nq/2.png\n");
+    TEST_CHECK(st_dataset_load("data_ds/paths.tsv", &ds) == -1 && strstr(st_error_get(), "no label column"),
+               "a path-only manifest must fail for training: %s", st_error_get());
+    TEST_CHECK(st_dataset_load_index("data_ds/paths.tsv", &ds) == 0 && ds.n == 2 && ds.n_classes == 0,
+               "path-only manifest for indexing: %s", st_error_get());
+    st_dataset_free(&ds);
+    const char *bad[] = {"path\tlabel\tpage\na.png\tx\t1\nb.png\tx\n", "path,label\n\"a.png,x\n"};
+    const char *why[] = {"line 3: the number of fields", "line 2: a quoted field is not closed"};
+    for (int i = 0; i < 2; i++) {
+        write_text("data_ds/bad.csv", bad[i]);
+        TEST_CHECK(st_dataset_load_index("data_ds/bad.csv", &ds) == -1 && strstr(st_error_get(), why[i]),
+                   "bad manifest %d: %s", i, st_error_get());
+    }
 }
 
 /* A synthetic dataset: class c has sizes[c] images, labels grouped. */
@@ -324,6 +413,8 @@ static void test_save_restore(void) {
 int main(void) {
     test_folder();
     test_tsv();
+    test_index_folders();
+    test_manifest_columns();
     test_combine_and_split();
     test_shuffle();
     test_pk();

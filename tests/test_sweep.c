@@ -61,11 +61,15 @@ static void log_line(const objective *o, const char *kind, const char *dir, int 
     fclose(f);
 }
 
+/* The "checkpoint" is the trainer's: a *.h5 file in the trial's run folder (cfg->output.dir),
+ * so the runner's removal of stopped trials' checkpoints acts on it; a promoted trial whose
+ * checkpoint went would retrain from epoch 0 and the epoch counts below would show it. */
 static int synthetic_trial(const st_train_config *cfg, const char *trial_dir, int target, double *metric, void *user) {
     objective *o = user;
     o->calls++;
     char ckpt[4200], tmp[4300];
-    snprintf(ckpt, sizeof ckpt, "%s/ckpt.txt", trial_dir);
+    mkdir(cfg->output.dir, 0777);
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt.h5", cfg->output.dir);
     int done = 0;
     FILE *f = fopen(ckpt, "r");
     if (f) {
@@ -309,6 +313,76 @@ static int run_child(const char *dir, int resume, int kill_at_call, int kill_aft
     return status;
 }
 
+/* --set under parameters: dotted train-config keys matched whole (sweep.h, docs/config.md) */
+static void test_parameter_sets(void) {
+    const char *sets[] = {"parameters.optimizer.lr.max=0.1", "parameters.optimizer.type={value: sgd}",
+                          "parameters.model=null", "parameters.schedule.min_lr={value: 1.0e-6}",
+                          "parameters.loss.triplet.margin.q=0.1"};
+    st_sweep_config sc;
+    int rc = st_sweep_load("sweep_fixture/sweep.yaml", sets, 5, &sc);
+    TEST_CHECK(rc == 0, "parameter --sets: %s", st_error_get());
+    if (rc) return;
+    /* file order: model, optimizer.lr, optimizer.type, data.pk, freeze_until, margin, workers, warmup */
+    TEST_CHECK(sc.n_params == 8, "model removed, schedule.min_lr added: %d parameters", sc.n_params);
+    const char *want[] = {"optimizer.lr", "optimizer.type", "data.pk", "freeze_until", "loss.triplet.margin",
+                          "data.workers", "schedule.warmup_epochs", "schedule.min_lr"};
+    for (int i = 0; i < sc.n_params && i < 8; i++)
+        TEST_CHECK(!strcmp(sc.params[i].key, want[i]), "parameter %d is %s, want %s (order kept)", i, sc.params[i].key,
+                   want[i]);
+    if (sc.n_params == 8) {
+        TEST_CHECK(sc.params[0].kind == ST_SWEEP_LOG_UNIFORM && sc.params[0].min == 1.0e-4 && sc.params[0].max == 0.1,
+                   "optimizer.lr.max=0.1: [%g, %g]", sc.params[0].min, sc.params[0].max);
+        TEST_CHECK(sc.params[1].kind == ST_SWEEP_VALUE && !strcmp(sc.params[1].values[0]->value, "sgd"),
+                   "optimizer.type={value: sgd} replaced the values list");
+        TEST_CHECK(sc.params[4].q == 0.1, "loss.triplet.margin.q=0.1: q %g", sc.params[4].q);
+        TEST_CHECK(sc.params[7].kind == ST_SWEEP_VALUE, "schedule.min_lr added as a constant");
+    }
+    st_sweep_free(&sc);
+
+    struct {
+        const char *set, *want;
+    } bad[] = {
+        {"parameters.optimizer.lrr={value: 1}",
+         "--set parameters.optimizer.lrr={value: 1}:1:1: optimizer.lrr: unknown key"},
+        {"parameters.optimizer.lr.max=abc",
+         "--set parameters.optimizer.lr.max=abc:1:1: parameters.optimizer.lr.max: expected a number"},
+        {"parameters.optimizer.lr.maxx=1", "parameters.optimizer.lr.maxx: unknown key"},
+        {"parameters.max=1", "--set parameters.max=1: expected parameters.KEY.PATH[.FIELD]=VALUE"},
+        {"parameters.optimizer.type={values: [sgd, bogus]}", ":1:16: optimizer.type: 'bogus' is not one of"},
+        {"parameters.freeze_until.value=all", "give exactly one of values"},
+        {"hyperband.etaa=2", "hyperband.etaa: unknown key"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rc = st_sweep_load("sweep_fixture/sweep.yaml", &bad[i].set, 1, &sc);
+        TEST_CHECK(rc == -1 && strstr(st_error_get(), bad[i].want), "--set %s: %s\n  wanted: %s", bad[i].set,
+                   rc ? st_error_get() : "accepted", bad[i].want);
+        if (rc == 0) st_sweep_free(&sc);
+    }
+}
+
+static int file_exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* Every trial's trainer "checkpoint" against its leaderboard status: stopped trials lose it
+ * unless keep_checkpoints, every other evaluated trial keeps it. Returns the stopped count. */
+static int check_checkpoints_kept(const char *dir, const char *csv, int keep) {
+    int stopped = 0;
+    for (const char *line = strchr(csv, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        int rank, trial;
+        char status[32] = "";
+        /* rank,trial,bracket,s,iteration,rung,epochs,metric,status,... */
+        if (sscanf(line + 1, "%d,%d,%*d,%*d,%*d,%*d,%*d,%*[^,],%31[^,]", &rank, &trial, status) != 3) continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/trials/%04d/checkpoints/ckpt.h5", dir, trial);
+        int is_stopped = !strcmp(status, "stopped");
+        stopped += is_stopped;
+        TEST_CHECK(file_exists(path) == (keep || !is_stopped), "%s: trial %d (%s): checkpoint %s", dir, trial, status,
+                   file_exists(path) ? "kept" : "removed");
+        snprintf(path, sizeof path, "%s/trials/%04d/config.yaml", dir, trial);
+        TEST_CHECK(file_exists(path), "%s: trial %d keeps its config", dir, trial);
+    }
+    return stopped;
+}
+
 static void test_run_and_resume(void) {
     /* uninterrupted reference run, in-process */
     st_sweep_config sc;
@@ -348,6 +422,7 @@ static void test_run_and_resume(void) {
                "trials.csv header: %.120s", ref.csv);
     TEST_CHECK(strstr(ref.csv, "\n1,") && strstr(ref.csv, ",finished,") && strstr(ref.csv, ",stopped,"),
                "leaderboard has finished and stopped trials");
+    TEST_CHECK(check_checkpoints_kept("sweep_ref", ref.csv, 0) == 12, "R=9, eta=3 stops 6 + 2 + 4 = 12 trials");
     TEST_CHECK(strstr(ref.best, "epochs: 9") && strstr(ref.best, "name: best"), "best.yaml is a full train config");
     struct stat st;
     TEST_CHECK(stat("sweep_ref/curves.png", &st) == 0 && st.st_size > 1000, "curves.png written");
@@ -375,6 +450,7 @@ static void test_run_and_resume(void) {
     TEST_CHECK(killed.csv && !strcmp(killed.csv, ref.csv),
                "trials.csv after kill+resume differs from the uninterrupted run");
     TEST_CHECK(killed.jsonl && !strcmp(killed.jsonl, ref.jsonl), "trials.jsonl after kill+resume differs");
+    if (killed.csv) check_checkpoints_kept("sweep_kill", killed.csv, 0);
     TEST_CHECK(killed.best && ref.best && !strcmp(killed.best, ref.best), "best.yaml after kill+resume differs");
     if (killed.log) {
         TEST_CHECK(count_lines(killed.log, "E ") == continued,
@@ -397,16 +473,32 @@ static void test_run_and_resume(void) {
     TEST_CHECK(timed.csv && !strcmp(timed.csv, ref.csv),
                "trials.csv after timed kills differs from the uninterrupted run");
     free_result(&timed);
+
+    /* keep_checkpoints: true: the same sweep, every checkpoint kept */
+    const char *keep_set[] = {"keep_checkpoints=true"};
+    objective keep_obj = {"sweep_keep.log", 0, 0, 0};
+    rc = st_sweep_load("sweep_fixture/sweep.yaml", keep_set, 1, &sc);
+    TEST_CHECK(rc == 0 && sc.keep_checkpoints == 1, "keep_checkpoints=true: %s", st_error_get());
+    if (rc == 0) {
+        TEST_CHECK(st_sweep_run(&sc, "sweep_keep", &opt, synthetic_trial, &keep_obj) == 0, "keep run: %s",
+                   st_error_get());
+        st_sweep_free(&sc);
+        run_result keep = collect("sweep_keep");
+        if (keep.csv) TEST_CHECK(check_checkpoints_kept("sweep_keep", keep.csv, 1) == 12, "keep run stops 12 trials");
+        TEST_CHECK(keep.csv && !strcmp(keep.csv, ref.csv), "keep_checkpoints changes no decision");
+        free_result(&keep);
+    }
     free_result(&ref);
     st_hb_plan_free(&plan);
 }
 
 int main(void) {
     /* sweep folders of an earlier run of this test would be refused as "already a sweep" */
-    if (system("rm -rf sweep_ref sweep_kill sweep_timed sweep_fixture") != 0) return 1;
+    if (system("rm -rf sweep_ref sweep_kill sweep_timed sweep_keep sweep_fixture") != 0) return 1;
     write_fixtures();
     test_load_and_sample();
     test_errors();
+    test_parameter_sets();
     test_run_and_resume();
     return test_finish("test_sweep");
 }

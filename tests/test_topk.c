@@ -228,7 +228,7 @@ static void test_files(st_backend *be) {
         snprintf(buf[i], sizeof buf[i], "img/%ld.png", i);
         paths[i] = buf[i];
     }
-    st_embeddings e = {n, d, x, labels, names, 3, paths, "resnet50", "avg_pool", "gem", 1, 224};
+    st_embeddings e = {n, d, x, labels, names, 3, paths, "resnet50", "avg_pool", "gem", 1, 224, 0, NULL, NULL, NULL, 0};
     TEST_CHECK(st_embeddings_write("topk_gallery.h5", &e) == 0, "write: %s", st_error_get());
     st_embeddings back;
     TEST_CHECK(st_embeddings_read("topk_gallery.h5", &back) == 0, "read: %s", st_error_get());

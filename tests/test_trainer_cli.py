@@ -3,7 +3,7 @@
 
 Data: cli_data/ (6 generated device classes x 8 images of 40x40, written by the
 trainer_cli_data fixture with tests/make_synthetic.c). Model: tv_resnet18 at 32x32 frozen up to
-conv4_block2_out. Wall time 6 s on 2 idle cores (40-65 s at load average 10).
+conv4_block2_out. Wall time about 15 s of CPU (75-120 s at load average 10).
 
   1. --help: stdout, exit 0, every option listed.
   2. Bad usage exits 2 (no arguments, an unknown option, --config with --resume, --epochs
@@ -11,8 +11,9 @@ conv4_block2_out. Wall time 6 s on 2 idle cores (40-65 s at load average 10).
      config file exits 1 naming it.
   3. An unknown config key exits 1 with FILE:LINE:COLUMN of the key and its path; a bad --set
      value names the --set text and the key.
-  4. Divergence: phase 1 (lr 0.001) is fine, phase 2 uses lr 100 until the loss is not finite:
-     exit 1, the message says "diverged" and names the run folder; the checkpoints of the
+  4. Divergence: phase 1 (lr 0.001) is fine, phase 2 uses lr 100 until the loss explodes
+     (over divergence_factor times the running mean): exit 1, the message says "diverged",
+     names the step and the run folder; the checkpoints of the
      epochs before stay (output.keep_last 0 = all) with finite weights (h5py), metrics.jsonl
      stays valid JSON (a NaN val/loss is written as null).
   5. A second run into an existing run folder is refused (exit 1, HINT --resume), it would mix
@@ -22,6 +23,15 @@ conv4_block2_out. Wall time 6 s on 2 idle cores (40-65 s at load average 10).
      resumed run's metrics.jsonl (wall-time fields removed) and best_weights.h5 bytes of every
      weight equal those of a straight run (the checkpoint/loader/augmentation state continue
      bit-exactly wherever the signal lands).
+  7. --resume RUN --epochs 4 on a finished 3-epoch run (step schedule) equals a straight 4-epoch
+     run (metrics, every weight) and rewrites config.yaml; with cosine it is refused with the
+     reason and changes nothing. output.keep_last 2 keeps the two newest ckpt-*.h5 and best.h5.
+  8. --check exits 1 with a message for a flat folder, an empty folder, a symlink loop,
+     freeze_until: layer4 on tv_resnet18, data.pk.p above the class count, device: cuda (when no
+     GPU is present), a run folder locked by another process and a --name whose folder holds
+     a run; a good config passes and no run folder is created.
+  9. Without output.name or --name the run folder is <config stem>-<date>-<time>, and -2 when
+     that name is taken.
 Exit 0 on success, 1 on the first failure (with the reason), 77 when SIMTUNE_BIN is unset.
 """
 import json
@@ -108,7 +118,8 @@ def test_config_errors():
     r = run(["train", "--config", "cli_base.yaml", "--set", "optimizer.lr=fast"])
     check(r.returncode == 1 and "optimizer.lr" in r.stderr and "--set" in r.stderr,
           f"bad --set: exit {r.returncode}, stderr {r.stderr!r}")
-    check(not os.path.exists("cli_runs/run"), "a config error must not create a run folder")
+    made = [d for d in os.listdir("cli_runs")] if os.path.isdir("cli_runs") else []
+    check(not any(d.startswith("cli_base") for d in made), f"a config error must not create a run folder: {made}")
 
 
 def test_divergence():
@@ -126,7 +137,9 @@ def test_divergence():
     check("ckpt-6.h5" in ckpts, f"divergence: the epoch-1 checkpoint is gone: {ckpts}")
     rows = metrics("cli_runs/diverge")
     check(len(rows) >= 1 and rows[0]["phase"] == "warm", f"divergence: metrics {rows}")
-    check("ckpt-12.h5" in ckpts, f"divergence: the last checkpoint before the bad loss is gone: {ckpts}")
+    # the loss explodes within phase boom's first epoch, which the run stops: no checkpoint of it
+    check(ckpts == ["ckpt-6.h5"] and re.search(r"at step \d+ ", r.stderr) is not None,
+          f"divergence: want only the epoch-1 checkpoint and the step in the message: {ckpts} {r.stderr!r}")
     for c in ckpts:  # every kept checkpoint holds finite weights
         w = weights_bytes(os.path.join("cli_runs/diverge", c), finite_only=True)
         check(w is None or w, f"divergence: {c} holds non-finite weights")
@@ -196,6 +209,108 @@ def test_interrupt_and_resume():
         check(wa == wb and len(wa) > 100, "resumed best_weights.h5 differs from the straight run's")
 
 
+def test_extend():
+    """--resume --epochs N on a finished run: the step schedule does not depend on the run's
+    length, so 3 epochs extended to 4 equal a straight 4-epoch run (metrics and every weight);
+    cosine does, and is refused with the reason, leaving the run as it was. output.keep_last 2
+    keeps the two newest epoch checkpoints (6 steps an epoch) and best.h5."""
+    text = BASE.replace("schedule: {type: cosine}", "schedule: {type: step, step_size: 2, gamma: 0.5}")
+    write("cli_extend.yaml", text + "epochs: 3\n")
+    r = run(["train", "--config", "cli_extend.yaml", "--name", "ext3"])
+    check(r.returncode == 0, f"3-epoch run: exit {r.returncode} {r.stderr[-500:]!r}")
+    r = run(["train", "--config", "cli_extend.yaml", "--name", "ext4", "--set", "epochs=4", "--set", "output.keep_last=2"])
+    check(r.returncode == 0, f"4-epoch run: exit {r.returncode} {r.stderr[-500:]!r}")
+    r = run(["train", "--resume", "cli_runs/ext3", "--epochs", "4"])
+    check(r.returncode == 0 and "extended: phase 'main' now has 4 epochs" in r.stdout,
+          f"--resume --epochs 4: exit {r.returncode} {r.stdout[-300:]!r} {r.stderr[-300:]!r}")
+    a, b = metrics("cli_runs/ext3"), metrics("cli_runs/ext4")
+    check(len(a) == 4 and a == b, f"extended metrics differ from the straight 4-epoch run:\n{a}\n{b}")
+    wa, wb = weights_bytes("cli_runs/ext3/best_weights.h5"), weights_bytes("cli_runs/ext4/best_weights.h5")
+    if wa is not None:
+        check(wa == wb and len(wa) > 100, "extended best_weights.h5 differs from the straight run's")
+    with open("cli_runs/ext3/config.yaml") as f:
+        check(re.search(r"^epochs: 4$", f.read(), re.M), "the extended run's config.yaml does not say epochs: 4")
+    kept = sorted(f for f in os.listdir("cli_runs/ext4") if f.endswith(".h5"))
+    check(kept == ["best.h5", "best_weights.h5", "ckpt-18.h5", "ckpt-24.h5"], f"output.keep_last 2: {kept}")
+
+    write("cli_cosine.yaml", BASE + "epochs: 3\n")
+    r = run(["train", "--config", "cli_cosine.yaml", "--name", "cos3"])
+    check(r.returncode == 0, f"cosine run: exit {r.returncode} {r.stderr[-500:]!r}")
+    r = run(["train", "--resume", "cli_runs/cos3", "--epochs", "4"])
+    check(r.returncode == 1 and "cosine schedule depends on the run's length" in r.stderr,
+          f"cosine --epochs 4: exit {r.returncode}, want 1 with the reason: {r.stderr!r}")
+    with open("cli_runs/cos3/config.yaml") as f:
+        check(re.search(r"^epochs: 3$", f.read(), re.M), "a refused extension changed config.yaml")
+    check(len(metrics("cli_runs/cos3")) == 3, "a refused extension trained")
+
+
+def hold_lock(folder):
+    """Hold folder/.lock as another simtune process would (flock + 'pid host start-time')."""
+    import fcntl
+    import socket
+    os.makedirs(folder, exist_ok=True)
+    f = open(os.path.join(folder, ".lock"), "w")
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f.write(f"{os.getpid()} {socket.gethostname()} 2026-01-01T00:00:00Z\n")
+    f.flush()
+    return f
+
+
+def test_check():
+    """--check runs every check that needs no training: each bad case exits 1 with a message
+    naming the thing, where before it said valid and failed once training started."""
+    write("cli_check.yaml", BASE)
+    r = run(["train", "--config", "cli_check.yaml", "--check", "--name", "checked"])
+    check(r.returncode == 0 and "valid" in r.stdout, f"--check of a good config: exit {r.returncode} {r.stderr!r}")
+    check(not os.path.exists("cli_runs/checked"), "--check created the run folder")
+    image = next(os.path.join(dp, f) for dp, _, fs in os.walk("cli_data") for f in fs if f.endswith(".png"))
+    for folder in ("chk_flat", "chk_empty", "chk_loop/c1"):
+        shutil.rmtree(folder.split("/")[0], ignore_errors=True)
+        os.makedirs(folder)
+    shutil.copy(image, "chk_flat/1.png")
+    shutil.copy(image, "chk_loop/c1/1.png")
+    os.symlink("../c1", "chk_loop/c1/again")
+    cases = [(["data.train=[chk_flat]"], "chk_flat"),
+             (["data.train=[chk_empty]"], "chk_empty: no images"),
+             (["data.train=[chk_loop]"], "symlink loop"),
+             (["freeze_until=layer4"], "no layer 'layer4' in tv_resnet18"),
+             (["data.sampler=pk", "data.pk.p=7", "data.pk.k=2", "data.batch_size=0"],
+              "data.pk.p = 7 classes per batch, but the training images have 6")]
+    if not os.path.exists("/dev/nvidia0"):  # with a GPU, device cuda is valid
+        cases.append((["device=cuda"], "device cuda"))
+    for sets, want in cases:
+        args = ["train", "--config", "cli_check.yaml", "--check"]
+        for s in sets:
+            args += ["--set", s]
+        r = run(args)
+        check(r.returncode == 1 and want in r.stderr and "cli_check.yaml" in r.stderr,
+              f"--check {sets}: exit {r.returncode}, want 1 with {want!r}: {r.stderr!r}")
+    r = run(["train", "--config", "cli_check.yaml", "--check", "--name", "ext3"])  # test_extend's run
+    check(r.returncode == 1 and "already exists" in r.stderr,
+          f"--check of a name whose folder holds a run: exit {r.returncode}, stderr {r.stderr!r}")
+    held = hold_lock("cli_runs/busy")
+    r = run(["train", "--config", "cli_check.yaml", "--check", "--name", "busy"])
+    check(r.returncode == 1 and f"in use by pid {os.getpid()}" in r.stderr,
+          f"--check of a locked run folder: exit {r.returncode}, stderr {r.stderr!r}")
+    held.close()
+
+
+def test_default_name():
+    """Without output.name (or --name) a run goes to <config stem>-<date>-<time>, as --help says;
+    a name already taken (two runs in the same second) gets -2 instead of mixing with it."""
+    write("cli_named.yaml", BASE + "epochs: 1\n")
+    r = run(["train", "--config", "cli_named.yaml", "--check"])
+    check(re.search(r"run folder cli_runs/cli_named-\d{8}-\d{6}\n", r.stdout),
+          f"--check names the default run folder: {r.stdout!r}")
+    now = time.time()
+    for s in range(180):  # take every name of the next 3 minutes, so the run must step aside
+        os.makedirs("cli_runs/cli_named-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(now + s)), exist_ok=True)
+    r = run(["train", "--config", "cli_named.yaml"])
+    m = re.search(r"^run (cli_runs/cli_named-\d{8}-\d{6}-2): ", r.stdout, re.M)
+    check(r.returncode == 0 and m and os.path.exists(m.group(1) + "/metrics.jsonl"),
+          f"default run name with a collision: exit {r.returncode}, {r.stdout[:200]!r} {r.stderr[-300:]!r}")
+
+
 def main():
     if not BIN:
         print("SKIP: SIMTUNE_BIN is not set", file=sys.stderr)
@@ -206,6 +321,9 @@ def main():
     test_config_errors()
     test_divergence()
     test_interrupt_and_resume()
+    test_extend()
+    test_check()
+    test_default_name()
     print(f"test_trainer_cli: {time.time() - t0:.1f} s, {len(FAILURES)} failures")
     sys.exit(1 if FAILURES else 0)
 

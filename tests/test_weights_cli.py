@@ -10,7 +10,10 @@ to end. SIMTUNE is the program run as `SIMTUNE inspect ...` (default: env SIMTUN
   - torchvision2h5.py: --help, bad input (exit 1 naming the file / the key), and the converted
     tensors equal the .pth tensors after the documented transposes;
   - EXPORT (written by test_weights_h5 with simtune's C writer) is readable the way Keras reads
-    legacy files: layer_names / weight_names lists and the datasets they name.
+    legacy files: layer_names / weight_names lists and the datasets they name;
+  - the embedding recipe: inspect --json shows the export's (64 px, avg, 32-d head) and none for
+    a torchvision conversion; embed follows the export's and keeps the defaults (224 px, avg)
+    for the conversion, saying which it used.
 Exit 77 when h5py/torch are missing (1 with SIMTUNE_REQUIRE_ORACLES=1).
 """
 import json
@@ -156,6 +159,49 @@ def test_export(export):
     check(layers["embedding"][0][1] == (2048, 32), "embedding kernel (2048, 32)")
 
 
+def write_png(path, width, height, seed):
+    """A small RGB PNG (zlib + crc32, no imaging library needed)."""
+    import struct
+    import zlib
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    raw = b"".join(b"\0" + rows[y].tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_recipe(simtune, fx, export, tmp):
+    """The embedding recipe: recorded in simtune files (inspect shows it, embed follows it);
+    torchvision conversions have none and embed keeps the defaults (224 px, avg, normalised)."""
+    rc, out, err = run(simtune, "inspect", "--json", export)
+    recipe = json.loads(out).get("recipe") if rc == 0 else None
+    check(recipe == {"image_size": 64, "resize_short": 73, "crop": "center", "pool": "avg", "gem_p": 3,
+                     "embed_dim": 32, "normalize": True}, f"inspect --json recipe of the export: {recipe} {err}")
+    tv18 = os.path.join(fx, "weights_tv18.h5")
+    rc, out, err = run(simtune, "inspect", "--json", tv18)
+    check(rc == 0 and json.loads(out)["recipe"] is None, f"a torchvision conversion has no recipe: {out[:200]} {err}")
+    images = os.path.join(tmp, "recipe_images")
+    os.makedirs(images, exist_ok=True)
+    for i in range(3):
+        write_png(os.path.join(images, f"{i}.png"), 80, 60, i)
+    emb = os.path.join(tmp, "recipe_tv18.h5")
+    rc, out, err = run(simtune, "embed", "--weights", tv18, "--images", images, "--out", emb, "--threads", "2")
+    check(rc == 0 and "224 px (default)" in out and "pooling avg (default)" in out and "L2-normalised (default)" in out,
+          f"embed with a file without a recipe: exit {rc}, {out!r} {err!r}")
+    if rc == 0:
+        with h5py.File(emb, "r") as f:
+            check(f.attrs["image_size"] == 224 and text(f.attrs["pooling"]) == "avg", "tv18 embedding attributes")
+    emb = os.path.join(tmp, "recipe_export.h5")
+    rc, out, err = run(simtune, "embed", "--weights", export, "--images", images, "--out", emb, "--threads", "2")
+    check(rc == 0 and "64 px (weights)" in out and "output embedding D=32" in out,
+          f"embed with the export's recipe: exit {rc}, {out!r} {err!r}")
+
+
 def main():
     if len(sys.argv) not in (3, 4):
         print("usage: test_weights_cli.py FIXTURE_DIR EXPORT [SIMTUNE]", file=sys.stderr)
@@ -167,6 +213,7 @@ def main():
     test_inspect(simtune, fx)
     test_converter(fx, tmp)
     test_export(export)
+    test_recipe(simtune, fx, export, tmp)
     if FAILURES:
         print(f"test_weights_cli: {len(FAILURES)} checks failed", file=sys.stderr)
         return 1

@@ -18,7 +18,8 @@ st_add_test(NAME test_trainer_steps SOURCES test_trainer_steps.c LIBS st_train L
 set_tests_properties(test_trainer_steps PROPERTIES FIXTURES_REQUIRED trainer_steps_torch)
 
 # `simtune train` through the binary: --help, usage and config errors, divergence, Ctrl-C and
-# --resume (tests/test_trainer_cli.py) on 6 x 8 generated 40x40 images written by make_synthetic
+# --resume, --resume --epochs extension, output.keep_last, --check, default run names
+# (tests/test_trainer_cli.py) on 6 x 8 generated 40x40 images written by make_synthetic
 # (tests/sweep_e2e.cmake).
 st_add_script_test(NAME trainer_cli_data COMMAND $<TARGET_FILE:make_synthetic> cli_data 6 8 40 40 17 0 0)
 set_tests_properties(trainer_cli_data PROPERTIES FIXTURES_SETUP trainer_cli_data)
@@ -28,3 +29,8 @@ set_tests_properties(test_trainer_cli PROPERTIES FIXTURES_REQUIRED trainer_cli_d
 # End to end on the shared datasets (skips without them): base on COIL-100, exported, reloaded,
 # triplet fine-tune on ORL s1..s30; held-out s31..s40 mAP@10 must improve.
 st_add_test(NAME test_trainer_orl SOURCES test_trainer_orl.c LIBS st_train LABELS slow)
+
+# Which images train and validate (tests/test_trainer_validation.py) on the shared ORL and
+# COIL-100 (exit 77 without them): open-set (data.val_classes) vs closed-set numbers for the same
+# model, split files written on first use, strategies cross and sequential. ~20 s of CPU.
+st_add_script_test(NAME test_trainer_validation COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_trainer_validation.py)

@@ -7,12 +7,13 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../data/fileio.h"
 #include "../infer/h5util.h"
 #include "../infer/weights_h5.h"
 #include "../kernels/check.h"
@@ -104,12 +105,17 @@ const int32_t *st_checkpoint_get_i32(const st_checkpoint *ck, const char *name, 
     return get_blob(ck, name, ST_BLOB_I32, n);
 }
 
-/* Hash of every parameter value in model order (downloaded from the device). */
-static uint64_t params_checksum(const st_model *m) {
+/* Elements of the largest parameter (at least 1): the size of a host buffer for any of them. */
+static size_t max_param_numel(const st_model *m) {
     size_t max_numel = 1;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].numel > max_numel) max_numel = m->params[i].numel;
-    float *host = ST_MALLOC(max_numel * sizeof *host);
+    return max_numel;
+}
+
+/* Hash of every parameter value in model order (downloaded from the device). */
+static uint64_t params_checksum(const st_model *m) {
+    float *host = ST_MALLOC(max_param_numel(m) * sizeof *host);
     uint64_t h = CHECKSUM_SEED;
     for (int i = 0; i < m->n_params; i++) {
         const st_param *p = &m->params[i];
@@ -193,21 +199,72 @@ static int write_all(hid_t file, const st_checkpoint *ck, const st_model *m, con
     return write_state(file, ck, path);
 }
 
-int st_checkpoint_save(const st_checkpoint *ck, const st_model *m, const char *path) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return st_error_set("%s: path too long", path);
+/* Index of the first non-finite value of n floats, or n when all are finite. */
+static size_t first_non_finite(const float *x, size_t n) {
+    size_t i = 0;
+    while (i < n && isfinite(x[i])) i++;
+    return i;
+}
+
+/* The first float blob holding a non-finite value (its element in *at), or NULL. */
+static const st_checkpoint_blob *non_finite_blob(const st_checkpoint *ck, size_t *at) {
+    for (int i = 0; i < ck->n_blobs; i++) {
+        const st_checkpoint_blob *b = &ck->blobs[i];
+        *at = b->kind == ST_BLOB_F32 ? first_non_finite(b->data, b->n) : b->n;
+        if (*at < b->n) return b;
+    }
+    return NULL;
+}
+
+/* A diverged run must never replace a good checkpoint: refuse when any parameter (BN moving
+ * statistics included) or state tensor holds an inf or NaN. The message says "diverged", which
+ * is how train/ and the sweep recognise a divergence. */
+static int check_finite(const st_checkpoint *ck, const st_model *m, const char *path) {
+    float *host = ST_MALLOC(max_param_numel(m) * sizeof *host);
+    int rc = 0;
+    for (int i = 0; i < m->n_params && rc == 0; i++) {
+        const st_param *p = &m->params[i];
+        m->backend->download(m->backend, host, p->value, p->numel * sizeof *host);
+        size_t at = first_non_finite(host, p->numel);
+        if (at < p->numel)
+            rc = st_error_set("%s: not written: layer %s, weight %s, element %zu is %g: training "
+                              "diverged (HINT: lower optimizer.lr or set optimizer.grad_clip)",
+                              path, p->layer, p->weight, at, (double)host[at]);
+    }
+    free(host);
+    size_t at;
+    const st_checkpoint_blob *b = rc == 0 ? non_finite_blob(ck, &at) : NULL;
+    if (b)
+        rc = st_error_set("%s: not written: %s, element %zu is %g: training diverged (HINT: lower "
+                          "optimizer.lr or set optimizer.grad_clip)",
+                          path, b->name, at, (double)((const float *)b->data)[at]);
+    return rc;
+}
+
+/* Write ck and m to tmp (a complete, closed file, not yet renamed); path names it in messages. */
+static int write_tmp(const st_checkpoint *ck, const st_model *m, const char *tmp, const char *path) {
     if (ck->config_yaml && strlen(ck->config_yaml) > ST_H5_ATTR_LIMIT)
         return st_error_set("%s: config_yaml: %zu bytes, more than the %d an attribute holds",
                             path, strlen(ck->config_yaml), ST_H5_ATTR_LIMIT);
+    if (check_finite(ck, m, path) != 0) return -1;
     hid_t f = st_h5_create(tmp);
     if (f < 0) return -1;
     if (write_all(f, ck, m, path) != 0) {
-        H5Fclose(f);
-        unlink(tmp);
+        st_h5_discard(f, tmp);
         return -1;
     }
-    return st_h5_commit_atomic(f, tmp, path);
+    return st_h5_close_written(f, tmp, path);
+}
+
+static int tmp_name(char *tmp, size_t size, const char *path) {
+    if (snprintf(tmp, size, "%s.tmp", path) >= (int)size) return st_error_set("%s: path too long", path);
+    return 0;
+}
+
+int st_checkpoint_save(const st_checkpoint *ck, const st_model *m, const char *path) {
+    char tmp[4200];
+    if (tmp_name(tmp, sizeof tmp, path) != 0 || write_tmp(ck, m, tmp, path) != 0) return -1;
+    return st_file_commit(tmp, path);
 }
 
 /* ---- loading --------------------------------------------------------------------------- */
@@ -307,6 +364,13 @@ int st_checkpoint_load(st_checkpoint *ck, st_model *m, const char *path) {
         rc = st_error_set("%s: /model_weights: parameter checksum mismatch, the data is corrupt; "
                           "HINT: resume from an older checkpoint of the run",
                           path);
+    /* the parameters' finiteness is checked by st_weights_load; here the optimizer state's */
+    size_t at;
+    const st_checkpoint_blob *b = rc == 0 ? non_finite_blob(ck, &at) : NULL;
+    if (b)
+        rc = st_error_set("%s: /state/tensors/%s: element %zu is %g: the training had diverged "
+                          "when this was written; HINT: resume from an older checkpoint of the run",
+                          path, b->name, at, (double)((const float *)b->data)[at]);
     if (rc != 0) st_checkpoint_free(ck);
     return rc;
 }
@@ -337,31 +401,63 @@ static int list_steps(const char *run_dir, long long **steps) {
     return n;
 }
 
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
+/* Read file back (a just-written checkpoint) and checksum it: every parameter dataset in model
+ * order against the stored params_checksum, every state blob against its own (read_state). */
+static int verify_file(const char *file, const st_model *m, const char *path) {
+    hid_t f = st_h5_open_read(file);
+    if (f < 0) return -1;
+    uint64_t stored = 0, sum = CHECKSUM_SEED;
+    int rc = read_u64_attr(f, "params_checksum", &stored, path, "/");
+    float *host = ST_MALLOC(max_param_numel(m) * sizeof *host);
+    for (int i = 0; i < m->n_params && rc == 0; i++) {
+        const st_param *p = &m->params[i];
+        const char *layer = st_model_layer_name(m, p->layer_index);
+        char ds[512];
+        snprintf(ds, sizeof ds, "model_weights/%s/%s/%s:0", layer, layer, p->weight);
+        rc = st_h5_read_floats(f, ds, host, p->numel, path, "read back after writing");
+        if (rc == 0) sum = checksum_update(sum, host, p->numel * sizeof *host);
+    }
+    free(host);
+    st_checkpoint scratch;
+    st_checkpoint_init(&scratch);
+    if (rc == 0) rc = read_state(f, &scratch, path);
+    st_checkpoint_free(&scratch);
+    H5Fclose(f);
+    if (rc == 0 && sum != stored) rc = st_error_set("/model_weights: parameter checksum mismatch");
     return rc;
+}
+
+/* run_dir/best.h5 from the checkpoint just written at ckpt_path: verified, then renamed into
+ * place, so a bad copy never replaces the previous best. */
+static int save_best(const st_checkpoint *ck, const st_model *m, const char *run_dir, const char *ckpt_path) {
+    char best[4096], tmp[4200];
+    snprintf(best, sizeof best, "%s/best.h5", run_dir);
+    if (tmp_name(tmp, sizeof tmp, best) != 0) return -1;
+    unlink(tmp);
+    /* A hard link is a complete copy that survives pruning; without links, a second write. */
+    if (link(ckpt_path, tmp) != 0 && write_tmp(ck, m, tmp, best) != 0) return -1;
+    if (verify_file(tmp, m, best) != 0) {
+        char why[1024];
+        const char *inner = st_error_get();
+        if (strncmp(inner, best, strlen(best)) == 0 && strncmp(inner + strlen(best), ": ", 2) == 0)
+            inner += strlen(best) + 2; /* the file is named once, below */
+        snprintf(why, sizeof why, "%s", inner);
+        char *hint = strstr(why, "; HINT");
+        if (hint) *hint = '\0';
+        unlink(tmp);
+        return st_error_set("%s: not replaced: the new copy does not read back as written (%s); HINT: the "
+                            "disk or file system corrupts data, check it; the run folder keeps the previous best.h5",
+                            best, why);
+    }
+    return st_file_commit(tmp, best);
 }
 
 int st_checkpoint_save_run(const st_checkpoint *ck, const st_model *m, const char *run_dir,
                            int keep_last, int is_best) {
-    char path[4096], best[4096], best_tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/ckpt-%lld.h5", run_dir, ck->step);
-    snprintf(best, sizeof best, "%s/best.h5", run_dir);
     if (st_checkpoint_save(ck, m, path) != 0) return -1;
-    if (is_best) {
-        /* A hard link is a complete copy that survives pruning; rename makes it atomic. */
-        snprintf(best_tmp, sizeof best_tmp, "%s.tmp", best);
-        unlink(best_tmp);
-        if (link(path, best_tmp) != 0 || rename(best_tmp, best) != 0) {
-            unlink(best_tmp);
-            if (st_checkpoint_save(ck, m, best) != 0) return -1; /* no hard links: a real copy */
-        } else if (fsync_dir(run_dir) != 0) {
-            return st_error_set("%s: fsync after renaming best.h5 failed: %s", run_dir, strerror(errno));
-        }
-    }
+    if (is_best && save_best(ck, m, run_dir, path) != 0) return -1;
     long long *steps;
     int n = list_steps(run_dir, &steps);
     if (n < 0) return -1;
@@ -382,5 +478,28 @@ int st_checkpoint_latest(const char *run_dir, char *path_out, size_t size) {
     if (n <= 0) return n;
     snprintf(path_out, size, "%s/ckpt-%lld.h5", run_dir, steps[n - 1]);
     free(steps);
+    return 1;
+}
+
+int st_checkpoint_load_latest(st_checkpoint *ck, st_model *m, const char *run_dir, char *path_out,
+                              size_t size, FILE *log) {
+    long long *steps;
+    int n = list_steps(run_dir, &steps);
+    if (n <= 0) return n;
+    int rc = -1;
+    char newest_error[1024] = "";
+    for (int i = n - 1; i >= 0 && rc != 0; i--) {
+        snprintf(path_out, size, "%s/ckpt-%lld.h5", run_dir, steps[i]);
+        rc = st_checkpoint_load(ck, m, path_out);
+        if (rc == 0) break;
+        if (i == n - 1) snprintf(newest_error, sizeof newest_error, "%s", st_error_get());
+        if (log)
+            fprintf(log, "warning: cannot resume from %s: %s%s\n", path_out, st_error_get(),
+                    i > 0 ? "; trying the checkpoint before it" : "");
+    }
+    free(steps);
+    if (rc != 0)
+        return st_error_set("%s: none of its %d checkpoints can be resumed from; the newest: %s",
+                            run_dir, n, newest_error);
     return 1;
 }

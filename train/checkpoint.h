@@ -15,7 +15,9 @@
  *   /state/i32/<name>       int32 arrays (data order, cursors)
  * Every blob dataset carries attr checksum (64-bit hash of its bytes); params_checksum covers
  * all model parameters in model order. Loading recomputes both, so a corrupt byte anywhere in
- * the data is reported, not trained on.
+ * the data is reported, not trained on; best.h5 is read back and checked the same way when
+ * written. Every float (parameters, BN moving statistics, optimizer state) is finite in every
+ * checkpoint written, and loading refuses a file where one is not.
  *
  * Ownership: st_checkpoint owns copies of everything added to it (blobs, config); the getters
  * return pointers into it, valid until st_checkpoint_free. Callers: train/ (save every K steps,
@@ -26,6 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../infer/model.h"
 
@@ -60,7 +63,9 @@ const uint64_t *st_checkpoint_get_u64(const st_checkpoint *ck, const char *name,
 const int32_t *st_checkpoint_get_i32(const st_checkpoint *ck, const char *name, size_t *n);
 
 /* Write ck + the parameters of m to path atomically (path.tmp, fsync, rename, fsync of the
- * directory). 0 or -1 with st_error_get() naming the file. */
+ * directory). Refused, with a message saying the training diverged, when any parameter (BN
+ * moving statistics included) or float blob is not finite. 0 or -1 with st_error_get() naming
+ * the file and, for write errors, the OS reason. */
 int st_checkpoint_save(const st_checkpoint *ck, const st_model *m, const char *path);
 
 /* Read path into ck (initialised here) and its parameters into m (same arch and head config as
@@ -68,13 +73,20 @@ int st_checkpoint_save(const st_checkpoint *ck, const st_model *m, const char *p
  * 0, or -1 with a message naming the file and the failing item (ck is then empty). */
 int st_checkpoint_load(st_checkpoint *ck, st_model *m, const char *path);
 
-/* Save run_dir/ckpt-<step>.h5, also best.h5 when is_best (a hard link renamed into place, or a
- * second write where links are not supported), then delete all but the newest keep_last
- * (at least 1) ckpt-*.h5; best.h5 is never deleted. 0 or -1. */
+/* Save run_dir/ckpt-<step>.h5, also best.h5 when is_best (a hard link, or a second write where
+ * links are not supported, read back and checksummed before it is renamed into place), then
+ * delete all but the newest keep_last (at least 1) ckpt-*.h5; best.h5 is never deleted. 0 or -1. */
 int st_checkpoint_save_run(const st_checkpoint *ck, const st_model *m, const char *run_dir,
                            int keep_last, int is_best);
 
 /* Newest run_dir/ckpt-<step>.h5 into path_out (for resume); 1 found, 0 none, -1 error. */
 int st_checkpoint_latest(const char *run_dir, char *path_out, size_t size);
+
+/* Resume: load the newest run_dir/ckpt-<step>.h5 that loads (readable, checksums right, every
+ * tensor finite), trying older ones in turn with a warning line on log (NULL: none) for each
+ * skipped. path_out gets the file loaded. 1 loaded, 0 no checkpoint, -1 none loads (the
+ * message names the run folder and the newest one's problem). */
+int st_checkpoint_load_latest(st_checkpoint *ck, st_model *m, const char *run_dir, char *path_out,
+                              size_t size, FILE *log);
 
 #endif

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../data/fileio.h"
 #include "../data/synthetic.h"
 #include "../infer/eval.h"
 #include "../kernels/check.h"
@@ -224,9 +225,8 @@ static double metric_of(const st_eval_report *r, const char *name, double *std) 
 static int write_report(demo *d, const st_eval_report *base, const st_eval_report *tuned) {
     char path[PATH_LEN + 64], tmp[PATH_LEN + 80];
     snprintf(path, sizeof path, "%s/report.html", d->out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return st_error_set("%s: cannot write: %s", tmp, strerror(errno));
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
     fprintf(f, "<!doctype html><html><head><meta charset=\"utf-8\"><title>simtune demo</title>"
                "<style>body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}"
                "td,th{border:1px solid #999;padding:.3em .8em;text-align:right}</style></head><body>\n"
@@ -254,9 +254,7 @@ static int write_report(demo *d, const st_eval_report *base, const st_eval_repor
                "<li>sweep: <a href=\"sweep/curves.png\">metric vs epochs</a>, <a href=\"sweep/trials.csv\">leaderboard</a>, "
                "<a href=\"sweep/best.yaml\">best config</a></li>\n"
                "<li>configs to rerun each step: <a href=\"configs/\">configs/</a></li></ul>\n</body></html>\n");
-    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) || !ok || rename(tmp, path)) return st_error_set("%s: write failed", path);
-    return 0;
+    return st_atomic_commit(f, tmp, path);
 }
 
 static int run_demo(demo *d) {

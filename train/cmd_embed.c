@@ -1,11 +1,17 @@
 /*
- * cmd_embed.c: `simtune embed`, embeddings of a folder-per-class tree or a TSV manifest of
- * images, written to an embedding file (infer/embeddings_h5.h schema, atomically).
+ * cmd_embed.c: `simtune embed`, embeddings of any folder or manifest of images (a class tree, a
+ * flat folder, a TSV/CSV manifest with metadata columns; data/dataset.h st_dataset_load_index),
+ * written to an embedding file (infer/embeddings_h5.h schema, atomically).
  *
- * What a vector is: infer/embedder.h. The file records labels and class names from the dataset
- * (data/dataset.h), the image paths, and the attributes model (the weight file), layer,
- * pooling, normalized and image_size, which `simtune search` reuses to embed a query the same
- * way. Bad images are skipped with a warning each and left out of the file.
+ * What a vector is: infer/embedder.h; the image size, pooling, GeM p and normalisation follow
+ * the weight file's recipe unless an option (or --config) sets them, and the line printed
+ * before embedding says which values were used and where they came from. The file records
+ * labels (-1 for unlabelled images) and class names, the image paths, the manifest's metadata
+ * columns, and the attributes model (the weight file), weights_id, layer, pooling, normalized
+ * and image_size, which `simtune search` reuses to embed a query the same way. Files that are
+ * not images and images that fail to decode are left out with a warning that lists them and
+ * gives their count. Progress goes to stderr as `train` reports it (a bar on a terminal, every
+ * 10% otherwise).
  *
  * With --config (a train config, train/config.h) the model section gives the defaults of
  * --weights, --image-size, --pool and --gem-p, and the config's device and threads those of
@@ -16,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../data/dataset.h"
 #include "../infer/cli.h"
@@ -27,26 +35,33 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: simtune embed --weights W.h5 [--config C.yaml] --images DIR|TSV --out E.h5 [options]\n\n"
-            "Embed every image of a folder tree (one subfolder per class) or a TSV manifest\n"
-            "(path<TAB>label) with a ResNet, into an HDF5 embedding file.\n\n"
+            "usage: simtune embed --weights W.h5 [--config C.yaml] --images DIR|TSV|CSV --out E.h5 [options]\n\n"
+            "Embed every image of a folder or manifest with a ResNet, into an HDF5 embedding file.\n"
+            "Images: a folder tree (one subfolder per class; images at its root are kept without\n"
+            "a label, with a warning), a flat folder (no labels), or a TSV/CSV manifest: a header\n"
+            "line naming the columns path, optional label, and any others (kept as metadata and\n"
+            "shown by search and eval), or header-less lines path<TAB>label or path.\n"
+            "The image size, pooling and normalisation the weights were trained with (recorded in\n"
+            "simtune weight files) are used unless an option sets them; Keras and torchvision\n"
+            "files get the defaults below. What was used is printed before embedding starts.\n\n"
             "  --weights FILE        Keras / torchvision-converted / simtune weight file; the\n"
             "                        architecture, preprocessing and embedding head come from it\n"
             "  --config FILE         a train config: its model section (weights, image_size, pool,\n"
             "                        gem_p), device and threads are the defaults of the options\n"
-            "  --images DIR|TSV      the images\n"
-            "  --out FILE            embedding file (/embeddings, /labels, /label_names, /paths)\n"
+            "  --images DIR|TSV|CSV  the images\n"
+            "  --out FILE            embedding file (/embeddings, /labels, /label_names, /paths,\n"
+            "                        /metadata_columns, /metadata)\n"
             "  --layer NAME          export this layer's feature map, pooled by --pool (default:\n"
             "                        the model output: its embedding head, else the pooled last\n"
             "                        feature map)\n"
-            "  --pool NAME           avg | max | gem | rmac (default avg); rmac pools the last\n"
-            "                        feature map when no --layer is given\n"
-            "  --gem-p P             GeM exponent (default 3)\n"
-            "  --normalize           L2-normalise every vector (default)\n"
+            "  --pool NAME           avg | max | gem | rmac (default: the weights', else avg);\n"
+            "                        rmac pools the last feature map when no --layer is given\n"
+            "  --gem-p P             GeM exponent (default: the weights', else 3)\n"
+            "  --normalize           L2-normalise every vector (default: the weights', else yes)\n"
             "  --no-normalize        keep raw vectors\n"
             "  --batch N             images per forward pass (default 16)\n"
             "  --image-size S        centre crop side after resizing the shorter side to\n"
-            "                        S*256/224 (default 224)\n"
+            "                        S*256/224 (default: the weights', else 224)\n"
             "  --threads T           CPU threads (default 0 = all cores)\n"
             "  --device NAME         cpu | cuda (default cpu)\n"
             "  -h, --help            this text\n");
@@ -57,21 +72,31 @@ static int bad_usage(const char *msg) { return st_cli_usage_error("embed", msg);
 /* Keep the embedded rows of ds (ok) in the file struct; strings are copied. */
 static void collect_rows(const st_dataset *ds, const float *vectors, const uint8_t *ok, long kept,
                          int d, st_embeddings *e) {
+    size_t rows = (size_t)(kept ? kept : 1);
     e->n = kept;
     e->d = d;
-    e->vectors = ST_MALLOC((size_t)(kept ? kept : 1) * d * sizeof(float));
-    e->labels = ST_MALLOC((size_t)(kept ? kept : 1) * sizeof(int32_t));
-    e->paths = ST_MALLOC((size_t)(kept ? kept : 1) * sizeof(char *));
+    e->vectors = ST_MALLOC(rows * d * sizeof(float));
+    e->labels = ST_MALLOC(rows * sizeof(int32_t));
+    e->paths = ST_MALLOC(rows * sizeof(char *));
+    e->n_meta = ds->n_meta;
+    e->meta = ds->n_meta ? ST_MALLOC(rows * ds->n_meta * sizeof(char *)) : NULL;
     long r = 0;
     for (long i = 0; i < ds->n; i++) {
         if (!ok[i]) continue;
         memcpy(e->vectors + (size_t)r * d, vectors + (size_t)i * d, (size_t)d * sizeof(float));
         e->labels[r] = ds->labels[i];
         e->paths[r] = ST_STRDUP(ds->paths[i]);
+        for (int c = 0; c < ds->n_meta; c++)
+            e->meta[(size_t)r * ds->n_meta + c] = ST_STRDUP(ds->meta[(size_t)i * ds->n_meta + c]);
         r++;
     }
+    if (ds->n_meta) {
+        e->meta_names = ST_MALLOC((size_t)ds->n_meta * sizeof(char *));
+        for (int c = 0; c < ds->n_meta; c++) e->meta_names[c] = ST_STRDUP(ds->meta_names[c]);
+    }
+    if (ds->n_classes == 0) return; /* unlabelled: no /label_names */
     e->n_label_names = ds->n_classes;
-    e->label_names = ST_MALLOC((size_t)(ds->n_classes ? ds->n_classes : 1) * sizeof(char *));
+    e->label_names = ST_MALLOC((size_t)ds->n_classes * sizeof(char *));
     for (int c = 0; c < ds->n_classes; c++) e->label_names[c] = ST_STRDUP(ds->class_names[c]);
 }
 
@@ -85,6 +110,58 @@ static void apply_config(const st_train_config *cfg, const int *given, int o_wei
     if (!given[o_gem]) o->gem_p = (float)cfg->model.gem_p;
     if (!given[o_threads]) o->threads = cfg->threads;
     if (!given[o_device] && cfg->device == ST_DEVICE_CUDA) o->device = "cuda";
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Progress on stderr the way `train` reports an epoch: a bar redrawn in place on a terminal,
+ * else a line each time another 10% of the images is done (prev = images done at the last
+ * call). */
+static void print_progress(long prev, long done, long total, double t0) {
+    double elapsed = now_seconds() - t0;
+    double ips = done / (elapsed > 0 ? elapsed : 1e-9);
+    double eta = done > 0 ? elapsed / done * (total - done) : 0;
+    if (isatty(fileno(stderr))) {
+        int width = 24, filled = total ? (int)(width * done / total) : width;
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+        bar[width] = 0;
+        fprintf(stderr, "\r  embed [%s] %ld/%ld images %.1f img/s eta %.0fs   ", bar, done, total, ips, eta);
+        if (done == total) fputc('\n', stderr);
+    } else {
+        long every = total / 10 > 0 ? total / 10 : 1;
+        if (done != total && done / every == prev / every) return;
+        fprintf(stderr, "  embed %ld/%ld images %.1f img/s eta %.0fs\n", done, total, ips, eta);
+    }
+    fflush(stderr);
+}
+
+/* Embed every image of ds batch by batch with progress; returns the number embedded. */
+static long embed_all(st_embedder *em, const st_dataset *ds, int batch, float *vectors, uint8_t *ok) {
+    int d = st_embedder_dim(em);
+    long kept = 0;
+    double t0 = now_seconds();
+    for (long i0 = 0; i0 < ds->n; i0 += batch) {
+        long count = ds->n - i0 < batch ? ds->n - i0 : batch;
+        kept += st_embedder_run(em, (const char *const *)ds->paths + i0, count, vectors + (size_t)i0 * d, ok + i0);
+        print_progress(i0, i0 + count, ds->n, t0);
+    }
+    return kept;
+}
+
+/* Warnings about the dataset: files left out while scanning, images without a class in a tree. */
+static void warn_dataset(const st_dataset *ds, const char *images) {
+    st_dataset_print_skipped(ds, images, stderr);
+    int unlabelled = 0;
+    for (int i = 0; i < ds->n; i++) unlabelled += ds->labels[i] < 0;
+    if (ds->n_classes > 0 && unlabelled > 0)
+        fprintf(stderr, "warning: %s: %d image%s without a class (at the root of the class tree or with an "
+                        "empty label): embedded with label -1\n",
+                images, unlabelled, unlabelled == 1 ? "" : "s");
 }
 
 int cmd_embed(int argc, char **argv) {
@@ -160,25 +237,36 @@ int cmd_embed(int argc, char **argv) {
     float *vectors = NULL;
     uint8_t *ok = NULL;
     int rc = 1;
-    if (st_dataset_load(images, &ds) != 0) goto done;
+    if (st_dataset_load_index(images, &ds) != 0) goto done;
+    warn_dataset(&ds, images);
     if (st_embedder_open(&o, &em) != 0) goto done;
+    char used[512];
+    st_embedder_describe(em, used, sizeof used);
+    printf("embed: %d images with %s\n", ds.n, used);
+    fflush(stdout);
     int d = st_embedder_dim(em);
     vectors = ST_MALLOC((size_t)ds.n * d * sizeof(float));
     ok = ST_MALLOC((size_t)ds.n);
-    long kept = st_embedder_run(em, (const char *const *)ds.paths, ds.n, vectors, ok);
+    long kept = embed_all(em, &ds, o.batch, vectors, ok);
     if (kept == 0) {
         st_error_set("%s: none of the %d images could be embedded", images, ds.n);
         goto done;
     }
+    if (kept < ds.n)
+        fprintf(stderr, "warning: %s: %ld of %d images could not be read or decoded (listed above) and are "
+                        "left out\n", images, ds.n - kept, ds.n);
     collect_rows(&ds, vectors, ok, kept, d, &e);
+    const st_embedder_settings *used_settings = st_embedder_settings_of(em);
     e.model = ST_STRDUP(o.weights);
+    e.weights_id = ST_STRDUP(st_embedder_weights_id(em));
     e.layer = ST_STRDUP(st_embedder_layer(em));
-    e.pooling = ST_STRDUP(st_embed_pool_name(o.pool));
-    e.normalized = o.normalize;
-    e.image_size = o.image_size;
+    e.pooling = ST_STRDUP(st_embed_pool_name(used_settings->pool));
+    e.normalized = used_settings->normalize;
+    e.image_size = used_settings->image_size;
+    if (used_settings->pool == ST_EMBED_POOL_GEM) e.gem_p = used_settings->gem_p;
     if (st_embeddings_write(out, &e) != 0) goto done;
-    printf("embed: %ld of %d images, %s layer %s, pooling %s, D=%d -> %s\n", kept, ds.n,
-           st_embedder_arch(em), e.layer, e.pooling, d, out);
+    printf("embed: %ld of %d images, %s layer %s, pooling %s, D=%d%s -> %s\n", kept, ds.n,
+           st_embedder_arch(em), e.layer, e.pooling, d, ds.n_classes ? "" : ", unlabelled", out);
     rc = 0;
 done:
     if (rc) fprintf(stderr, "simtune embed: %s\n", st_error_get());

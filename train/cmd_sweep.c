@@ -17,15 +17,19 @@ static void usage(FILE *out) {
                  "       simtune sweep --resume SWEEP_DIR [--dry-run]\n\n"
                  "Hyperband search over train-config keys (docs/config.md, section Sweeps).\n\n"
                  "options:\n"
-                 "  --config FILE      sweep file: base, metric, seed, dir, hyperband, parameters\n"
-                 "  --set KEY=VALUE    override a key of the sweep file (repeatable), value in YAML:\n"
+                 "  --config FILE      sweep file: base, metric, seed, dir, keep_checkpoints, hyperband, parameters\n"
+                 "  --set KEY=VALUE    override a key of the sweep file (repeatable), value in YAML; under\n"
+                 "                     parameters, KEY.PATH is a dotted train-config key; null removes:\n"
                  "                     --set hyperband.eta=3  --set 'parameters.optimizer.lr.max=0.1'\n"
+                 "                     --set 'parameters.optimizer.type={value: sgd}'  --set parameters.model=null\n"
                  "  --seed S           sweep seed (same seed, same trials); default: the file's seed, else 0\n"
-                 "  --dry-run          print the plan (brackets, rungs, epochs) and the first trials; train nothing\n"
+                 "  --dry-run          print the plan (brackets, rungs, epochs) and the first trials after\n"
+                 "                     checking every trial's config and input files; train nothing\n"
                  "  --json             with --dry-run: print only the plan as one JSON array of brackets,\n"
                  "                     each an array of rungs {\"n\": trials, \"r\": epochs}\n"
                  "  --resume DIR       continue the sweep in DIR (settings come from DIR/sweep.yaml)\n"
-                 "  --help             this text\n");
+                 "  --help             this text\n\n"
+                 "The sweep folder is locked while a sweep runs in it: a second process is refused.\n");
 }
 
 static int bad_usage(const char *msg, const char *arg) {
@@ -47,10 +51,32 @@ static void print_param(const st_sweep_param *p) {
     putchar('\n');
 }
 
+/* What the metric is measured on, as trial 0's config says (trials checked valid before). */
+static void print_validation(const st_sweep_config *sc) {
+    uint64_t seed;
+    st_ynode *params = st_sweep_sample(sc, 0, &seed);
+    st_train_config cfg;
+    if (st_sweep_trial_config(sc, params, seed, NULL, &cfg) == 0) {
+        const st_class_holdout *h = &cfg.data.val_classes;
+        if (cfg.data.strategy == ST_STRATEGY_CROSS)
+            printf("  validation: open-set, the last dataset's classes (data.strategy: cross)\n");
+        else if (h->n_names)
+            printf("  validation: open-set, %d named classes held out (data.val_classes)\n", h->n_names);
+        else if (h->fraction > 0)
+            printf("  validation: open-set, %g of the classes held out (data.val_classes)\n", h->fraction);
+        else
+            printf("  validation: closed-set, %g of each class's images held out (data.val_fraction)\n",
+                   cfg.data.val_fraction);
+        st_config_free(&cfg);
+    }
+    st_ynode_free(params);
+}
+
 static void print_plan(const st_sweep_config *sc, const st_hb_plan *plan, const char *dir) {
     const st_hyperband_config *c = &plan->config;
     printf("sweep %s\n  base %s\n  metric %s (%s), seed %llu\n", sc->path, sc->base_path, sc->metric,
            sc->maximize ? "maximize" : "minimize", (unsigned long long)sc->seed);
+    print_validation(sc);
     printf("hyperband: max_resource %d epochs, min_resource %d, eta %d, iterations %d, rounding %s -> s_max %d\n\n",
            c->max_resource, c->min_resource, c->eta, c->iterations,
            c->rounding == ST_HB_ROUNDING_PAPER ? "paper" : "algorithm", plan->s_max);
@@ -80,13 +106,14 @@ static void print_plan(const st_sweep_config *sc, const st_hb_plan *plan, const 
         printf("  trial %04d seed %llu %s\n", t, (unsigned long long)seed, st_ynode_flow(params, flow, sizeof flow));
         st_ynode_free(params);
     }
-    printf("\nsweep folder: %s\n", dir);
+    printf("\nsweep folder: %s (checkpoints of stopped trials: %s)\n", dir,
+           sc->keep_checkpoints ? "kept, keep_checkpoints: true" : "removed, keep_checkpoints: false");
 }
 
 static int dry_run(const st_sweep_config *sc, const char *dir, int json) {
     st_hb_plan plan;
     if (st_hyperband_plan(&sc->hyperband, &plan)) return -1;
-    int rc = st_sweep_check_trials(sc, plan.n_trials, 0);
+    int rc = st_sweep_check_trials(sc, plan.n_trials, 1); /* input files too: fail before any training */
     if (rc == 0) {
         if (json)
             st_sweep_plan_json(stdout, &plan);

@@ -1,13 +1,19 @@
 /*
  * cmd_train.c: `simtune train`: read a YAML config (train/config.h), apply --set overrides,
- * and run it (train/trainer.h) in a run folder under output.dir (checkpoints/ by default).
+ * and run it (train/trainer.h) in a run folder under output.dir (checkpoints/ by default),
+ * named --name, else output.name, else <config file stem>-<date>-<time> (never reused); or
+ * only check it (--check, st_train_check), or continue a run folder (--resume [--epochs N]).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "../data/fileio.h"
 
 #include "../kernels/check.h"
 #include "checkpoint.h"
@@ -26,31 +32,53 @@ static void usage(FILE *out) {
             "  --config FILE      train config (YAML); unknown keys are errors\n"
             "  --set KEY=VALUE    override any key, e.g. --set optimizer.lr=0.01 (repeatable)\n"
             "  --name NAME        run folder name under output.dir (default: output.name, else\n"
-            "                     <config name>-<date>-<time>)\n"
+            "                     <config file name>-<YYYYmmdd>-<HHMMSS>, -2, -3 ... added if taken)\n"
             "  --device D         cpu or cuda (overrides the config's device)\n"
             "  --threads N        CPU threads (default: the config's, 0 = all cores)\n"
             "  --resume RUN_DIR   continue a run from its newest checkpoint (uses RUN_DIR/config.yaml)\n"
-            "  --epochs N         with --resume: train until N epochs in total\n"
+            "  --epochs N         with --resume: train until N epochs in total; past the run's own\n"
+            "                     length its last phase grows, as if N had been set from the start\n"
+            "                     (refused with the reason where that cannot be exact: cosine)\n"
             "  --strict           a bad image stops the run (default: skipped with a warning)\n"
-            "  --check            validate the config and its input files, print a summary, train nothing\n"
+            "  --check            run every check that needs no training (config, input files,\n"
+            "                     datasets scanned, the split, freeze_until layers, the pk sampler,\n"
+            "                     the device, the run folder writable and unlocked), print a\n"
+            "                     summary, write nothing\n"
             "  --help             this text\n\n"
             "The run folder holds config.yaml, metrics.jsonl, checkpoints (ckpt-*.h5, best.h5),\n"
             "best_weights.h5 (Keras layout) and curves.png. Ctrl-C saves a checkpoint and exits.\n");
 }
 
+/* <config file stem>-<YYYYmmdd>-<HHMMSS> (local time) */
 static void default_run_name(const char *config_path, char *out, size_t size) {
     const char *base = strrchr(config_path, '/');
     base = base ? base + 1 : config_path;
     char stem[256];
     snprintf(stem, sizeof stem, "%.200s", base);
     char *dot = strrchr(stem, '.');
-    if (dot) *dot = 0;
+    if (dot && dot != stem) *dot = 0;
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     char stamp[32];
     strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
     snprintf(out, size, "%.200s-%.31s", stem, stamp);
+}
+
+/* Creates output_dir/<default name> for a new run; when another run took that name (two runs
+ * started in the same second), -2, -3 ... is appended. mkdir is atomic, so two processes never
+ * get the same folder. 0, or -1 with st_error_set. */
+static int claim_default_run_dir(const char *config_path, const char *output_dir, char *run_dir, size_t size) {
+    char name[320];
+    default_run_name(config_path, name, sizeof name);
+    if (st_mkdirs(output_dir)) return -1;
+    for (int n = 1; n < 1000; n++) {
+        if (n == 1) snprintf(run_dir, size, "%s/%s", output_dir, name);
+        else snprintf(run_dir, size, "%s/%s-%d", output_dir, name, n);
+        if (mkdir(run_dir, 0777) == 0) return 0;
+        if (errno != EEXIST) return st_error_set("%s: cannot create the run folder: %s", run_dir, strerror(errno));
+    }
+    return st_error_set("%s/%s: 999 run folders of that name exist", output_dir, name);
 }
 
 /* 1 when run_dir already has a metrics log or a checkpoint of an earlier run. */
@@ -121,30 +149,27 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "simtune train: %s\n", st_error_get());
         return 1;
     }
-    if (check) {
-        printf("%s: valid: %s at %d px, %d dataset(s), %d phase(s), %d epochs, loss %s\n", config_path, cfg.model.arch,
-               cfg.model.image_size, cfg.data.n_train, cfg.n_phases > 0 ? cfg.n_phases : 1, cfg.epochs,
-               cfg.loss.type == ST_LOSS_XENT ? "cross_entropy" : "triplet");
-        st_config_free(&cfg);
-        return 0;
-    }
-    char run_dir[4096], run_name[320];
+    char run_dir[4096];
+    int rc = 0;
     if (resume_dir) {
         snprintf(run_dir, sizeof run_dir, "%s", resume_dir);
-    } else {
-        if (name) snprintf(run_name, sizeof run_name, "%s", name);
-        else if (cfg.output.name) snprintf(run_name, sizeof run_name, "%s", cfg.output.name);
-        else default_run_name(config_path, run_name, sizeof run_name);
+    } else if (name || cfg.output.name) {
+        snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output.dir, name ? name : cfg.output.name);
+        if (holds_a_run(run_dir))
+            rc = st_error_set("%s: a run folder with metrics or checkpoints already exists; a new run would mix with "
+                              "it (HINT: `simtune train --resume %s` continues it, --name NAME starts another)",
+                              run_dir, run_dir);
+    } else if (check) {
+        char run_name[320];
+        default_run_name(config_path, run_name, sizeof run_name);
         snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output.dir, run_name);
-        if (holds_a_run(run_dir)) {
-            fprintf(stderr,
-                    "simtune train: %s: a run folder with metrics or checkpoints already exists; a new run "
-                    "would mix with it (HINT: `simtune train --resume %s` continues it, --name NAME starts "
-                    "another)\n",
-                    run_dir, run_dir);
-            st_config_free(&cfg);
-            return 1;
-        }
+    } else {
+        rc = claim_default_run_dir(config_path, cfg.output.dir, run_dir, sizeof run_dir);
+    }
+    if (rc) {
+        fprintf(stderr, "simtune train: %s\n", st_error_get());
+        st_config_free(&cfg);
+        return 1;
     }
     st_train_options opt = {0};
     opt.run_dir = run_dir;
@@ -152,8 +177,19 @@ int cmd_train(int argc, char **argv) {
     opt.epochs_target = epochs;
     opt.progress = stdout;
     opt.strict_data = strict;
+    if (check) {
+        rc = st_train_check(&cfg, &opt);
+        if (rc == 0)
+            printf("%s: valid: %s at %d px, %d dataset(s), %d phase(s), %d epochs, loss %s; run folder %s\n", config_path,
+                   cfg.model.arch, cfg.model.image_size, cfg.data.n_train, cfg.n_phases > 0 ? cfg.n_phases : 1,
+                   cfg.epochs, cfg.loss.type == ST_LOSS_XENT ? "cross_entropy" : "triplet", run_dir);
+        else
+            fprintf(stderr, "simtune train: %s: %s\n", config_path, st_error_get());
+        st_config_free(&cfg);
+        return rc ? 1 : 0;
+    }
     st_train_result res;
-    int rc = st_train_run(&cfg, &opt, &res);
+    rc = st_train_run(&cfg, &opt, &res);
     st_config_free(&cfg);
     if (rc) {
         fprintf(stderr, "simtune train: %s\n", st_error_get());
@@ -163,8 +199,10 @@ int cmd_train(int argc, char **argv) {
         printf("stopped: resume with `simtune train --resume %s`\n", run_dir);
         return 130;
     }
-    printf("done: %d epochs, %ld steps; best %.4f at epoch %d\n"
+    printf("done: %d epochs, %ld steps; best %.4f at epoch %d; validation %s on %d images of %d classes\n"
            "open %s/metrics.jsonl and %s/curves.png; fine-tuned weights: %s/best_weights.h5\n",
-           res.epochs_done, res.steps_done, res.best_metric, res.best_epoch, run_dir, run_dir, run_dir);
+           res.epochs_done, res.steps_done, res.best_metric, res.best_epoch,
+           res.open_set ? "open-set (classes never trained on)" : "closed-set", res.n_val_images, res.n_val_classes,
+           run_dir, run_dir, run_dir);
     return 0;
 }

@@ -28,6 +28,7 @@ typedef enum {
     K_FLOAT,    /* double, range lo..hi (LO_OPEN/HI_OPEN make a bound strict) */
     K_BOOL,     /* int 0/1 from true/false */
     K_STR,      /* char *, non-empty */
+    K_OPTSTR,   /* char *, or NULL for null */
     K_PATH,     /* char *, NULL for null, resolved absolute against the source file */
     K_ENUM,     /* int index into choices (value_base added: preprocess auto = -1) */
     K_FLOAT2,   /* double[2], each in range, first <= second */
@@ -36,6 +37,7 @@ typedef enum {
     K_METRICS,  /* K_STRLIST whose items are validation metric names */
     K_SECTION,  /* nested mapping; sub-table offsets relative to base + offset */
     K_DATASETS, /* data.train */
+    K_HOLDOUT,  /* st_class_holdout: a fraction, a list of class names, or null */
     K_PHASES    /* phases (read after everything else, they inherit top-level values) */
 } key_type;
 
@@ -104,6 +106,7 @@ static const key_desc data_keys[] = {
     E("strategy", strategy, strategy_names),
     F("val_fraction", K_FLOAT, val_fraction, 0, 1, HI_OPEN),
     F("split_seed", K_U64, split_seed, 0, 0, 0),
+    F("val_classes", K_HOLDOUT, val_classes, 0, 1, LO_OPEN | HI_OPEN),
     F("split_file", K_PATH, split_file, 0, 0, 0),
     F("batch_size", K_INT, batch_size, 0, 1000000, 0),
     SUB("pk", pk_keys),
@@ -177,7 +180,7 @@ static const key_desc validation_keys[] = {
 #define STRUCT st_output_config
 static const key_desc output_keys[] = {
     F("dir", K_STR, dir, 0, 0, 0),
-    F("name", K_STR, name, 0, 0, 0),
+    F("name", K_OPTSTR, name, 0, 0, 0),
     F("keep_last", K_INT, keep_last, 0, 100000, 0),
     F("save_best", K_BOOL, save_best, 0, 0, 0),
     END};
@@ -208,6 +211,7 @@ static const key_desc top_keys[] = {
     F("seed", K_U64, seed, 0, 0, 0),
     E("device", device, device_names),
     F("threads", K_INT, threads, 0, 4096, 0),
+    F("divergence_factor", K_FLOAT, divergence_factor, 0, 1e12, 0),
     SECTION("validation", validation, validation_keys),
     SECTION("early_stopping", early_stopping, early_stopping_keys),
     SECTION("output", output, output_keys),
@@ -261,11 +265,12 @@ void st_config_defaults(st_train_config *c) {
     c->freeze_until = ST_STRDUP("none");
     c->epochs = 10;
     c->device = ST_DEVICE_AUTO;
+    c->divergence_factor = 1000;
     static const char *const default_metrics[] = {"hit@1", "map@10"};
     c->validation = (st_validation_config){.every = 1, .metrics = strlist(2, default_metrics), .n_metrics = 2};
     c->early_stopping = (st_early_stopping_config){.metric = ST_STRDUP("val/map@10"), .maximize = 1, .restore_best = 1};
     c->output =
-        (st_output_config){.dir = ST_STRDUP("checkpoints"), .name = ST_STRDUP("run"), .keep_last = 2, .save_best = 1};
+        (st_output_config){.dir = ST_STRDUP("checkpoints"), .name = NULL, .keep_last = 2, .save_best = 1};
 }
 
 /* ---- freeing (table-driven) ---------------------------------------------------------------- */
@@ -286,6 +291,7 @@ static void free_section(const key_desc *table, void *base) {
     for (const key_desc *k = table; k->name; k++) {
         switch (k->type) {
         case K_STR:
+        case K_OPTSTR:
         case K_PATH:
             free(*AT(base, k->offset, char *));
             *AT(base, k->offset, char *) = NULL;
@@ -297,6 +303,12 @@ static void free_section(const key_desc *table, void *base) {
             *AT(base, k->offset2, int) = 0;
             break;
         case K_SECTION: free_section(k->sub, AT(base, k->offset, char)); break;
+        case K_HOLDOUT: {
+            st_class_holdout *h = AT(base, k->offset, st_class_holdout);
+            free_strlist(h->names, h->n_names);
+            memset(h, 0, sizeof *h);
+            break;
+        }
         case K_DATASETS: {
             st_dataset_spec *d = *AT(base, k->offset, st_dataset_spec *);
             int n = *AT(base, k->offset2, int);
@@ -589,6 +601,30 @@ static int read_datasets(const st_ynode *node, const char *path, st_dataset_spec
     return rc;
 }
 
+/* data.val_classes: null, a share of the classes in (0, 1), or a non-empty list of class names. */
+static int read_holdout(const st_ynode *node, const char *path, const key_desc *k, st_class_holdout *out) {
+    st_class_holdout h = {0};
+    if (node->kind == ST_YNODE_SEQ) {
+        if (read_strlist(node, path, &h.names, &h.n_names)) return -1;
+        if (h.n_names == 0) {
+            free(h.names);
+            return key_error(node, path, "an empty list holds out nothing (HINT: null, or class names)");
+        }
+    } else if (node->kind == ST_YNODE_SCALAR && !st_ynode_is_null(node)) {
+        if (st_yaml_parse_float(node->value, &h.fraction) != 0)
+            return key_error(node, path, "expected a share of the classes in (0, 1), a list of class names or null, got '%s'",
+                             node->value);
+        if (!range_ok(k, h.fraction)) return range_error(node, path, k, node->value);
+    } else if (node->kind != ST_YNODE_SCALAR) {
+        char buf[256];
+        return key_error(node, path, "expected a share in (0, 1) or a list of class names, got %s",
+                         st_ynode_describe(node, buf, sizeof buf));
+    }
+    free_strlist(out->names, out->n_names);
+    *out = h;
+    return 0;
+}
+
 static int read_value(const key_desc *k, const st_ynode *node, void *base, const char *path) {
     long long iv = 0;
     double dv = 0;
@@ -608,6 +644,15 @@ static int read_value(const key_desc *k, const st_ynode *node, void *base, const
         return 0;
     case K_BOOL: return read_bool(node, path, AT(base, k->offset, int));
     case K_STR: return read_string(node, path, AT(base, k->offset, char *));
+    case K_OPTSTR: {
+        char **slot = AT(base, k->offset, char *);
+        if (expect_scalar(node, path, "a string or null")) return -1;
+        if (!st_ynode_is_null(node)) return read_string(node, path, slot);
+        free(*slot);
+        *slot = NULL;
+        return 0;
+    }
+    case K_HOLDOUT: return read_holdout(node, path, k, AT(base, k->offset, st_class_holdout));
     case K_PATH: {
         char **slot = AT(base, k->offset, char *);
         if (expect_scalar(node, path, "a path or null")) return -1;
@@ -766,9 +811,13 @@ static int check_early_stopping(const st_ynode *root, const st_train_config *c, 
         snprintf(msg, sizeof msg, "%s", st_error_get());
         return key_error(node_at(root, full), full, "%s", msg);
     }
-    if (!strncmp(es->metric, "val/", 4) && c->data.val_fraction == 0 && c->data.strategy != ST_STRATEGY_CROSS)
+    const st_data_section *d = &c->data;
+    int has_val = d->val_fraction > 0 || d->strategy == ST_STRATEGY_CROSS || d->val_classes.fraction > 0 ||
+                  d->val_classes.n_names > 0 || d->split_file;
+    if (!strncmp(es->metric, "val/", 4) && !has_val)
         return key_error(node_at(root, full), full,
-                         "'%s' needs a validation set (HINT: set data.val_fraction > 0 or strategy: cross)",
+                         "'%s' needs a validation set (HINT: set data.val_fraction > 0, data.val_classes or "
+                         "strategy: cross)",
                          es->metric);
     return 0;
 }
@@ -783,6 +832,11 @@ static int check_rules(const st_ynode *root, st_train_config *c) {
     if (c->data.strategy == ST_STRATEGY_CROSS && c->data.n_train < 2)
         return key_error(node_at(root, "data.strategy"), "data.strategy",
                          "cross trains on all datasets but the last and validates on the last: it needs 2 or more");
+    int holds_classes = c->data.val_classes.fraction > 0 || c->data.val_classes.n_names > 0;
+    if (c->data.strategy == ST_STRATEGY_CROSS && holds_classes)
+        return key_error(node_at(root, "data.val_classes"), "data.val_classes",
+                         "strategy cross already validates on classes never trained on (the last dataset's) "
+                         "(HINT: drop val_classes, or use strategy single)");
     int pk = c->data.pk_p * c->data.pk_k;
     if (c->data.sampler == ST_SAMPLER_PK && c->data.batch_size != 0 && c->data.batch_size != pk)
         return key_error(node_at(root, "data.batch_size"), "data.batch_size",
@@ -837,24 +891,32 @@ int st_config_from_tree(const st_ynode *root, st_train_config *cfg) {
     return rc;
 }
 
-int st_config_apply_set(st_ynode *root, const char *assignment) {
+st_ynode *st_config_parse_set(const char *assignment, char *key, size_t key_size) {
     const char *eq = strchr(assignment, '=');
-    if (!eq || eq == assignment)
-        return st_error_set("--set '%s': expected key.path=value (HINT: --set optimizer.lr=0.01)", assignment);
-    char key[512], label[1200];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - assignment), assignment);
+    if (!eq || eq == assignment) {
+        st_error_set("--set '%s': expected key.path=value (HINT: --set optimizer.lr=0.01)", assignment);
+        return NULL;
+    }
+    char label[1200];
+    snprintf(key, key_size, "%.*s", (int)(eq - assignment), assignment);
     snprintf(label, sizeof label, "--set %s", assignment);
     st_ynode *value = eq[1] ? st_yaml_load_string(eq + 1, label) : st_ynode_new_scalar("null", 1);
-    if (!value) return -1;
-    if (!eq[1]) {
+    if (value && !eq[1]) {
         free(value->source);
         value->source = ST_STRDUP(label);
     }
+    return value;
+}
+
+int st_config_apply_set(st_ynode *root, const char *assignment) {
+    char key[512];
+    st_ynode *value = st_config_parse_set(assignment, key, sizeof key);
+    if (!value) return -1;
     int rc = st_ynode_set_path(root, key, value);
     if (rc != 0) {
         char msg[1500];
         snprintf(msg, sizeof msg, "%s", st_error_get());
-        st_error_set("%s: %s", label, msg);
+        st_error_set("--set %s: %s", assignment, msg);
     }
     st_ynode_free(value);
     return rc;
@@ -887,6 +949,15 @@ static st_ynode *write_value(const key_desc *k, const void *base) {
     case K_FLOAT: return st_ynode_new_number(*AT_C(base, k->offset, double));
     case K_BOOL: return st_ynode_new_scalar(*AT_C(base, k->offset, int) ? "true" : "false", 1);
     case K_STR: return st_ynode_new_scalar(*AT_C(base, k->offset, char *), 0);
+    case K_OPTSTR: {
+        const char *v = *AT_C(base, k->offset, char *);
+        return v ? st_ynode_new_scalar(v, 0) : st_ynode_new_scalar("null", 1);
+    }
+    case K_HOLDOUT: {
+        const st_class_holdout *h = AT_C(base, k->offset, st_class_holdout);
+        if (h->n_names) return strlist_node(h->names, h->n_names);
+        return h->fraction > 0 ? st_ynode_new_number(h->fraction) : st_ynode_new_scalar("null", 1);
+    }
     case K_PATH: {
         const char *p = *AT_C(base, k->offset, char *);
         return p ? st_ynode_new_scalar(p, 0) : st_ynode_new_scalar("null", 1);
@@ -959,7 +1030,15 @@ static int equal_value(const key_desc *k, const void *a, const void *b) {
     case K_U64: return *AT_C(a, k->offset, uint64_t) == *AT_C(b, k->offset, uint64_t);
     case K_FLOAT: return *AT_C(a, k->offset, double) == *AT_C(b, k->offset, double);
     case K_STR:
+    case K_OPTSTR:
     case K_PATH: return str_eq(*AT_C(a, k->offset, char *), *AT_C(b, k->offset, char *));
+    case K_HOLDOUT: {
+        const st_class_holdout *x = AT_C(a, k->offset, st_class_holdout), *y = AT_C(b, k->offset, st_class_holdout);
+        if (x->fraction != y->fraction || x->n_names != y->n_names) return 0;
+        for (int i = 0; i < x->n_names; i++)
+            if (!str_eq(x->names[i], y->names[i])) return 0;
+        return 1;
+    }
     case K_FLOAT2: return !memcmp(AT_C(a, k->offset, double), AT_C(b, k->offset, double), 2 * sizeof(double));
     case K_MARGIN:
         return *AT_C(a, k->offset2, int) == *AT_C(b, k->offset2, int) &&

@@ -52,13 +52,22 @@ typedef struct st_dataset_spec {
     char *name; /* unique; phases name datasets by it */
 } st_dataset_spec;
 
+/* data.val_classes: whole classes held out for validation (open-set), by share or by name. */
+typedef struct st_class_holdout {
+    double fraction; /* share of the classes, (0, 1); 0 when names are given or nothing is held out */
+    char **names;    /* class names as the trainer's dataset names them ("name/class" when combined) */
+    int n_names;
+} st_class_holdout;
+
 typedef struct st_data_section {
     st_dataset_spec *train;
     int n_train;
     st_data_strategy strategy;
     double val_fraction; /* share of each class held out for validation, [0, 1) */
     uint64_t split_seed;
-    char *split_file; /* absolute; NULL: the split is computed from split_seed each run */
+    st_class_holdout val_classes; /* open-set validation; replaces val_fraction when set */
+    char *split_file; /* absolute; NULL: the split is computed from split_seed each run. A missing
+                       * file is written with the computed split on first use */
     int batch_size;   /* 0: auto (p*k with the pk sampler, else 32) */
     int pk_p, pk_k;   /* classes per batch, images per class */
     st_sampler_kind sampler;
@@ -130,7 +139,7 @@ typedef struct st_validation_config {
 
 typedef struct st_output_config {
     char *dir; /* as written, relative to the current directory */
-    char *name;
+    char *name;    /* NULL: `simtune train` names the run <config file stem>-<date>-<time> */
     int keep_last; /* epoch checkpoints kept; 0 = all */
     int save_best;
 } st_output_config;
@@ -148,6 +157,7 @@ typedef struct st_train_config {
     uint64_t seed;
     st_device_kind device;
     int threads; /* 0 = all cores */
+    double divergence_factor; /* stop when a step's loss exceeds this times the running mean; 0 = off */
     st_validation_config validation;
     st_early_stopping_config early_stopping;
     st_output_config output;
@@ -163,6 +173,9 @@ int st_config_load(const char *path, const char *const *sets, int n_sets, st_tra
 
 /* Apply one "key.path=value" override to a tree (the value's source is "--set key.path=value"). */
 int st_config_apply_set(st_ynode *root, const char *assignment);
+/* The parsing half of st_config_apply_set: the key path into key[key_size] and the value as a
+ * tree (an empty value is null); NULL with st_error_get() on a malformed assignment or value. */
+st_ynode *st_config_parse_set(const char *assignment, char *key, size_t key_size);
 
 /* Validate a tree and fill cfg from it (cfg need not be initialised). */
 int st_config_from_tree(const st_ynode *root, st_train_config *cfg);

@@ -9,14 +9,18 @@
  */
 #include "sweep.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "../data/fileio.h"
 #include "../kernels/check.h"
+#include "lock.h"
 #include "plot.h"
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -36,20 +40,6 @@ static int wrap_error(const char *fmt_prefix, const char *arg) {
     char msg[3000];
     snprintf(msg, sizeof msg, "%s", st_error_get());
     return st_error_set(fmt_prefix, arg, msg);
-}
-
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return st_error_set("%s: cannot create: %s", buf, strerror(errno));
-        *p = saved;
-        if (!saved) return 0;
-    }
 }
 
 static int file_exists(const char *path) {
@@ -98,7 +88,7 @@ static int read_name_key(const st_ynode *node, const char *key, const char *cons
 }
 
 static int check_keys(const st_ynode *map, const char *section, const char *const *allowed) {
-    if (map->kind != ST_YNODE_MAP) return where_error(map, section, "expected a mapping");
+    if (map->kind != ST_YNODE_MAP) return where_error(map, section[0] ? section : "(top level)", "expected a mapping");
     for (int i = 0; i < map->n; i++) {
         int ok = 0;
         for (int j = 0; allowed[j] && !ok; j++) ok = !strcmp(map->keys[i]->value, allowed[j]);
@@ -117,8 +107,10 @@ static int check_keys(const st_ynode *map, const char *section, const char *cons
 }
 
 static const char *const goal_names[] = {"minimize", "maximize", NULL};
+static const char *const bool_names[] = {"false", "true", NULL};
 static const char *const rounding_names[] = {"algorithm", "paper", NULL};
 static const char *const distribution_names[] = {"uniform", "log_uniform", "int_uniform", "q_uniform", NULL};
+static const char *const spec_fields[] = {"values", "value", "distribution", "min", "max", "q", NULL};
 
 static int read_metric(const st_ynode *node, st_sweep_config *sc) {
     if (node->kind == ST_YNODE_SCALAR) { /* shorthand: metric: val/map@10 */
@@ -209,8 +201,8 @@ static int check_candidate(const st_sweep_config *sc, const char *key, const st_
 }
 
 static int reserved_key(const char *key) {
-    return !strcmp(key, "epochs") || !strcmp(key, "output") || !strncmp(key, "output.", 7) ||
-           !strcmp(key, "early_stopping.metric") || !strcmp(key, "early_stopping.goal");
+    return !strcmp(key, "epochs") || !strcmp(key, "output") || !strcmp(key, "output.dir") ||
+           !strcmp(key, "output.name") || !strcmp(key, "early_stopping.metric") || !strcmp(key, "early_stopping.goal");
 }
 
 static int read_parameter(st_sweep_config *sc, const st_ynode *key_node, const st_ynode *spec, st_sweep_param *p) {
@@ -220,10 +212,9 @@ static int read_parameter(st_sweep_config *sc, const st_ynode *key_node, const s
     p->key = ST_STRDUP(key);
     if (reserved_key(key))
         return where_error(key_node, label,
-                           "set by the sweep runner (epochs = hyperband.max_resource, output = the trial folder, "
-                           "early_stopping metric/goal = the sweep metric)");
-    static const char *const keys[] = {"values", "value", "distribution", "min", "max", "q", NULL};
-    if (check_keys(spec, label, keys)) return -1;
+                           "set by the sweep runner (epochs = hyperband.max_resource, output.dir and output.name = "
+                           "the trial folder, early_stopping metric/goal = the sweep metric)");
+    if (check_keys(spec, label, spec_fields)) return -1;
     const st_ynode *values = st_ynode_get(spec, "values"), *value = st_ynode_get(spec, "value"),
                    *dist = st_ynode_get(spec, "distribution");
     if (!!values + !!value + !!dist != 1)
@@ -248,9 +239,13 @@ static int read_parameter(st_sweep_config *sc, const st_ynode *key_node, const s
     p->kind = (st_sweep_param_kind)(ST_SWEEP_UNIFORM + d);
     const st_ynode *min = st_ynode_get(spec, "min"), *max = st_ynode_get(spec, "max"), *q = st_ynode_get(spec, "q");
     if (!min || !max) return where_error(spec, label, "%s needs min and max", distribution_names[d]);
-    if (read_number_key(min, "min", &p->min) || read_number_key(max, "max", &p->max)) return -1;
+    char min_key[620], max_key[620], q_key[620];
+    snprintf(min_key, sizeof min_key, "%s.min", label);
+    snprintf(max_key, sizeof max_key, "%s.max", label);
+    snprintf(q_key, sizeof q_key, "%s.q", label);
+    if (read_number_key(min, min_key, &p->min) || read_number_key(max, max_key, &p->max)) return -1;
     p->q = 1;
-    if (q && read_number_key(q, "q", &p->q)) return -1;
+    if (q && read_number_key(q, q_key, &p->q)) return -1;
     if (!(p->min <= p->max)) return where_error(spec, label, "min %g is larger than max %g", p->min, p->max);
     if (p->kind == ST_SWEEP_LOG_UNIFORM && !(p->min > 0))
         return where_error(min, label, "log_uniform needs min > 0 (min and max are values, not exponents)");
@@ -287,7 +282,8 @@ static char *default_dir(const char *sweep_path) {
 }
 
 static int read_sweep_tree(const st_ynode *root, const char *path, st_sweep_config *sc) {
-    static const char *const keys[] = {"base", "metric", "seed", "dir", "hyperband", "parameters", NULL};
+    static const char *const keys[] = {"base", "metric", "seed", "dir", "keep_checkpoints", "hyperband", "parameters",
+                                       NULL};
     if (check_keys(root, "", keys)) return -1;
     const st_ynode *n = st_ynode_get(root, "base");
     if (!n || n->kind != ST_YNODE_SCALAR || st_ynode_is_null(n))
@@ -314,6 +310,9 @@ static int read_sweep_tree(const st_ynode *root, const char *path, st_sweep_conf
     } else {
         sc->dir = default_dir(path);
     }
+    if ((n = st_ynode_get(root, "keep_checkpoints")) &&
+        read_name_key(n, "keep_checkpoints", bool_names, &sc->keep_checkpoints))
+        goto fail;
     if ((n = st_ynode_get(root, "hyperband")) && read_hyperband(n, &sc->hyperband)) goto fail;
     if (st_config_check_metric(&base_cfg, sc->metric)) {
         const st_ynode *m = st_ynode_get(root, "metric");
@@ -327,11 +326,122 @@ static int read_sweep_tree(const st_ynode *root, const char *path, st_sweep_conf
     st_hb_plan plan;
     if (st_hyperband_plan(&sc->hyperband, &plan)) return wrap_error("%s: %s", path);
     st_hb_plan_free(&plan);
-    if ((n = st_ynode_get(root, "parameters")) && read_parameters(sc, n)) return -1;
+    /* `parameters:` with nothing under it (or --set parameters=null): every trial is the base */
+    if ((n = st_ynode_get(root, "parameters")) && !st_ynode_is_null(n) && read_parameters(sc, n)) return -1;
     return 0;
 fail:
     st_config_free(&base_cfg);
     return -1;
+}
+
+/* ---- --set on a sweep file ------------------------------------------------------------------ */
+
+static int is_spec_field(const char *segment, size_t len) {
+    for (int i = 0; spec_fields[i]; i++)
+        if (strlen(spec_fields[i]) == len && !strncmp(segment, spec_fields[i], len)) return 1;
+    return 0;
+}
+
+/* The parameter that `rest` (a --set path after "parameters.") names: the longest existing
+ * parameter key that is rest or a dotted prefix of it; for a new parameter, rest up to its
+ * first spec field (optimizer.lr.max -> optimizer.lr). Its length, or 0 when rest names none. */
+static size_t parameter_key_length(const st_ynode *params, const char *rest) {
+    size_t best = 0;
+    for (int i = 0; i < params->n; i++) {
+        size_t len = strlen(params->keys[i]->value);
+        if (len > best && !strncmp(rest, params->keys[i]->value, len) && (rest[len] == '\0' || rest[len] == '.'))
+            best = len;
+    }
+    if (best) return best;
+    for (const char *seg = rest;; seg++) {
+        size_t len = strcspn(seg, ".");
+        if (is_spec_field(seg, len)) return seg == rest ? 0 : (size_t)(seg - 1 - rest);
+        seg += len;
+        if (!*seg) return strlen(rest);
+    }
+}
+
+static st_ynode **parameter_slot(st_ynode *params, const char *key) {
+    for (int i = 0; i < params->n; i++)
+        if (!strcmp(params->keys[i]->value, key)) return &params->items[i];
+    return NULL;
+}
+
+/* A new parameter whose key says where it came from (the --set), for messages about the key. */
+static st_ynode **add_parameter(st_ynode *params, const char *key, st_ynode *spec, const st_ynode *origin) {
+    st_ynode_map_add(params, key, spec);
+    st_ynode *key_node = params->keys[params->n - 1];
+    free(key_node->source);
+    key_node->source = ST_STRDUP(origin->source);
+    key_node->from_file = origin->from_file;
+    key_node->line = origin->line;
+    key_node->column = origin->column;
+    return &params->items[params->n - 1];
+}
+
+/* The parameters mapping of a sweep tree, created when absent or null. */
+static st_ynode *parameters_of(st_ynode *root, const char *label) {
+    st_ynode *params = st_ynode_get(root, "parameters");
+    if (params && st_ynode_is_null(params)) {
+        st_ynode_remove(root, "parameters");
+        params = NULL;
+    }
+    if (!params) {
+        st_ynode_map_add(root, "parameters", st_ynode_new_map());
+        params = st_ynode_get(root, "parameters");
+    }
+    if (params->kind != ST_YNODE_MAP) {
+        where_error(params, "parameters", "expected a mapping KEY.PATH: {values: [...]} (cannot apply %s)", label);
+        return NULL;
+    }
+    return params;
+}
+
+/* parameters.KEY.PATH=SPEC replaces (or with null removes) a parameter; parameters.KEY.PATH.FIELD=V
+ * sets (or with null removes) one field of its spec. */
+static int set_parameter(st_ynode *params, const char *rest, const st_ynode *value, const char *label) {
+    size_t len = parameter_key_length(params, rest);
+    if (len == 0)
+        return st_error_set("%s: expected parameters.KEY.PATH[.FIELD]=VALUE, FIELD one of values, value, distribution, "
+                            "min, max, q (HINT: --set parameters.optimizer.lr.max=0.1)",
+                            label);
+    char key[512];
+    snprintf(key, sizeof key, "%.*s", (int)len, rest);
+    const char *field = rest[len] ? rest + len + 1 : NULL;
+    st_ynode **slot = parameter_slot(params, key);
+    if (!field && st_ynode_is_null(value)) {
+        st_ynode_remove(params, key);
+        return 0;
+    }
+    if (!field) {
+        if (!slot) {
+            add_parameter(params, key, st_ynode_copy(value), value);
+            return 0;
+        }
+        st_ynode_free(*slot); /* a whole spec replaces, in place: parameters apply in file order */
+        *slot = st_ynode_copy(value);
+        return 0;
+    }
+    if (!slot) slot = add_parameter(params, key, st_ynode_new_map(), value);
+    if ((*slot)->kind == ST_YNODE_MAP && st_ynode_is_null(value) && !strchr(field, '.')) {
+        st_ynode_remove(*slot, field);
+        return 0;
+    }
+    if (st_ynode_set_path(*slot, field, value) == 0) return 0;
+    return wrap_error("%s: %s", label);
+}
+
+static int apply_sweep_set(st_ynode *root, const char *assignment) {
+    static const char prefix[] = "parameters.";
+    if (strncmp(assignment, prefix, sizeof prefix - 1) != 0) return st_config_apply_set(root, assignment);
+    char key[512], label[1200];
+    st_ynode *value = st_config_parse_set(assignment, key, sizeof key);
+    if (!value) return -1;
+    snprintf(label, sizeof label, "--set %s", assignment);
+    st_ynode *params = parameters_of(root, label);
+    int rc = params ? set_parameter(params, key + sizeof prefix - 1, value, label) : -1;
+    st_ynode_free(value);
+    return rc;
 }
 
 static void sweep_defaults(st_sweep_config *sc) {
@@ -351,7 +461,7 @@ int st_sweep_load(const char *path, const char *const *sets, int n_sets, st_swee
         return -1;
     }
     int rc = 0;
-    for (int i = 0; i < n_sets && rc == 0; i++) rc = st_config_apply_set(root, sets[i]);
+    for (int i = 0; i < n_sets && rc == 0; i++) rc = apply_sweep_set(root, sets[i]);
     if (rc == 0) rc = read_sweep_tree(root, path, sc);
     st_ynode_free(root);
     if (rc != 0) st_sweep_free(sc);
@@ -480,16 +590,18 @@ int st_sweep_check_trials(const st_sweep_config *sc, int n_trials, int check_fil
         uint64_t seed;
         st_ynode *params = st_sweep_sample(sc, t, &seed);
         st_train_config cfg;
-        int rc = st_sweep_trial_config(sc, params, seed, NULL, &cfg);
+        int rc = st_sweep_trial_config(sc, params, seed, NULL, &cfg), files_rc = 0;
         if (rc == 0) {
-            if (check_files) rc = st_config_check_files(&cfg);
+            if (check_files) files_rc = st_config_check_files(&cfg);
             st_config_free(&cfg);
         }
-        if (rc != 0) {
+        if (rc != 0 || files_rc != 0) {
             char label[2100], flow[2048];
             snprintf(label, sizeof label, "trial %d (%s)", t, st_ynode_flow(params, flow, sizeof flow));
             st_ynode_free(params);
-            return wrap_error("%s: these parameters do not make a valid config together: %s", label);
+            return wrap_error(rc ? "%s: these parameters do not make a valid config together: %s"
+                                 : "%s: an input file of this trial is missing: %s",
+                              label);
         }
         st_ynode_free(params);
     }
@@ -532,6 +644,7 @@ int st_sweep_write(const st_sweep_config *sc, const char *dir) {
     st_ynode_map_add(root, "metric", metric);
     st_ynode_map_add(root, "seed", st_ynode_new_int((long long)sc->seed));
     st_ynode_map_add(root, "dir", st_ynode_new_scalar(dir, 0));
+    st_ynode_map_add(root, "keep_checkpoints", st_ynode_new_scalar(bool_names[sc->keep_checkpoints], 1));
     st_ynode_map_add(hb, "max_resource", st_ynode_new_int(sc->hyperband.max_resource));
     st_ynode_map_add(hb, "min_resource", st_ynode_new_int(sc->hyperband.min_resource));
     st_ynode_map_add(hb, "eta", st_ynode_new_int(sc->hyperband.eta));
@@ -948,6 +1061,54 @@ static int write_derived(const runner *r, int *best_trial) {
     return 0;
 }
 
+/* Delete the checkpoints (*.h5) of a trial's run folder; their count and bytes add to *files
+ * and *bytes. A folder that does not exist (the trial never trained) has none. */
+static int remove_checkpoints(const char *run_dir, int *files, long long *bytes) {
+    DIR *d = opendir(run_dir);
+    if (!d) return errno == ENOENT ? 0 : st_error_set("%s: cannot list: %s", run_dir, strerror(errno));
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 3, ".h5") != 0) continue;
+        char path[4400];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (unlink(path) != 0) {
+            rc = st_error_set("%s: cannot remove: %s", path, strerror(errno));
+            break;
+        }
+        (*files)++;
+        if (st.st_nlink == 1) *bytes += (long long)st.st_size; /* best.h5 may be a hard link to a ckpt */
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Stopped trials never train again: without keep_checkpoints their checkpoints go as soon as a
+ * rung stops them (and again on --resume, for a kill in between); metrics and configs stay. */
+static int prune_stopped(const runner *r) {
+    if (r->sc->keep_checkpoints) return 0;
+    const char **status = ST_MALLOC((size_t)r->n_trials * sizeof *status);
+    trial_statuses(r, status);
+    int rc = 0;
+    for (int t = 0; t < r->n_trials && rc == 0; t++) {
+        if (strcmp(status[t], "stopped") != 0) continue;
+        char dir[4200], run_dir[4300];
+        int files = 0;
+        long long bytes = 0;
+        trial_dir_of(r, t, dir, sizeof dir);
+        snprintf(run_dir, sizeof run_dir, "%s/checkpoints", dir);
+        rc = remove_checkpoints(run_dir, &files, &bytes);
+        if (files && r->progress)
+            fprintf(r->progress,
+                    "    trial %04d stopped: removed %d checkpoint file(s), %.1f MB (keep_checkpoints: false)\n", t,
+                    files, (double)bytes / 1e6);
+    }
+    free(status);
+    return rc;
+}
+
 /* ---- the runner: running ---------------------------------------------------------------------------- */
 
 static const char *params_text(const st_ynode *params, char *buf, size_t size) {
@@ -994,7 +1155,7 @@ static int run_evaluation(runner *r, int t, int rung, st_trial_fn fn, void *user
     const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
     char dir[4200], path[4300];
     trial_dir_of(r, t, dir, sizeof dir);
-    if (mkdir_p(dir)) return -1;
+    if (st_mkdirs(dir)) return -1;
     st_train_config cfg;
     if (st_sweep_trial_config(r->sc, r->params[t], r->seeds[t], dir, &cfg)) return -1;
     snprintf(path, sizeof path, "%s/config.yaml", dir);
@@ -1043,6 +1204,7 @@ static int run_bracket(runner *r, int b, st_trial_fn fn, void *user) {
         if (rc == 0 && r->progress && i + 1 < br->n_rungs)
             fprintf(r->progress, "  rung %d/%d done: %d of %d trials continue\n", i + 1, br->n_rungs,
                     br->rungs[i + 1].n, n);
+        if (rc == 0) rc = prune_stopped(r);
         if (rc == 0) rc = write_plot(r);
     }
     free(alive);
@@ -1092,14 +1254,17 @@ static int start_folder(const runner *r) {
     if (file_exists(path))
         return st_error_set("%s: already holds a sweep (HINT: --resume %s to continue it, or set dir to a new folder)",
                             r->dir, r->dir);
-    if (mkdir_p(r->dir) || write_plan_json(r) || save_state(r)) return -1;
+    if (st_mkdirs(r->dir) || write_plan_json(r) || save_state(r)) return -1;
     return st_sweep_write(r->sc, r->dir); /* last: its presence marks a complete start */
 }
 
 int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt, st_trial_fn fn,
                  void *user) {
     runner r;
+    st_lock lock = {0};
     int rc = runner_init(&r, sc, dir, opt->progress);
+    /* locked before state.json is read: two processes on one folder would train the same trial */
+    if (rc == 0) rc = st_mkdirs(dir) || st_lock_acquire(dir, &lock) ? -1 : 0;
     if (rc == 0) rc = opt->resume ? load_state(&r) : start_folder(&r);
     if (rc == 0 && opt->resume) rc = write_plan_json(&r);
     int best = -1;
@@ -1111,6 +1276,7 @@ int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_
     if (rc == 0) rc = write_derived(&r, &best);
     if (rc == 0) rc = write_plot(&r);
     if (rc == 0 && r.progress) print_summary(&r, best);
+    st_lock_release(&lock);
     runner_free(&r);
     return rc;
 }

@@ -3,9 +3,9 @@
  * crash-safe runner (docs/config.md "Sweeps" documents the file and the folder it writes).
  *
  * Sweep file keys: base (train config, relative to the sweep file), metric {name, goal}, seed,
- * dir (output folder, default checkpoints/<sweep file stem>), hyperband {max_resource, min_resource,
- * eta, iterations, rounding}, parameters {KEY.PATH: {values: [...]} | {value: x} |
- * {distribution: uniform|log_uniform|int_uniform|q_uniform, min, max, q}}.
+ * dir (output folder, default checkpoints/<sweep file stem>), keep_checkpoints (default false),
+ * hyperband {max_resource, min_resource, eta, iterations, rounding}, parameters {KEY.PATH:
+ * {values: [...]} | {value: x} | {distribution: uniform|log_uniform|int_uniform|q_uniform, min, max, q}}.
  *
  * Trials are numbered bracket by bracket (hyperband.h); trial t's parameters and its training
  * seed come only from (sweep seed, t), so the same seed gives the same trials in any run order.
@@ -15,7 +15,10 @@
  *   trials/NNNN/{config.yaml, metrics.jsonl, checkpoints/ (the trainer's)}
  * state.json (every finished evaluation) is rewritten atomically after each one, so after a
  * kill at any moment `--resume` re-runs only the evaluation that was in flight; promoted trials
- * continue from their checkpoint (the trial function resumes to the new epoch target).
+ * continue from their checkpoint (the trial function resumes to the new epoch target). Once a
+ * rung is complete, the trials it stopped lose their checkpoints (the *.h5 files of their run
+ * folder trials/NNNN/checkpoints/) unless keep_checkpoints; metrics and configs stay.
+ * The sweep folder is locked (train/lock.h) while a process runs the sweep in it.
  *
  * Ownership: st_sweep_config owns everything it points to (st_sweep_free).
  * Callers: cmd_sweep.c, tests/test_sweep.c.
@@ -67,13 +70,17 @@ typedef struct st_sweep_config {
     int maximize;    /* goal, default maximize */
     uint64_t seed;
     char *dir; /* sweep folder */
+    int keep_checkpoints; /* 1: stopped trials keep their checkpoints (default 0: removed) */
     st_hyperband_config hyperband;
     st_sweep_param *params;
     int n_params;
 } st_sweep_config;
 
 /* Load a sweep file with "key.path=value" overrides of the sweep file's own keys
- * (hyperband.eta=3, seed=7, parameters.optimizer.lr.max=0.1). Validates the base config and every
+ * (hyperband.eta=3, seed=7). Under parameters, KEY.PATH is a dotted train-config key, matched
+ * whole: parameters.optimizer.lr.max=0.1 sets field max of parameter optimizer.lr;
+ * parameters.optimizer.type={value: sgd} replaces (or adds) a parameter; null removes the
+ * parameter (parameters.model=null) or the field. Validates the base config and every
  * parameter (each categorical value and both ends of each range are applied to the base and
  * checked like a train config). -1 with st_error_get() = "FILE:LINE:COL: key: problem". */
 int st_sweep_load(const char *path, const char *const *sets, int n_sets, st_sweep_config *sc);
@@ -104,8 +111,10 @@ typedef struct st_sweep_run_options {
     int resume;     /* 1: dir holds a sweep started earlier; 0: dir must not hold one */
 } st_sweep_run_options;
 
-/* Run (or resume) the whole sweep in dir. Returns 0 when every bracket finished, -1 with
- * st_error_get() when a trial failed or a file could not be written (state stays consistent). */
+/* Run (or resume) the whole sweep in dir, holding dir's lock throughout. Returns 0 when every
+ * bracket finished, -1 with st_error_get() when another process holds dir ("DIR is in use by
+ * pid N on host H since T"), a trial failed or a file could not be written (state stays
+ * consistent). */
 int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt, st_trial_fn fn,
                  void *user);
 

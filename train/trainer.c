@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../data/fileio.h"
 #include "../data/loader.h"
 #include "../infer/eval.h"
 #include "../infer/metrics.h"
@@ -40,6 +41,7 @@
 #include "../kernels/check.h"
 #include "backward.h"
 #include "checkpoint.h"
+#include "lock.h"
 #include "loss.h"
 #include "optim.h"
 #include "plot.h"
@@ -84,9 +86,11 @@ typedef struct trainer {
     const st_train_config *cfg;
     const st_train_options *opt;
     char run_dir[4096];
+    st_lock run_lock;     /* held from start_run_folder to the end of st_train_run */
     st_backend *be;
     st_dataset all, train, val;
     int have_val;
+    int open_set;         /* validation classes are never trained on (cross, val_classes) */
     phase_view *phases;
     int n_phases;
     int global_epoch;     /* epochs finished in all phases */
@@ -121,19 +125,6 @@ static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int make_dirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST) return st_error_set("%s: cannot create folder: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST) return st_error_set("%s: cannot create folder: %s", buf, strerror(errno));
-    return 0;
 }
 
 /* ---- data ---------------------------------------------------------------------------- */
@@ -178,21 +169,122 @@ static void complement(const st_dataset *all, const st_dataset *val, st_dataset 
     free(sorted);
 }
 
-static int split_datasets(trainer *t) {
+/* held_out (all.n_classes flags) from data.val_classes: the named classes, else a share. */
+static int choose_held_out_classes(trainer *t, char *held_out) {
+    const st_class_holdout *h = &t->cfg->data.val_classes;
+    if (h->n_names == 0) {
+        if (st_dataset_choose_classes(&t->all, h->fraction, t->cfg->data.split_seed, held_out) == 0) return 0;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", st_error_get());
+        return st_error_set("data.val_classes: %s", msg);
+    }
+    memset(held_out, 0, (size_t)t->all.n_classes);
+    for (int i = 0; i < h->n_names; i++) {
+        int c = st_dataset_find_class(&t->all, h->names[i]);
+        if (c < 0)
+            return st_error_set("data.val_classes: '%s' is not a class of data.train (HINT: classes are folder or "
+                                "label names; with several datasets they are named 'dataset/class', e.g. '%s')",
+                                h->names[i], t->all.class_names[0]);
+        held_out[c] = 1;
+    }
+    for (int c = 0; c < t->all.n_classes; c++)
+        if (!held_out[c]) return 0;
+    return st_error_set("data.val_classes: every class is held out, none is left to train on");
+}
+
+/* strategy cross: the last dataset's classes (named "<its name>/..." in the combined set). */
+static void mark_last_dataset_classes(trainer *t, char *held_out) {
     const st_data_section *d = &t->cfg->data;
-    if (d->split_file) {
+    const char *last = d->train[d->n_train - 1].name;
+    size_t len = strlen(last);
+    for (int c = 0; c < t->all.n_classes; c++)
+        held_out[c] = strncmp(t->all.class_names[c], last, len) == 0 && t->all.class_names[c][len] == '/';
+}
+
+/* The split from the config: cross and val_classes hold out whole classes (open-set), else
+ * val_fraction of every class (closed-set), else no validation. */
+static int compute_split(trainer *t) {
+    const st_data_section *d = &t->cfg->data;
+    t->open_set = d->strategy == ST_STRATEGY_CROSS || d->val_classes.fraction > 0 || d->val_classes.n_names > 0;
+    if (t->open_set) {
+        char *held_out = ST_CALLOC((size_t)t->all.n_classes, 1);
+        int rc = 0;
+        if (d->strategy == ST_STRATEGY_CROSS) mark_last_dataset_classes(t, held_out);
+        else rc = choose_held_out_classes(t, held_out);
+        if (rc == 0) st_dataset_split_classes(&t->all, held_out, &t->train, &t->val);
+        free(held_out);
+        return rc;
+    }
+    if (d->val_fraction > 0) return st_dataset_split(&t->all, d->val_fraction, d->split_seed, &t->train, &t->val);
+    int *all = ST_MALLOC((size_t)t->all.n * sizeof *all);
+    for (int i = 0; i < t->all.n; i++) all[i] = i;
+    st_dataset_subset(&t->all, all, t->all.n, &t->train);
+    free(all);
+    return 0;
+}
+
+/* Classes with at least one image in ds. */
+static int classes_present(const st_dataset *ds) {
+    int *counts = ST_MALLOC((size_t)(ds->n_classes ? ds->n_classes : 1) * sizeof *counts);
+    st_dataset_class_counts(ds, counts);
+    int n = 0;
+    for (int c = 0; c < ds->n_classes; c++) n += counts[c] > 0;
+    free(counts);
+    return n;
+}
+
+/* 1 when no class has images in both train and val. */
+static int classes_disjoint(const st_dataset *train, const st_dataset *val) {
+    char *in_train = ST_CALLOC((size_t)(train->n_classes ? train->n_classes : 1), 1);
+    for (int i = 0; i < train->n; i++) in_train[train->labels[i]] = 1;
+    int disjoint = 1;
+    for (int i = 0; i < val->n && disjoint; i++) disjoint = !in_train[val->labels[i]];
+    free(in_train);
+    return disjoint;
+}
+
+/* data.split_file, when it exists, lists the validation images; when it does not, the split
+ * computed from the config is written to it (docs/config.md), so later runs reuse it
+ * (write_split_file 0: --check, which writes nothing). */
+static int split_datasets(trainer *t, int write_split_file) {
+    const st_data_section *d = &t->cfg->data;
+    if (d->split_file && access(d->split_file, F_OK) == 0) {
         if (st_dataset_select_file(&t->all, d->split_file, &t->val)) return -1;
         complement(&t->all, &t->val, &t->train);
-    } else if (d->val_fraction > 0) {
-        if (st_dataset_split(&t->all, d->val_fraction, d->split_seed, &t->train, &t->val)) return -1;
+        t->open_set = t->val.n > 0 && classes_disjoint(&t->train, &t->val);
     } else {
-        int *all = ST_MALLOC((size_t)t->all.n * sizeof *all);
-        for (int i = 0; i < t->all.n; i++) all[i] = i;
-        st_dataset_subset(&t->all, all, t->all.n, &t->train);
-        free(all);
+        if (compute_split(t)) return -1;
+        if (d->split_file && !write_split_file) {
+            say(t, "split file %s: does not exist yet; the run will write it\n", d->split_file);
+        } else if (d->split_file) {
+            if (st_dataset_write_paths(&t->val, d->split_file)) return -1;
+            say(t, "split file %s: written (%d validation images); later runs reuse it\n", d->split_file, t->val.n);
+        }
     }
     t->have_val = t->val.n >= 2;
     return 0;
+}
+
+/* The validation set in a few words: open-set with the held-out classes named, or closed-set. */
+static void describe_validation(const trainer *t) {
+    if (!t->have_val) {
+        say(t, "validation: none (HINT: data.val_fraction, data.val_classes or strategy: cross)\n");
+        return;
+    }
+    int n_classes = classes_present(&t->val);
+    if (!t->open_set) {
+        say(t, "validation: closed-set, %d images of %d classes also trained on\n", t->val.n, n_classes);
+        return;
+    }
+    say(t, "validation: open-set, %d images of %d classes never trained on:", t->val.n, n_classes);
+    int shown = 0, last = -1;
+    for (int i = 0; i < t->val.n && shown < 12; i++) {
+        if (t->val.labels[i] == last) continue;
+        last = t->val.labels[i];
+        say(t, " %s", t->val.class_names[last]);
+        shown++;
+    }
+    say(t, "%s\n", n_classes > shown ? " ..." : "");
 }
 
 /* The images of t->train that belong to the phase's datasets (class names "name/..." when
@@ -281,6 +373,7 @@ static st_model *build_model(trainer *t, const char *freeze_until) {
     mc.embed_dim = cfg->model.embed_dim;
     mc.num_classes = is_xent(t) ? (cfg->model.num_classes > 0 ? cfg->model.num_classes : t->all.n_classes) : 0;
     mc.bn_momentum = (float)cfg->model.bn_momentum;
+    mc.preprocess = st_preprocess_name(preprocess_of(t)); /* recorded in every weight file written */
     return st_model_create(t->be, &mc, cfg->seed);
 }
 
@@ -349,6 +442,31 @@ static void free_phase_objects(trainer *t) {
     t->loss = NULL;
 }
 
+/* A phase's training images fill a batch, and with the pk sampler hold P classes that have a
+ * positive pair (2 images) for the triplet loss, 1 image otherwise. */
+static int check_phase_data(const trainer *t, const phase_view *ph, const st_dataset *ds) {
+    const st_data_section *d = &t->cfg->data;
+    int classes = classes_present(ds);
+    if (classes < 2)
+        return st_error_set("phase '%s': the training images have %d class(es); training needs 2 or more (HINT: "
+                            "a dataset folder holds one subfolder per class)",
+                            ph->name, classes);
+    if (ds->n < st_config_batch_size(t->cfg))
+        return st_error_set("phase '%s': %d training images, fewer than one batch of %d", ph->name, ds->n,
+                            st_config_batch_size(t->cfg));
+    if (d->sampler != ST_SAMPLER_PK) return 0;
+    int min_images = t->cfg->loss.type == ST_LOSS_TRIPLET ? 2 : 1;
+    int *counts = ST_MALLOC((size_t)ds->n_classes * sizeof *counts);
+    st_dataset_class_counts(ds, counts);
+    int usable = 0;
+    for (int c = 0; c < ds->n_classes; c++) usable += counts[c] >= min_images;
+    free(counts);
+    if (usable >= d->pk_p) return 0;
+    return st_error_set("phase '%s': data.pk.p = %d classes per batch, but the training images have %d class(es) "
+                        "with %d or more images (HINT: lower data.pk.p to at most %d)",
+                        ph->name, d->pk_p, usable, min_images, usable);
+}
+
 /* Model (weights carried over from the previous phase), loss, optimizer and loader of phase p. */
 static int open_phase(trainer *t, int p) {
     const phase_view *ph = &t->phases[p];
@@ -374,10 +492,13 @@ static int open_phase(trainer *t, int p) {
     t->schedule = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, ph->epochs);
     if (st_lr_schedule_validate(&t->schedule, "schedule")) return -1;
     phase_dataset(t, ph, &t->phase_data);
-    if (t->phase_data.n < st_config_batch_size(t->cfg))
-        return st_error_set("phase '%s': %d training images, fewer than one batch of %d", ph->name, t->phase_data.n,
-                            st_config_batch_size(t->cfg));
+    if (check_phase_data(t, ph, &t->phase_data)) return -1;
     return open_loader(t, &t->phase_data, p);
+}
+
+static void describe_phase(const trainer *t, const phase_view *ph, const st_dataset *ds) {
+    say(t, "phase '%s': %d epochs on %d images of %d classes, freeze_until %s\n", ph->name, ph->epochs, ds->n,
+        classes_present(ds), ph->freeze_until);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------ */
@@ -499,15 +620,10 @@ static int read_position(const st_checkpoint *ck, const char *path, position *p)
 /* ---- metrics log and curves ------------------------------------------------------------ */
 
 static int append_metrics_line(trainer *t, const char *json) {
-    char path[4200];
+    char path[4200], line[4200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->run_dir);
-    FILE *f = fopen(path, "a");
-    if (!f) return st_error_set("%s: cannot append: %s", path, strerror(errno));
-    fprintf(f, "%s\n", json);
-    fflush(f);
-    fsync(fileno(f));
-    fclose(f);
-    return 0;
+    snprintf(line, sizeof line, "%s\n", json);
+    return st_file_append(path, line);
 }
 
 /* The number after `"key": ` in a metrics line; NaN when absent (or null). */
@@ -529,11 +645,10 @@ static int reload_history(trainer *t) {
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->run_dir);
     FILE *in = fopen(path, "r");
     if (!in) return 0;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
+    FILE *out = st_atomic_open(path, tmp, sizeof tmp);
     if (!out) {
         fclose(in);
-        return st_error_set("%s: cannot write: %s", tmp, strerror(errno));
+        return -1;
     }
     const char *metric = t->phases[t->pos.phase].early_stopping->metric;
     int dropped = 0;
@@ -552,13 +667,12 @@ static int reload_history(trainer *t) {
         }
     }
     fclose(in);
-    int rc = fflush(out) || fsync(fileno(out));
-    rc |= fclose(out);
-    if (rc) return st_error_set("%s: cannot write: %s", tmp, strerror(errno));
-    if (dropped == 0) return remove(tmp) ? st_error_set("%s: cannot remove: %s", tmp, strerror(errno)) : 0;
+    if (dropped == 0) {
+        st_atomic_abort(out, tmp);
+        return 0;
+    }
     say(t, "metrics.jsonl: dropped %d line(s) of epochs after the checkpoint\n", dropped);
-    if (rename(tmp, path)) return st_error_set("%s: cannot replace: %s", path, strerror(errno));
-    return 0;
+    return st_atomic_commit(out, tmp, path);
 }
 
 static void write_curves(trainer *t) {
@@ -719,6 +833,21 @@ static void print_progress(trainer *t, int batch, int batches, const epoch_stats
     fflush(out);
 }
 
+/* A non-finite loss, or one over divergence_factor times the running mean (of the epoch's steps
+ * so far, else the previous epoch's mean: both survive a resume), stops the run before the step
+ * updates anything. 0 fine, -1 diverged (the message says so: sweeps score such trials NaN). */
+static int check_divergence(const trainer *t, double loss, const epoch_stats *s, int batch) {
+    double factor = t->cfg->divergence_factor;
+    double mean = s->steps > 0 ? s->loss / (double)s->steps : t->pos.last_loss;
+    int exploded = factor > 0 && mean > 0 && isfinite(mean) && loss > factor * mean;
+    if (isfinite(loss) && !exploded) return 0;
+    char why[160] = "";
+    if (exploded) snprintf(why, sizeof why, ", over divergence_factor %g times the running mean %g", factor, mean);
+    return st_error_set("loss is %g at step %ld (epoch %d, batch %d)%s: training diverged (HINT: lower optimizer.lr "
+                        "or set optimizer.grad_clip; the last good checkpoint is kept in %s)",
+                        loss, t->step + 1, t->global_epoch + 1, batch, why, t->run_dir);
+}
+
 /* Train the epoch in flight from batch t->pos.epoch_batches on. 1 done, 0 stopped by a signal,
  * -1 error (diverged or bad data). */
 static int train_epoch(trainer *t, float lr, epoch_stats *s) {
@@ -739,11 +868,9 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
         t->be->upload(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
         st_model_forward(m, b->n, 1);
         st_loss_stats ls = st_loss_compute(t->loss, b->n, b->labels);
-        if (!isfinite(ls.loss)) {
+        if (check_divergence(t, ls.loss, s, done + 1)) {
             st_loader_release(t->loader, b);
-            return st_error_set("loss is %g at epoch %d step %d: training diverged (HINT: lower optimizer.lr or set "
-                                "optimizer.grad_clip; the last good checkpoint is kept in %s)",
-                                (double)ls.loss, t->global_epoch + 1, done + 1, t->run_dir);
+            return -1;
         }
         st_model_backward(m, b->n);
         st_optimizer_step(t->optimizer, lr);
@@ -948,11 +1075,79 @@ static int run_phase(trainer *t, int target) {
 /* ---- the run ------------------------------------------------------------------------------ */
 
 static int start_run_folder(trainer *t) {
-    if (make_dirs(t->run_dir)) return -1;
+    if (st_mkdirs(t->run_dir) || st_lock_acquire(t->run_dir, &t->run_lock)) return -1;
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
     if (t->opt->resume && access(path, R_OK) == 0) return 0;
     return st_config_write_yaml(t->cfg, path);
+}
+
+/* config.yaml of an extended run: the config with `epochs` (and the last phase's) raised, so
+ * the checkpoints written from now on, and a later --resume, carry the new length. */
+static int write_extended_config(trainer *t, int target) {
+    st_ynode *tree = st_config_to_tree(t->cfg);
+    st_ynode *value = st_ynode_new_int(target);
+    int rc = st_ynode_set_path(tree, "epochs", value);
+    st_ynode_free(value);
+    if (rc == 0 && t->cfg->n_phases > 0) {
+        char key[64];
+        snprintf(key, sizeof key, "phases.%d.epochs", t->n_phases - 1);
+        value = st_ynode_new_int(t->phases[t->n_phases - 1].epochs);
+        rc = st_ynode_set_path(tree, key, value);
+        st_ynode_free(value);
+    }
+    st_train_config extended;
+    if (rc == 0) rc = st_config_from_tree(tree, &extended);
+    st_ynode_free(tree);
+    if (rc) return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
+    rc = st_config_write_yaml(&extended, path);
+    st_config_free(&extended);
+    return rc;
+}
+
+/* --resume --epochs N beyond the run's total: the last phase grows by the difference, exactly
+ * as if N had been set from the start (the loader, optimizer and schedule continue); refused
+ * with the reason where the epochs already trained would have gone otherwise with N. */
+static int extend_run(trainer *t, position *p, int epochs_done, int target) {
+    int last = t->n_phases - 1;
+    phase_view *ph = &t->phases[last];
+    int grown = ph->epochs + target - total_epochs(t);
+    if (t->cfg->n_phases == 0 && t->n_phases > 1)
+        return st_error_set("--epochs %d: strategy sequential trains `epochs` on each of its %d datasets, so a longer "
+                            "run would have trained the earlier datasets longer too (HINT: give each dataset a phase "
+                            "in `phases:`, then --epochs grows the last)",
+                            target, t->n_phases);
+    if (p->phase == last) {
+        if (p->phase_finished && p->phase_epochs < ph->epochs)
+            return st_error_set("--epochs %d: the run stopped early at epoch %d (%s did not improve for %d validations); "
+                                "with %d epochs set from the start it would have stopped there too",
+                                target, epochs_done, ph->early_stopping->metric, p->bad_epochs, target);
+        st_lr_schedule was = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, ph->epochs);
+        st_lr_schedule would = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, grown);
+        int trained = p->phase_epochs + (p->epoch_batches > 0); /* with the epoch in flight */
+        for (int e = 0; e < trained; e++)
+            if (st_lr_at(&was, e) != st_lr_at(&would, e))
+                return st_error_set("--epochs %d: the cosine schedule depends on the run's length: epoch %d of phase '%s' "
+                                    "trained at lr %.6g, with %d epochs from the start it would have been %.6g, so the "
+                                    "run cannot continue as that run would (HINT: schedules constant, step and plateau "
+                                    "extend; or start a new run with epochs: %d)",
+                                    target, e + 1, ph->name, st_lr_at(&was, e), target, st_lr_at(&would, e),
+                                    target);
+        int every = t->cfg->validation.every > 0 ? t->cfg->validation.every : 1;
+        int extra_validation = p->phase_finished && p->phase_epochs % every != 0;
+        if (extra_validation && (was.kind == ST_LR_PLATEAU || ph->early_stopping->patience > 0))
+            return st_error_set("--epochs %d: epoch %d was validated only because it ended the run (validation.every "
+                                "%d), and the plateau schedule or early stopping counted that validation, which a "
+                                "longer run would not have made",
+                                target, p->phase_epochs, every);
+        p->phase_finished = 0;
+    }
+    ph->epochs = grown;
+    if (write_extended_config(t, target)) return -1;
+    say(t, "extended: phase '%s' now has %d epochs, %d in total (config.yaml updated)\n", ph->name, grown, target);
+    return 0;
 }
 
 /* Resume: the newest checkpoint's phase, weights, optimizer and loader position. 1 resumed,
@@ -967,13 +1162,17 @@ static int resume_from_checkpoint(trainer *t) {
     /* The phase decides the model's freezing, so read the position first with a scratch model
      * built for phase 0; then rebuild for the right phase and load for real. */
     if (open_phase(t, 0)) return -1;
-    if (st_checkpoint_load(&ck, t->model, path) || read_position(&ck, path, &p)) return -1;
+    /* the newest checkpoint that loads: corrupt or non-finite ones are skipped with a warning */
+    if (st_checkpoint_load_latest(&ck, t->model, t->run_dir, path, sizeof path, progress_of(t)) < 0 ||
+        read_position(&ck, path, &p))
+        return -1;
     if (p.phase != 0) {
         free_phase_objects(t);
         if (open_phase(t, p.phase)) return -1;
         st_checkpoint_free(&ck);
         if (st_checkpoint_load(&ck, t->model, path)) return -1;
     }
+    if (t->opt->epochs_target > total_epochs(t) && extend_run(t, &p, (int)ck.epoch, t->opt->epochs_target)) return -1;
     t->pos = p;
     t->step = ck.step;
     t->global_epoch = (int)ck.epoch;
@@ -1012,22 +1211,31 @@ static int open_backend(trainer *t) {
         name = "cpu";
     }
     t->be = st_backend_open(name, t->cfg->threads);
-    return t->be ? 0 : -1;
+    if (t->be) return 0;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", st_error_get());
+    return st_error_set("device %s: %s", name, msg);
 }
 
 static int run(trainer *t, st_train_result *res) {
-    if (open_backend(t) || load_datasets(t) || split_datasets(t) || start_run_folder(t)) return -1;
+    if (open_backend(t) || load_datasets(t) || split_datasets(t, 1) || start_run_folder(t)) return -1;
     resolve_phases(t);
     int target = t->opt->epochs_target > 0 ? t->opt->epochs_target : total_epochs(t);
-    if (target > total_epochs(t)) target = total_epochs(t);
     say(t, "run %s: %s on %d train / %d val images, %d classes, %d epochs, device %s\n", t->run_dir, t->cfg->model.arch,
         t->train.n, t->val.n, t->all.n_classes, total_epochs(t), t->be->name);
+    describe_validation(t);
+    res->n_train_images = t->train.n;
+    res->n_val_images = t->val.n;
+    res->n_val_classes = classes_present(&t->val);
+    res->open_set = t->open_set;
 
     int resumed = t->opt->resume ? resume_from_checkpoint(t) : 0;
     if (resumed < 0) return -1;
+    if (target > total_epochs(t)) target = total_epochs(t); /* extended by now when it could be */
     if (!resumed) {
         reset_phase_position(t, 0);
         if (open_phase(t, 0)) return -1;
+        describe_phase(t, &t->phases[t->pos.phase], &t->phase_data);
     }
     int rc = 0;
     for (;;) {
@@ -1037,8 +1245,8 @@ static int run(trainer *t, st_train_result *res) {
         if (next >= t->n_phases) break;
         free_phase_objects(t);
         reset_phase_position(t, next);
-        say(t, "phase '%s': freeze_until %s\n", t->phases[next].name, t->phases[next].freeze_until);
         if (open_phase(t, next)) return -1;
+        describe_phase(t, &t->phases[t->pos.phase], &t->phase_data);
     }
     if (rc < 0) return -1;
     res->epochs_done = t->global_epoch;
@@ -1075,6 +1283,7 @@ int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_tra
 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    st_lock_release(&t.run_lock);
     free_phase_objects(&t);
     st_model_free(t.model);
     st_dataset_free(&t.all);
@@ -1083,6 +1292,79 @@ int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_tra
     free(t.phases);
     st_backend_close(t.be);
     if (result) *result = res;
+    return rc;
+}
+
+/* freeze_until names a layer of the architecture: a one-image inference model at the smallest
+ * input knows its layers (its weights are not needed). */
+static int check_layer_name(trainer *t, const phase_view *ph) {
+    if (!strcmp(ph->freeze_until, "none") || !strcmp(ph->freeze_until, "all")) return 0;
+    st_model_config mc = {0};
+    mc.arch = t->cfg->model.arch;
+    mc.batch = 1;
+    mc.height = mc.width = 32;
+    mc.freeze_until = ph->freeze_until;
+    mc.pool = t->cfg->model.pool;
+    mc.gem_p = (float)t->cfg->model.gem_p;
+    st_model *m = st_model_create(t->be, &mc, 0);
+    if (!m) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", st_error_get());
+        return st_error_set("phase '%s': %s", ph->name, msg);
+    }
+    st_model_free(m);
+    return 0;
+}
+
+/* The output folder: the run folder (or its nearest existing parent) writable, and no other
+ * process holding the run folder's lock. */
+static int check_output_folder(const char *run_dir) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", run_dir);
+    struct stat st;
+    while (stat(dir, &st) != 0) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) {
+            snprintf(dir, sizeof dir, ".");
+            break;
+        }
+        if (slash == dir) slash[1] = 0;
+        else *slash = 0;
+    }
+    if (access(dir, W_OK) != 0)
+        return st_error_set("%s: output folder not writable (%s: %s)", run_dir, dir, strerror(errno));
+    return stat(run_dir, &st) == 0 ? st_lock_probe(run_dir) : 0;
+}
+
+static int check_run(trainer *t) {
+    if (open_backend(t) || load_datasets(t) || split_datasets(t, 0)) return -1;
+    say(t, "data: %d train / %d val images, %d classes; device %s\n", t->train.n, t->val.n, t->all.n_classes, t->be->name);
+    describe_validation(t);
+    resolve_phases(t);
+    for (int p = 0; p < t->n_phases; p++) {
+        const phase_view *ph = &t->phases[p];
+        st_dataset ds;
+        phase_dataset(t, ph, &ds);
+        int rc = check_phase_data(t, ph, &ds);
+        if (rc == 0) describe_phase(t, ph, &ds);
+        st_dataset_free(&ds);
+        if (rc || check_layer_name(t, ph)) return -1;
+    }
+    return check_output_folder(t->run_dir);
+}
+
+int st_train_check(const st_train_config *cfg, const st_train_options *opt) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.opt = opt;
+    snprintf(t.run_dir, sizeof t.run_dir, "%s", opt->run_dir);
+    int rc = check_run(&t);
+    st_dataset_free(&t.all);
+    st_dataset_free(&t.train);
+    st_dataset_free(&t.val);
+    free(t.phases);
+    st_backend_close(t.be);
     return rc;
 }
 

@@ -9,6 +9,7 @@
  *   ckpt-<step>.h5   the last output.keep_last checkpoints (train/checkpoint.h), best.h5
  *   best_weights.h5  the best (or last) weights as a Keras-layout file (infer/weights_h5.h)
  *   curves.png       loss and validation metrics per epoch
+ *   .lock            while a process trains in it (train/lock.h): a second one is refused
  * Every file is written atomically; metrics.jsonl is appended and fsynced line by line, so a
  * kill loses at most the epoch in flight and --resume continues from the last checkpoint.
  *
@@ -18,9 +19,13 @@
  * Early stopping ends the phase; restore_best reloads the phase's best weights.
  *
  * Validation: every validation.every epochs (and at the end of each phase), the held-out split
- * (data.val_fraction, stratified per class) is embedded with the evaluation transform and
- * ranked leave-one-out (infer/eval.h), giving val/hit@1, val/map@10 ... as configured; with a
- * classifier also val/loss and val/accuracy.
+ * is embedded with the evaluation transform and ranked leave-one-out (infer/eval.h), giving
+ * val/hit@1, val/map@10 ... as configured; with a classifier also val/loss and val/accuracy.
+ * The held-out split is, in this order: the images data.split_file lists when it exists;
+ * strategy cross: every image of the last dataset; data.val_classes: whole classes (open-set);
+ * else data.val_fraction of every class (closed-set). A split_file that does not exist yet is
+ * written with the split computed. Open-set metrics go under the same val/ names, so early
+ * stopping and sweeps use them unchanged; the summary says which kind it is.
  *
  * Interrupts: SIGINT/SIGTERM finish the current step, save a checkpoint, and return with
  * result->interrupted = 1. A non-finite loss stops the run (result->diverged = 1) keeping the
@@ -36,12 +41,19 @@
 typedef struct st_train_options {
     const char *run_dir;  /* the run folder; created when absent */
     int resume;           /* continue from run_dir's newest checkpoint (if any) */
-    int epochs_target;    /* stop once this many epochs are done in total; 0 = cfg->epochs */
+    int epochs_target;    /* stop once this many epochs are done in total; 0 = cfg->epochs.
+                           * With resume, more than the run's total extends its last phase as
+                           * if set from the start (config.yaml rewritten), or fails saying why
+                           * it cannot be exact (a cosine schedule already annealed, an early
+                           * stop, sequential without phases): docs/config.md */
     FILE *progress;       /* progress and summary lines; NULL = silent */
     int strict_data;      /* a bad image is fatal instead of skipped with a warning */
 } st_train_options;
 
 typedef struct st_train_result {
+    int n_train_images, n_val_images;
+    int n_val_classes;    /* classes with validation images */
+    int open_set;         /* 1: no validation class is trained on (strategy cross, data.val_classes) */
     int epochs_done;
     long steps_done;
     double last_metric;   /* cfg->early_stopping.metric at the last validation (NaN if none) */
@@ -55,5 +67,13 @@ typedef struct st_train_result {
 /* 0 when the run reached its target (or stopped early, or was interrupted after a clean save);
  * -1 with st_error_get() on a failure (bad data, bad weights, diverged). */
 int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_train_result *result);
+
+/* `simtune train --check`: every check a run makes before its first step, training nothing and
+ * writing nothing: the device opens; every dataset is scanned (flat, empty and looping folders
+ * fail); the validation split (a split file is read when it exists); per phase, the training
+ * images fill a batch and the pk sampler's P classes, and freeze_until names a layer of the
+ * architecture; opt->run_dir (or its nearest existing parent) is writable and not locked by
+ * another process. 0, or -1 with st_error_get(); a summary goes to opt->progress. */
+int st_train_check(const st_train_config *cfg, const st_train_options *opt);
 
 #endif

@@ -1,7 +1,6 @@
 /*
  * yaml_tree.c: libyaml event stream -> st_ynode tree, tree -> libyaml emitter, and the small
- * helpers around it (dotted-path set with merge, JSON output, atomic files). Contract in
- * yaml_tree.h.
+ * helpers around it (dotted-path set with merge, JSON output). Contract in yaml_tree.h.
  */
 #include "yaml_tree.h"
 
@@ -349,7 +348,9 @@ static st_ynode *load(loader *ld) {
         st_error_set("%s:%d: a second YAML document; one file holds one document", ld->source, line);
         goto fail;
     }
-    if (root->kind == ST_YNODE_SCALAR && st_ynode_is_null(root)) { /* "---" alone or only comments */
+    /* "---" alone: an empty document is an empty mapping. An explicit null (`null`, `~`) is a
+     * value, e.g. of --set model.weights=null, and stays a null scalar. */
+    if (root->kind == ST_YNODE_SCALAR && root->plain && root->value[0] == '\0') {
         st_ynode_free(root);
         return node_new(ST_YNODE_MAP, ld->source, ld->from_file, 1, 1);
     }
@@ -417,34 +418,6 @@ static int reads_as_non_string(const char *v) {
                                         "on",    "On",    "ON",   "off", "Off",  "OFF",  ""};
     for (size_t k = 0; k < sizeof words / sizeof words[0]; k++)
         if (!strcmp(v, words[k])) return 1;
-    return 0;
-}
-
-/* ---- atomic files ---------------------------------------------------------------------------- */
-
-FILE *st_atomic_open(const char *path, char *tmp, size_t size) {
-    snprintf(tmp, size, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) st_error_set("%s: cannot write: %s", tmp, strerror(errno));
-    return f;
-}
-
-int st_atomic_commit(FILE *f, const char *tmp, const char *path) {
-    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0 || ferror(f);
-    int err = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (bad) {
-        unlink(tmp);
-        return st_error_set("%s: write failed: %s", tmp, strerror(err));
-    }
-    if (rename(tmp, path) != 0) {
-        err = errno;
-        unlink(tmp);
-        return st_error_set("%s: cannot rename over %s: %s", tmp, path, strerror(err));
-    }
     return 0;
 }
 
@@ -518,8 +491,7 @@ int st_yaml_write_file(const st_ynode *root, const char *path, const char *heade
     if (rc != 0) st_error_set("%s: YAML emitter: %s", path, e.problem ? e.problem : "error");
     yaml_emitter_delete(&e);
     if (rc != 0) {
-        fclose(f);
-        unlink(tmp);
+        st_atomic_abort(f, tmp);
         return -1;
     }
     return st_atomic_commit(f, tmp, path);

@@ -20,6 +20,8 @@
 
 #include <stdio.h>
 
+#include "../data/fileio.h" /* st_atomic_open, st_atomic_commit: used with this writer */
+
 typedef enum { ST_YNODE_SCALAR, ST_YNODE_SEQ, ST_YNODE_MAP } st_ynode_kind;
 
 typedef struct st_ynode {
@@ -34,7 +36,8 @@ typedef struct st_ynode {
     struct st_ynode **keys;  /* MAP: n scalar keys; owned */
 } st_ynode;
 
-/* Parse one document. Empty input gives an empty mapping. Returns NULL with st_error_set()
+/* Parse one document. Empty input (only comments, or `---` alone) gives an empty mapping; a
+ * document that is just `null` or `~` is a null scalar. Returns NULL with st_error_set()
  * "source:line:column: <libyaml problem>" on malformed YAML, aliases or duplicate keys. */
 st_ynode *st_yaml_load_file(const char *path);
 st_ynode *st_yaml_load_string(const char *text, const char *source);
@@ -85,10 +88,6 @@ void st_json_write_string(FILE *out, const char *s);
 /* Shortest decimal that reads back to the same double; NaN and infinities become null. */
 void st_json_write_number(FILE *out, double v);
 
-/* Atomic file writing: st_atomic_open opens path.tmp (name kept in tmp[size]); st_atomic_commit
- * flushes, fsyncs, closes and renames it over path. Both return NULL/-1 with st_error_set(). */
-FILE *st_atomic_open(const char *path, char *tmp, size_t size);
-int st_atomic_commit(FILE *f, const char *tmp, const char *path);
 
 /* Plain-scalar number parsing used by every reader: whole text must be consumed. */
 int st_yaml_parse_int(const char *text, long long *out);

@@ -6,7 +6,7 @@
  *   backward: dx = dy w^T (N, in), dw = x^T dy (in, out), db = column sums of dy (out);
  *             dx and db may be NULL; outputs are overwritten.
  * OpenBLAS runs its own pthread pool next to OpenMP's. Large products use be->threads of it; small
- * ones (the dense head, triplet distances: under ST_GEMM_PARALLEL_MIN multiply-adds, well under a
+ * ones (the dense head: under ST_GEMM_PARALLEL_MIN multiply-adds, well under a
  * millisecond) run on the calling thread, so OpenBLAS's workers, which spin for a while after each
  * parallel call, do not compete with the OpenMP/oneDNN threads of the next op for the cores.
  */
