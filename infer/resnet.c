@@ -463,7 +463,7 @@ static int is_head(const st_layer *l) {
 /* Which forward values the backward of a step reads (train/backward.c): its inputs (x) and its
  * output (y). Only these must outlive the forward pass; everything else goes to reused slots.
  * A BN without ReLU feeding a residual add is the big case: neither the BN's backward (x only)
- * nor the add's (y only, for the ReLU mask) reads it, and it is a third of a ResNet's
+ * nor the add's (y only, for the ReLU mask) reads it, and it is about a quarter of a ResNet's
  * activations. */
 static void backward_reads(const st_layer *l, int *reads_x, int *reads_y) {
     const st_step *s = &l->step;

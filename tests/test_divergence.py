@@ -6,7 +6,7 @@ Model: tv_resnet18 at 32x32 frozen to conv4_block2_out, 6 steps an epoch. Wall t
 on 2 idle cores.
 
   1. Exploding loss: phase warm (lr 0.001, 1 epoch) then phase boom (lr 100). With the default
-     divergence_factor the first boom step whose loss is over 1000x the running mean stops the
+     divergence_factor the first boom step whose loss is over 1000x the reference loss stops the
      run: exit 1, the message says "diverged", "divergence_factor" and the step number; only the
      epoch-1 checkpoint exists. Without the check (--set divergence_factor=0) the same run goes
      on (its epoch-2 mean loss is ~5e14) until the loss is NaN, at a later step: exit 1,

@@ -12,7 +12,7 @@ conv4_block2_out. Wall time about 15 s of CPU (75-120 s at load average 10).
   3. An unknown config key exits 1 with FILE:LINE:COLUMN of the key and its path; a bad --set
      value names the --set text and the key.
   4. Divergence: phase 1 (lr 0.001) is fine, phase 2 uses lr 100 until the loss explodes
-     (over divergence_factor times the running mean): exit 1, the message says "diverged",
+     (over divergence_factor times the reference loss): exit 1, the message says "diverged",
      names the step and the run folder; the checkpoints of the
      epochs before stay (output.keep_last 0 = all) with finite weights (h5py), metrics.jsonl
      stays valid JSON (a NaN val/loss is written as null).

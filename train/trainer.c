@@ -833,16 +833,20 @@ static void print_progress(trainer *t, int batch, int batches, const epoch_stats
     fflush(out);
 }
 
-/* A non-finite loss, or one over divergence_factor times the running mean (of the epoch's steps
- * so far, else the previous epoch's mean: both survive a resume), stops the run before the step
- * updates anything. 0 fine, -1 diverged (the message says so: sweeps score such trials NaN). */
+/* A non-finite loss, or one over divergence_factor times the reference loss, stops the run before
+ * the step updates anything. The reference is the larger of the epoch's running mean and the
+ * previous epoch's mean (both survive a resume): a late epoch whose first batches happen to be
+ * easy (a hinge triplet loss near 0) must not make one harder batch look like an explosion, and
+ * in the first epoch the running mean starts at the untrained loss. 0 fine, -1 diverged (the
+ * message says so: sweeps score such trials NaN). */
 static int check_divergence(const trainer *t, double loss, const epoch_stats *s, int batch) {
     double factor = t->cfg->divergence_factor;
-    double mean = s->steps > 0 ? s->loss / (double)s->steps : t->pos.last_loss;
+    double running = s->steps > 0 ? s->loss / (double)s->steps : 0.0;
+    double mean = fmax(running, t->pos.last_loss);
     int exploded = factor > 0 && mean > 0 && isfinite(mean) && loss > factor * mean;
     if (isfinite(loss) && !exploded) return 0;
     char why[160] = "";
-    if (exploded) snprintf(why, sizeof why, ", over divergence_factor %g times the running mean %g", factor, mean);
+    if (exploded) snprintf(why, sizeof why, ", over divergence_factor %g times the reference loss %g", factor, mean);
     return st_error_set("loss is %g at step %ld (epoch %d, batch %d)%s: training diverged (HINT: lower optimizer.lr "
                         "or set optimizer.grad_clip; the last good checkpoint is kept in %s)",
                         loss, t->step + 1, t->global_epoch + 1, batch, why, t->run_dir);
