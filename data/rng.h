@@ -7,7 +7,8 @@
  *
  * st_rng_derive(seed, a, b) builds an independent stream from a tuple, e.g. (seed, epoch, sample
  * index): the data loader uses it so that a sample's augmentation never depends on which thread
- * processed it or when.
+ * processed it or when. st_rng_hash(seed, a, b) is the 64-bit hash of such a tuple that seeds it
+ * (the sweep draws its trial parameters from it); st_mix64(x) hashes one word.
  *
  *   st_rng r; st_rng_seed(&r, 42);
  *   uint64_t x = st_rng_next(&r);         full 64 bits
@@ -34,6 +35,9 @@ static inline uint64_t st_splitmix64(uint64_t *x) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+/* One splitmix64 step on a copy of x: a well-mixed 64-bit hash of x (a bijection). */
+static inline uint64_t st_mix64(uint64_t x) { return st_splitmix64(&x); }
 
 static inline void st_rng_seed(st_rng *r, uint64_t seed) {
     uint64_t x = seed;
@@ -68,15 +72,15 @@ static inline uint64_t st_rng_below(st_rng *r, uint64_t n) {
     }
 }
 
-/* An independent stream for the tuple (seed, a, b): each component goes through the mixer so
- * nearby tuples (consecutive epochs or sample indices) give unrelated streams. */
+/* A hash of the tuple (seed, a, b): each component goes through the mixer so nearby tuples
+ * (consecutive epochs, sample indices or trial ids) give unrelated values. */
+static inline uint64_t st_rng_hash(uint64_t seed, uint64_t a, uint64_t b) {
+    return st_mix64(st_mix64(st_mix64(seed) ^ a) ^ b);
+}
+
+/* An independent stream for the tuple (seed, a, b). */
 static inline void st_rng_derive(st_rng *r, uint64_t seed, uint64_t a, uint64_t b) {
-    uint64_t x = seed;
-    uint64_t h = st_splitmix64(&x);
-    x = h ^ a;
-    h = st_splitmix64(&x);
-    x = h ^ b;
-    st_rng_seed(r, st_splitmix64(&x));
+    st_rng_seed(r, st_rng_hash(seed, a, b));
 }
 
 #endif

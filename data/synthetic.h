@@ -12,7 +12,7 @@
  * Rendering evaluates signed distances per pixel, antialiased over one pixel. Everything is a
  * pure function of (seed, class id, image index, size), so the same call gives the same bytes.
  *
- * Callers: `simtune demo` (train/cmd_demo.c) and tests that need real image files.
+ * Callers: `simtune demo` (cmd/demo.c) and tests that need real image files.
  */
 #ifndef ST_SYNTHETIC_H
 #define ST_SYNTHETIC_H

@@ -2,6 +2,7 @@
 #include "postprocess.h"
 
 #include <cblas.h>
+#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,13 +11,6 @@
 
 #define PCA_BLOCK_ROWS 4096
 #define DIFFUSION_QUERY_BLOCK 64
-
-/* LAPACK (shipped inside Debian's OpenBLAS): selected eigenpairs of a symmetric matrix. */
-extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const int *n, double *a,
-                    const int *lda, const double *vl, const double *vu, const int *il,
-                    const int *iu, const double *abstol, int *m, double *w, double *z,
-                    const int *ldz, int *isuppz, double *work, const int *lwork, int *iwork,
-                    const int *liwork, int *info);
 
 static void normalise_rows(float *x, long n, int d) {
     for (long i = 0; i < n; i++) {
@@ -65,21 +59,16 @@ int st_pca_fit(const float *x, long n, int d, int d_out, int whiten, st_pca *out
     free(acc);
     double *cov = covariance(x, n, d, mean);
 
-    int il = d - d_out + 1, iu = d, m = 0, info = 0, lwork = -1, liwork = -1, iwork_query = 0;
-    double vl = 0, vu = 0, abstol = 0, work_query = 0;
+    /* the d_out largest eigenpairs (indices il..iu of the ascending order); column-major z (d, d_out).
+     * LAPACKE queries and allocates dsyevr's workspace itself. */
+    lapack_int m = 0, il = d - d_out + 1, iu = d;
     double *w = ST_MALLOC((size_t)d * sizeof(double));
     double *z = ST_MALLOC((size_t)d * d_out * sizeof(double));
-    int *isuppz = ST_MALLOC((size_t)2 * d_out * sizeof(int));
-    dsyevr_("V", "I", "L", &d, cov, &d, &vl, &vu, &il, &iu, &abstol, &m, w, z, &d, isuppz,
-            &work_query, &lwork, &iwork_query, &liwork, &info);
-    lwork = (int)work_query;
-    liwork = iwork_query;
-    double *work = ST_MALLOC((size_t)lwork * sizeof(double));
-    int *iwork = ST_MALLOC((size_t)liwork * sizeof(int));
-    dsyevr_("V", "I", "L", &d, cov, &d, &vl, &vu, &il, &iu, &abstol, &m, w, z, &d, isuppz, work,
-            &lwork, iwork, &liwork, &info);
-    ST_CHECK(info == 0 && m == d_out, "LAPACK dsyevr failed (info %d, %d of %d eigenpairs)", info,
-             m, d_out);
+    lapack_int *isuppz = ST_MALLOC((size_t)2 * d_out * sizeof(lapack_int));
+    lapack_int info = LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', d, cov, d, 0.0, 0.0, il, iu, 0.0,
+                                     &m, w, z, d, isuppz);
+    ST_CHECK(info == 0 && m == d_out, "LAPACK dsyevr failed (info %d, %d of %d eigenpairs)", (int)info,
+             (int)m, d_out);
 
     out->d_in = d;
     out->d_out = d_out;
@@ -102,8 +91,6 @@ int st_pca_fit(const float *x, long n, int d, int d_out, int whiten, st_pca *out
     free(w);
     free(z);
     free(isuppz);
-    free(work);
-    free(iwork);
     free(cov);
     return 0;
 }

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/rng.h"
 #include "../kernels/check.h"
 #include "layer.h"
 
@@ -750,15 +751,8 @@ static void layout(st_model *m, const slot_plan *sp) {
 
 /* ---- initialisation ------------------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in (0, 1) from the top 24 bits: exact in float. */
-static float uniform01(uint64_t *state) { return ((float)(splitmix64(state) >> 40) + 0.5f) * 0x1.0p-24f; }
+static float uniform01(uint64_t *state) { return ((float)(st_splitmix64(state) >> 40) + 0.5f) * 0x1.0p-24f; }
 
 /* Two independent standard normals (Marsaglia's polar method: one log per pair). */
 static void normal_pair(uint64_t *state, float out[2]) {

@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../data/clock.h"
 #include "../kernels/check.h"
 #include "h5util.h"
 #include "layer.h"
@@ -48,12 +48,6 @@ static const char *dims_text(char *buf, size_t size, int rank, const long long *
         used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "", dims[i]);
     if (used < size) snprintf(buf + used, size - used, rank == 1 ? ",)" : ")");
     return buf;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 const char *st_weights_format_name(st_weights_format f) {
@@ -499,12 +493,8 @@ static int read_root_attrs(hid_t file, st_weights_info *info, int *has_format, c
         }
     }
     if (rc == 0 && eps > 0) info->bn_eps = (float)eps;
-    if (rc == 0 && pre) {
-        if (strcmp(pre, "caffe") == 0) info->preprocess = ST_PREPROCESS_CAFFE;
-        else if (strcmp(pre, "tf") == 0) info->preprocess = ST_PREPROCESS_TF;
-        else if (strcmp(pre, "torch") == 0) info->preprocess = ST_PREPROCESS_TORCH;
-        else rc = st_error_set("%s: /: attribute preprocess '%s' is unknown (caffe, tf, torch)", path, pre);
-    }
+    if (rc == 0 && pre && st_preprocess_parse(pre, &info->preprocess))
+        rc = st_error_set("%s: /: attribute preprocess '%s' is unknown (caffe, tf, torch)", path, pre);
     free(arch);
     free(format);
     free(pre);
@@ -748,7 +738,7 @@ static int read_planned(st_model *m, hid_t root, const load_step *plan, int n_pl
 }
 
 int st_weights_load(st_model *m, const char *path, st_weights_report *rep_out) {
-    double start = now_seconds();
+    double start = st_now_seconds();
     st_weights_report local, *rep = rep_out ? rep_out : &local;
     memset(rep, 0, sizeof *rep);
     hid_t file, root;
@@ -784,7 +774,7 @@ int st_weights_load(st_model *m, const char *path, st_weights_report *rep_out) {
     H5Gclose(root);
     H5Fclose(file);
     st_weights_info_free(&info);
-    rep->seconds = now_seconds() - start;
+    rep->seconds = st_now_seconds() - start;
     if (!rep_out) st_weights_report_free(rep);
     return rc;
 }

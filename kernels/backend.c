@@ -10,16 +10,13 @@
 #include "cuda/cuda_backend.h"
 #endif
 
-/* Every member from alloc to the end is a function pointer; none may be NULL. */
-static int backend_is_complete(const st_backend *be) {
-    const char *first = (const char *)&be->alloc;
-    const char *end = (const char *)(be + 1);
-    for (const char *p = first; p + sizeof(void (*)(void)) <= end; p += sizeof(void (*)(void))) {
-        void (*fn)(void);
-        memcpy(&fn, p, sizeof fn);
-        if (!fn) return 0;
-    }
-    return 1;
+/* The first op a backend leaves NULL, or NULL when it fills them all. Both backends wire every
+ * op from ST_BACKEND_OPS, so this guards a backend wired any other way. */
+static const char *missing_op(const st_backend *be) {
+#define RETURN_IF_MISSING(ret, op, params) if (!be->op) return #op;
+    ST_BACKEND_OPS(RETURN_IF_MISSING)
+#undef RETURN_IF_MISSING
+    return NULL;
 }
 
 st_backend *st_backend_open(const char *name, int threads) {
@@ -39,7 +36,8 @@ st_backend *st_backend_open(const char *name, int threads) {
         st_error_set("unknown device '%s' (expected cpu or cuda)", name);
         return NULL;
     }
-    ST_CHECK(backend_is_complete(be), "backend '%s' leaves an op unimplemented", name);
+    const char *missing = missing_op(be);
+    ST_CHECK(missing == NULL, "backend '%s' leaves op %s unimplemented", name, missing);
     return be;
 }
 

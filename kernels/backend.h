@@ -9,8 +9,11 @@
  *   - Backward ops OVERWRITE their outputs (dx, dw, ...) unless the comment says "accumulates".
  *     Summing gradients of a tensor used twice (residual blocks) is done with axpy.
  *   - Ops may run asynchronously; download() and sync() order them with the host.
- *   - Both backends fill EVERY member; st_backend_open() refuses a backend with a NULL member,
- *     so there is never a silent fallback from CUDA to CPU.
+ *   - Both backends fill EVERY member: their declarations and wiring are generated from the one
+ *     op list ST_BACKEND_OPS below, so a missing implementation is a link error, and
+ *     st_backend_open() refuses a backend with a NULL member, so there is never a silent
+ *     fallback from CUDA to CPU.
+ * Each op's own contract is the comment above its entry in ST_BACKEND_OPS.
  * Per-element math shared by the CPU and CUDA implementations lives in the kernels/math headers.
  */
 #ifndef ST_BACKEND_H
@@ -87,110 +90,163 @@ typedef struct st_triplet_stats { /* host */
     float mean_pos, mean_neg; /* mean hardest-positive / hardest-negative distance */
 } st_triplet_stats;
 
+/* ---- the ops: one list, ST_BACKEND_OPS ---------------------------------------------- */
+
+/*
+ * ST_BACKEND_OPS(X) names every op exactly once, each under its contract comment, as
+ * X(return type, op name, (parameter list)). Everything else is generated from it: the
+ * st_backend members below, the declarations cpu_<op> (cpu/cpu_ops.h) and cuda_<op>
+ * (cuda/cuda_ops.h), and the wiring in cpu_backend.c and cuda_backend.c. Adding an op is one
+ * X(...) entry here plus cpu_<op> and cuda_<op>; a backend without its implementation fails to
+ * link. Only block comments inside the list: a // comment would swallow the line's backslash.
+ */
+#define ST_BACKEND_OPS(X)                                                                          \
+    /* ---- memory ---- */                                                                         \
+    /* zeroed, 64-byte aligned */                                                                  \
+    X(void *, alloc, (st_backend *be, size_t bytes))                                               \
+    /* releases a block from alloc; NULL is ignored */                                             \
+    X(void, free, (st_backend *be, void *ptr))                                                     \
+    /* host -> device; host_src may be reused as soon as upload returns */                         \
+    X(void, upload, (st_backend *be, void *dst, const void *host_src, size_t bytes))               \
+    /* device -> host; waits for the ops before it, so host_dst is ready on return */              \
+    X(void, download, (st_backend *be, void *host_dst, const void *src, size_t bytes))             \
+    /* device -> device */                                                                         \
+    X(void, copy, (st_backend *be, void *dst, const void *src, size_t bytes))                      \
+    /* waits until every op issued so far has finished */                                          \
+    X(void, sync, (st_backend *be))                                                                \
+    /* frees the backend and everything it owns (called by st_backend_close) */                    \
+    X(void, destroy, (st_backend *be))                                                             \
+                                                                                                   \
+    /* ---- elementwise and BLAS-1 ---- */                                                         \
+    /* x[i] = value */                                                                             \
+    X(void, fill, (st_backend *be, float *x, float value, size_t n))                               \
+    /* x *= alpha */                                                                               \
+    X(void, scale, (st_backend *be, float *x, float alpha, size_t n))                              \
+    /* y += alpha*x */                                                                             \
+    X(void, axpy, (st_backend *be, float *y, float alpha, const float *x, size_t n))               \
+    /* sum of x[i]^2, host result */                                                               \
+    X(double, sum_squares, (st_backend *be, const float *x, size_t n))                             \
+    /* 1 when no x[i] is NaN or infinite, host result */                                           \
+    X(int, all_finite, (st_backend *be, const float *x, size_t n))                                 \
+                                                                                                   \
+    /* ---- GEMM ---- */                                                                           \
+    /* row-major: C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C */                           \
+    X(void, gemm, (st_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,     \
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,         \
+                   int ldc))                                                                       \
+                                                                                                   \
+    /* ---- convolution (cross-correlation), kernels HWIO (R, S, C, K), bias (K) or NULL ---- */   \
+    /* cached per shape */                                                                         \
+    X(st_conv_plan *, conv_plan, (st_backend *be, const st_conv_desc *d))                          \
+    /* y = relu?(conv(x, w) + bias); ReLU when the plan's d->relu */                               \
+    X(void, conv_forward, (st_backend *be, st_conv_plan *p, const float *x, const float *w,        \
+                           const float *bias, float *y))                                           \
+    /* dx = gradient of the input (overwritten) */                                                 \
+    X(void, conv_backward_data, (st_backend *be, st_conv_plan *p, const float *dy, const float *w, \
+                                 float *dx))                                                       \
+    /* dw (HWIO) and dbias (K) overwritten; dbias may be NULL */                                   \
+    X(void, conv_backward_filter, (st_backend *be, st_conv_plan *p, const float *x,                \
+                                   const float *dy, float *dw, float *dbias))                      \
+    /* Fold an inference-mode batch norm into the conv before it (frozen layers):                  \
+     * w_out = w * gamma*rstd per output channel, b_out = (b - mean)*gamma*rstd + beta; b may be   \
+     * NULL. */                                                                                    \
+    X(void, conv_fold_bn, (st_backend *be, const st_conv_desc *d, const float *w, const float *b,  \
+                           const float *gamma, const float *beta, const float *mean,               \
+                           const float *var, float eps, float *w_out, float *b_out))               \
+                                                                                                   \
+    /* ---- batch norm over NHWC rows ---- */                                                      \
+    /* batch statistics; save_mean/save_rstd (C) are kept for backward, running stats updated */   \
+    X(void, bn_forward_train, (st_backend *be, const st_bn_desc *d, const float *x,                \
+                               const float *gamma, const float *beta, float *y, float *save_mean,  \
+                               float *save_rstd, float *running_mean, float *running_var))         \
+    /* running statistics, nothing updated */                                                      \
+    X(void, bn_forward_infer, (st_backend *be, const st_bn_desc *d, const float *x,                \
+                               const float *gamma, const float *beta, const float *running_mean,   \
+                               const float *running_var, float *y))                                \
+    /* y is the fused forward output (for the ReLU mask) or NULL when d->relu == 0 */              \
+    X(void, bn_backward, (st_backend *be, const st_bn_desc *d, const float *x, const float *y,     \
+                          const float *dy, const float *gamma, const float *save_mean,             \
+                          const float *save_rstd, float *dx, float *dgamma, float *dbeta))         \
+                                                                                                   \
+    /* ---- activations and residuals ---- */                                                      \
+    /* y = max(x, 0); y may be x */                                                                \
+    X(void, relu_forward, (st_backend *be, const float *x, float *y, size_t n))                    \
+    /* dx = dy where the forward output y > 0, else 0; dx may be dy */                             \
+    X(void, relu_backward, (st_backend *be, const float *y, const float *dy, float *dx, size_t n)) \
+    /* y = relu?(a + b); y may be a or b (the model adds in place, infer/resnet.c) */              \
+    X(void, add_forward, (st_backend *be, const float *a, const float *b, float *y, size_t n,      \
+                          int relu))                                                               \
+                                                                                                   \
+    /* ---- pooling ---- */                                                                        \
+    /* window max; padded cells per d->pad_with_zero */                                            \
+    X(void, maxpool_forward, (st_backend *be, const st_pool_desc *d, const float *x, float *y))    \
+    /* dx overwritten; each window's dy goes to its first maximum in scan order */                 \
+    X(void, maxpool_backward, (st_backend *be, const st_pool_desc *d, const float *x,              \
+                               const float *y, const float *dy, float *dx))                        \
+    /* global average / max / GeM over H*W: (N, H*W, C) -> (N, C) */                               \
+    X(void, gpool_forward, (st_backend *be, const st_gpool_desc *d, const float *x, float *y))     \
+    /* dx overwritten; y is the forward output */                                                  \
+    X(void, gpool_backward, (st_backend *be, const st_gpool_desc *d, const float *x,               \
+                             const float *y, const float *dy, float *dx))                          \
+                                                                                                   \
+    /* ---- dense: y[n,out] = x[n,in] * w[in,out] + b (Keras kernel layout) ---- */                \
+    /* b may be NULL */                                                                            \
+    X(void, dense_forward, (st_backend *be, int n, int in, int out, const float *x,                \
+                            const float *w, const float *b, float *y))                             \
+    /* dx, db may be NULL */                                                                       \
+    X(void, dense_backward, (st_backend *be, int n, int in, int out, const float *x,               \
+                             const float *w, const float *dy, float *dx, float *dw, float *db))    \
+                                                                                                   \
+    /* ---- row-wise L2 normalisation ---- */                                                      \
+    /* y = x / max(||x||, eps); norms (N) kept for backward */                                     \
+    X(void, l2norm_forward, (st_backend *be, int n, int d, const float *x, float *y,               \
+                             float *norms, float eps))                                             \
+    /* dx from the forward output y and its norms */                                               \
+    X(void, l2norm_backward, (st_backend *be, int n, int d, const float *y, const float *norms,    \
+                              const float *dy, float *dx))                                         \
+                                                                                                   \
+    /* ---- losses ---- */                                                                         \
+    /* softmax cross-entropy with label smoothing; labels int32 (N) on device;                     \
+     * probs (N,K) kept for backward; loss_rows (N) per-sample loss */                             \
+    X(void, xent_forward, (st_backend *be, int n, int k, const float *logits,                      \
+                           const int32_t *labels, float smoothing, float *probs,                   \
+                           float *loss_rows))                                                      \
+    /* dlogits = scale * (probs - target), scale usually 1/N */                                    \
+    X(void, xent_backward, (st_backend *be, int n, int k, const float *probs,                      \
+                            const int32_t *labels, float smoothing, float scale,                   \
+                            float *dlogits))                                                       \
+    /* triplet loss on a PK batch: loss, stats (host) and the gradient w.r.t. emb in one pass;     \
+     * dist is workspace (N, N); demb overwritten */                                               \
+    X(void, triplet_loss, (st_backend *be, const st_triplet_desc *d, const float *emb,             \
+                           const int32_t *labels, float *dist, float *demb,                        \
+                           st_triplet_stats *stats))                                               \
+                                                                                                   \
+    /* ---- optimizer ---- */                                                                      \
+    /* one optimizer step over a flat slice of the parameter arena; m, v optimizer state           \
+     * (unused ones may be NULL) */                                                                \
+    X(void, optim_step, (st_backend *be, const st_optim_desc *d, float *param,                     \
+                         const float *grad, float *m, float *v, size_t n))                         \
+                                                                                                   \
+    /* ---- retrieval ---- */                                                                      \
+    /* merge one tile of scores (Q, tile) into running per-query top-k lists (Q, k) kept sorted    \
+     * best first; ties go to the lower index; base = gallery index of column 0. Empty slots       \
+     * hold index -1 and the worst score. */                                                       \
+    X(void, topk_merge, (st_backend *be, int q, int tile, int64_t base, int k,                     \
+                         int larger_is_better, const float *scores, float *best_scores,            \
+                         int64_t *best_index))
+
 /* ---- the interface ------------------------------------------------------------------ */
+
+#define ST_BACKEND_MEMBER_(ret, op, params) ret(*op) params;
 
 struct st_backend {
     const char *name; /* "cpu" or "cuda" */
     void *ctx;        /* backend-private state */
     int threads;
-
-    /* memory */
-    void *(*alloc)(st_backend *be, size_t bytes);                 /* zeroed, 64-byte aligned */
-    void (*free)(st_backend *be, void *ptr);
-    void (*upload)(st_backend *be, void *dst, const void *host_src, size_t bytes);
-    void (*download)(st_backend *be, void *host_dst, const void *src, size_t bytes);
-    void (*copy)(st_backend *be, void *dst, const void *src, size_t bytes);
-    void (*sync)(st_backend *be);
-    void (*destroy)(st_backend *be);
-
-    /* elementwise and BLAS-1 */
-    void (*fill)(st_backend *be, float *x, float value, size_t n);
-    void (*scale)(st_backend *be, float *x, float alpha, size_t n);
-    void (*axpy)(st_backend *be, float *y, float alpha, const float *x, size_t n); /* y += alpha*x */
-    double (*sum_squares)(st_backend *be, const float *x, size_t n);              /* host result */
-    int (*all_finite)(st_backend *be, const float *x, size_t n);                  /* host result */
-
-    /* GEMM, row-major: C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C */
-    void (*gemm)(st_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
-
-    /* convolution (cross-correlation), kernels HWIO (R, S, C, K), bias (K) or NULL */
-    st_conv_plan *(*conv_plan)(st_backend *be, const st_conv_desc *d); /* cached per shape */
-    void (*conv_forward)(st_backend *be, st_conv_plan *p, const float *x, const float *w,
-                         const float *bias, float *y);
-    void (*conv_backward_data)(st_backend *be, st_conv_plan *p, const float *dy, const float *w,
-                               float *dx);
-    /* dbias may be NULL */
-    void (*conv_backward_filter)(st_backend *be, st_conv_plan *p, const float *x, const float *dy,
-                                 float *dw, float *dbias);
-    /* Fold an inference-mode batch norm into the conv before it (frozen layers):
-     * w_out = w * gamma*rstd per output channel, b_out = (b - mean)*gamma*rstd + beta; b may be NULL. */
-    void (*conv_fold_bn)(st_backend *be, const st_conv_desc *d, const float *w, const float *b,
-                         const float *gamma, const float *beta, const float *mean, const float *var,
-                         float eps, float *w_out, float *b_out);
-
-    /* batch norm over NHWC rows; save_mean/save_rstd (C) are kept for backward */
-    void (*bn_forward_train)(st_backend *be, const st_bn_desc *d, const float *x, const float *gamma,
-                             const float *beta, float *y, float *save_mean, float *save_rstd,
-                             float *running_mean, float *running_var);
-    void (*bn_forward_infer)(st_backend *be, const st_bn_desc *d, const float *x, const float *gamma,
-                             const float *beta, const float *running_mean,
-                             const float *running_var, float *y);
-    /* y is the fused forward output (for the ReLU mask) or NULL when d->relu == 0 */
-    void (*bn_backward)(st_backend *be, const st_bn_desc *d, const float *x, const float *y,
-                        const float *dy, const float *gamma, const float *save_mean,
-                        const float *save_rstd, float *dx, float *dgamma, float *dbeta);
-
-    /* activations and residuals */
-    void (*relu_forward)(st_backend *be, const float *x, float *y, size_t n);
-    void (*relu_backward)(st_backend *be, const float *y, const float *dy, float *dx, size_t n);
-    /* y = relu?(a + b); y may be a or b (the model adds in place, infer/resnet.c) */
-    void (*add_forward)(st_backend *be, const float *a, const float *b, float *y, size_t n, int relu);
-
-    /* pooling */
-    void (*maxpool_forward)(st_backend *be, const st_pool_desc *d, const float *x, float *y);
-    void (*maxpool_backward)(st_backend *be, const st_pool_desc *d, const float *x, const float *y,
-                             const float *dy, float *dx);
-    void (*gpool_forward)(st_backend *be, const st_gpool_desc *d, const float *x, float *y);
-    void (*gpool_backward)(st_backend *be, const st_gpool_desc *d, const float *x, const float *y,
-                           const float *dy, float *dx);
-
-    /* dense: y[n,out] = x[n,in] * w[in,out] + b (Keras kernel layout); dx, db may be NULL */
-    void (*dense_forward)(st_backend *be, int n, int in, int out, const float *x, const float *w,
-                          const float *b, float *y);
-    void (*dense_backward)(st_backend *be, int n, int in, int out, const float *x, const float *w,
-                           const float *dy, float *dx, float *dw, float *db);
-
-    /* row-wise L2 normalisation: y = x / max(||x||, eps); norms (N) kept for backward */
-    void (*l2norm_forward)(st_backend *be, int n, int d, const float *x, float *y, float *norms,
-                           float eps);
-    void (*l2norm_backward)(st_backend *be, int n, int d, const float *y, const float *norms,
-                            const float *dy, float *dx);
-
-    /* softmax cross-entropy with label smoothing; labels int32 (N) on device;
-     * probs (N,K) kept for backward; loss_rows (N) per-sample loss */
-    void (*xent_forward)(st_backend *be, int n, int k, const float *logits, const int32_t *labels,
-                         float smoothing, float *probs, float *loss_rows);
-    /* dlogits = scale * (probs - target), scale usually 1/N */
-    void (*xent_backward)(st_backend *be, int n, int k, const float *probs, const int32_t *labels,
-                          float smoothing, float scale, float *dlogits);
-
-    /* triplet loss on a PK batch: loss, stats (host) and the gradient w.r.t. emb in one pass;
-     * dist is workspace (N, N); demb overwritten */
-    void (*triplet_loss)(st_backend *be, const st_triplet_desc *d, const float *emb,
-                         const int32_t *labels, float *dist, float *demb, st_triplet_stats *stats);
-
-    /* one optimizer step over a flat slice of the parameter arena; m, v optimizer state
-     * (unused ones may be NULL) */
-    void (*optim_step)(st_backend *be, const st_optim_desc *d, float *param, const float *grad,
-                       float *m, float *v, size_t n);
-
-    /* retrieval: merge one tile of scores (Q, tile) into running per-query top-k lists
-     * (Q, k) kept sorted best first; ties go to the lower index; base = gallery index of
-     * column 0. Empty slots hold index -1 and the worst score. */
-    void (*topk_merge)(st_backend *be, int q, int tile, int64_t base, int k, int larger_is_better,
-                       const float *scores, float *best_scores, int64_t *best_index);
+    ST_BACKEND_OPS(ST_BACKEND_MEMBER_) /* one function pointer per op, in list order */
 };
+
+#undef ST_BACKEND_MEMBER_
 
 /* ---- registry and helpers (backend.c) ------------------------------------------------ */
 

@@ -1,9 +1,9 @@
 # Retrieval: exact top-k, embedding files, metrics, evaluation protocols and their oracles.
-st_add_test(NAME test_topk SOURCES test_topk.c LIBS st_infer)
+st_add_test(NAME test_topk SOURCES test_topk.c LIBS st_cmd)
 st_add_test(NAME test_metrics SOURCES test_metrics.c LIBS st_infer)
 st_add_test(NAME test_postprocess SOURCES test_postprocess.c LIBS st_infer)
 # `simtune embed` and `simtune search` on generated images with a randomly initialised ResNet-18
-st_add_test(NAME test_embed SOURCES test_embed.c LIBS st_train)
+st_add_test(NAME test_embed SOURCES test_embed.c LIBS st_cmd)
 
 # `simtune eval` run files vs an independent trec_eval reimplementation and a numpy brute force.
 st_add_script_test(NAME test_trec_eval

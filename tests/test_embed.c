@@ -24,7 +24,7 @@
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
 #include "test_util.h"
-#include "train/commands.h"
+#include "cmd/commands.h"
 
 static void make_fixtures(void) {
     st_synth_config sc;

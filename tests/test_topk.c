@@ -26,7 +26,7 @@
 #include "kernels/check.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "test_util.h"
-#include "train/commands.h"
+#include "cmd/commands.h"
 
 typedef struct {
     double score;

@@ -1,4 +1,4 @@
-# trainer.cmake: tests of the trainer (train/trainer.c, train/cmd_train.c). Owner: trainer-tests.
+# trainer.cmake: tests of the trainer (train/trainer.c, cmd/train.c). Owner: trainer-tests.
 # All train tv_resnet18 at 32x32 on generated images (data/synthetic.h) written into the test
 # directory. Wall times on 2 idle cores: loss 4 s, freeze 2 s, resume 8 s, steps 7 + 1 s, cli
 # 6 s, orl 19 s (5-20x that at load average 10).

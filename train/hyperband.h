@@ -12,7 +12,7 @@
  * r_i is exact when max_resource = min_resource * eta^k; otherwise it is rounded up (as Keras
  * Tuner does), and strictly increases with i because max_resource / eta^s >= min_resource >= 1.
  *
- * Callers: train/sweep.c (runner), cmd_sweep.c (--dry-run), tests/test_hyperband.c.
+ * Callers: train/sweep.c (runner), cmd/sweep.c (--dry-run), tests/test_hyperband.c.
  */
 #ifndef ST_HYPERBAND_H
 #define ST_HYPERBAND_H

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../data/fileio.h"
+#include "../data/rng.h"
 #include "../kernels/check.h"
 #include "lock.h"
 #include "plot.h"
@@ -485,16 +486,9 @@ void st_sweep_free(st_sweep_config *sc) {
 
 /* ---- sampling -------------------------------------------------------------------------------- */
 
-static uint64_t mix64(uint64_t x) { /* splitmix64 finaliser */
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 /* A hash of (seed, trial, slot): slot 0 is the trial seed, slot i+1 parameter i's draw. */
 static uint64_t trial_hash(uint64_t seed, int trial_id, int slot) {
-    return mix64(mix64(mix64(seed) ^ (uint64_t)trial_id) ^ (uint64_t)slot);
+    return st_rng_hash(seed, (uint64_t)trial_id, (uint64_t)slot);
 }
 
 static double unit_draw(uint64_t seed, int trial_id, int slot) { /* U in [0, 1) */

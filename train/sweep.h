@@ -21,7 +21,7 @@
  * The sweep folder is locked (train/lock.h) while a process runs the sweep in it.
  *
  * Ownership: st_sweep_config owns everything it points to (st_sweep_free).
- * Callers: cmd_sweep.c, tests/test_sweep.c.
+ * Callers: cmd/sweep.c, tests/test_sweep.c.
  */
 #ifndef ST_SWEEP_H
 #define ST_SWEEP_H

@@ -30,9 +30,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "../data/clock.h"
 #include "../data/fileio.h"
 #include "../data/loader.h"
 #include "../infer/eval.h"
@@ -119,12 +119,6 @@ static void say(const trainer *t, const char *fmt, ...) {
     vfprintf(out, fmt, ap);
     va_end(ap);
     fflush(out);
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- data ---------------------------------------------------------------------------- */
@@ -811,7 +805,7 @@ typedef struct epoch_stats {
 static void print_progress(trainer *t, int batch, int batches, const epoch_stats *s, float lr, double t0) {
     FILE *out = progress_of(t);
     if (!out) return;
-    double elapsed = now_seconds() - t0;
+    double elapsed = st_now_seconds() - t0;
     double ips = s->images / (elapsed > 0 ? elapsed : 1e-9);
     double eta = batch > 0 ? elapsed / batch * (batches - batch) : 0;
     double mean_loss = s->steps > 0 ? s->loss / s->steps : 0.0;
@@ -857,7 +851,7 @@ static int check_divergence(const trainer *t, double loss, const epoch_stats *s,
 static int train_epoch(trainer *t, float lr, epoch_stats *s) {
     st_model *m = t->model;
     int batches = st_loader_batches_per_epoch(t->loader);
-    double t0 = now_seconds();
+    double t0 = st_now_seconds();
     memset(s, 0, sizeof *s);
     const double *sums = t->pos.epoch_sums; /* the batches done before a mid-epoch resume */
     s->loss = sums[0];
@@ -900,7 +894,7 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
     s->loss /= n;
     s->accuracy /= n;
     s->active /= n;
-    s->seconds = now_seconds() - t0;
+    s->seconds = st_now_seconds() - t0;
     return 1;
 }
 

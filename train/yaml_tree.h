@@ -3,7 +3,7 @@
  * every node, so config errors can say where a value came from.
  *
  * Used by train/config.c (train configs, --set overrides), train/sweep.c (sweep files, the
- * sweep's state.json: JSON is read as YAML flow style) and cmd_sweep.c.
+ * sweep's state.json: JSON is read as YAML flow style) and cmd/sweep.c.
  *
  * Ownership: a tree owns all its nodes and strings; st_ynode_free() frees a node and everything
  * below it. Every node records `source` (a file path, or a label such as "--set optimizer.lr=1"

@@ -1,7 +1,8 @@
 /*
  * cuda_backend.c: opens device 0, creates the stream, cuBLAS and cuDNN handles, the pinned
  * staging buffers and the shared device buffers, and wires the CUDA ops (cuda_ops.h) into an
- * st_backend. Called by st_backend_open("cuda"); owns the context until destroy.
+ * st_backend, one member per entry of ST_BACKEND_OPS (backend.h). Called by
+ * st_backend_open("cuda"); owns the context until destroy.
  *
  * Math mode: FP32 everywhere by default (cuBLAS CUBLAS_COMPUTE_32F, cuDNN CUDNN_FMA_MATH), so the
  * GPU agrees with the CPU backend to FP32 rounding. SIMTUNE_CUDA_TF32=1 allows TF32 tensor cores
@@ -52,7 +53,7 @@ void cuda_workspace_reserve(st_backend *be, size_t bytes) {
     ctx->workspace_bytes = bytes;
 }
 
-static void cuda_destroy(st_backend *be) {
+void cuda_destroy(st_backend *be) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
     cuda_conv_plans_free(be);
@@ -123,48 +124,8 @@ st_backend *st_cuda_backend_create(int threads) {
     be->ctx = ctx;
     be->threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 
-    be->alloc = cuda_alloc;
-    be->free = cuda_free;
-    be->upload = cuda_upload;
-    be->download = cuda_download;
-    be->copy = cuda_copy;
-    be->sync = cuda_sync;
-    be->destroy = cuda_destroy;
-
-    be->fill = cuda_fill;
-    be->scale = cuda_scale;
-    be->axpy = cuda_axpy;
-    be->sum_squares = cuda_sum_squares;
-    be->all_finite = cuda_all_finite;
-    be->gemm = cuda_gemm;
-
-    be->conv_plan = cuda_conv_plan;
-    be->conv_forward = cuda_conv_forward;
-    be->conv_backward_data = cuda_conv_backward_data;
-    be->conv_backward_filter = cuda_conv_backward_filter;
-    be->conv_fold_bn = cuda_conv_fold_bn;
-
-    be->bn_forward_train = cuda_bn_forward_train;
-    be->bn_forward_infer = cuda_bn_forward_infer;
-    be->bn_backward = cuda_bn_backward;
-
-    be->relu_forward = cuda_relu_forward;
-    be->relu_backward = cuda_relu_backward;
-    be->add_forward = cuda_add_forward;
-
-    be->maxpool_forward = cuda_maxpool_forward;
-    be->maxpool_backward = cuda_maxpool_backward;
-    be->gpool_forward = cuda_gpool_forward;
-    be->gpool_backward = cuda_gpool_backward;
-
-    be->dense_forward = cuda_dense_forward;
-    be->dense_backward = cuda_dense_backward;
-    be->l2norm_forward = cuda_l2norm_forward;
-    be->l2norm_backward = cuda_l2norm_backward;
-    be->xent_forward = cuda_xent_forward;
-    be->xent_backward = cuda_xent_backward;
-    be->triplet_loss = cuda_triplet_loss;
-    be->optim_step = cuda_optim_step;
-    be->topk_merge = cuda_topk_merge;
+#define WIRE_CUDA_OP(ret, op, params) be->op = cuda_##op;
+    ST_BACKEND_OPS(WIRE_CUDA_OP)
+#undef WIRE_CUDA_OP
     return be;
 }

@@ -10,7 +10,7 @@
  *
  * CUDA_CHECK_LAUNCH catches launch-configuration errors (cudaGetLastError, which does not wait
  * for the kernel); faults inside a kernel surface at the next checked synchronising call.
- * Valid C11 and C++17: used by the .c wiring, the .cu kernels and train/cmd_doctor.c.
+ * Valid C11 and C++17: used by the .c wiring, the .cu kernels and cmd/doctor.c.
  */
 #ifndef ST_CUDA_CHECK_H
 #define ST_CUDA_CHECK_H

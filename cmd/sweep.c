@@ -1,5 +1,5 @@
 /*
- * cmd_sweep.c: `simtune sweep`: plan (--dry-run) or run a Hyperband sweep described by a sweep
+ * sweep.c: `simtune sweep`: plan (--dry-run) or run a Hyperband sweep described by a sweep
  * file (train/sweep.h, docs/config.md "Sweeps"). Real runs train each trial with the trainer's
  * st_train_trial (train/trainer.c); the sweep folder makes them resumable (--resume).
  */
@@ -8,9 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../kernels/check.h"
+#include "cli.h"
 #include "commands.h"
-#include "sweep.h"
+#include "kernels/check.h"
+#include "train/sweep.h"
 
 static void usage(FILE *out) {
     fprintf(out, "usage: simtune sweep --config SWEEP.yaml [options]\n"
@@ -140,13 +141,12 @@ int cmd_sweep(int argc, char **argv) {
         case 'c': config = optarg; break;
         case 's': sets[n_sets++] = optarg; break;
         case 'S': {
-            char *end;
-            unsigned long long seed = strtoull(optarg, &end, 10);
-            if (*end || !optarg[0] || optarg[0] == '-' || seed > (unsigned long long)INT64_MAX) {
+            uint64_t seed; /* a train config's seed is an int64 */
+            if (st_cli_u64_option("sweep", "--seed", optarg, INT64_MAX, &seed)) {
                 free(sets);
-                return bad_usage("--seed needs a non-negative integer", optarg);
+                return 2;
             }
-            snprintf(seed_set, sizeof seed_set, "seed=%llu", seed);
+            snprintf(seed_set, sizeof seed_set, "seed=%llu", (unsigned long long)seed);
             sets[n_sets++] = seed_set;
             break;
         }

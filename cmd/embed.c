@@ -1,5 +1,5 @@
 /*
- * cmd_embed.c: `simtune embed`, embeddings of any folder or manifest of images (a class tree, a
+ * embed.c: `simtune embed`, embeddings of any folder or manifest of images (a class tree, a
  * flat folder, a TSV/CSV manifest with metadata columns; data/dataset.h st_dataset_load_index),
  * written to an embedding file (infer/embeddings_h5.h schema, atomically).
  *
@@ -15,23 +15,25 @@
  *
  * With --config (a train config, train/config.h) the model section gives the defaults of
  * --weights, --image-size, --pool and --gem-p, and the config's device and threads those of
- * --device and --threads; options on the command line win. That is why this command lives in
- * train/: it reads train configs; the embedding itself is infer/embedder.c.
+ * --device and --threads; options on the command line win (commands sit above train/, so one
+ * may read train configs); the embedding itself is infer/embedder.c.
  */
 #include <getopt.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "../data/dataset.h"
-#include "../infer/cli.h"
-#include "../infer/embedder.h"
-#include "../infer/embeddings_h5.h"
-#include "../kernels/check.h"
+#include "cli.h"
 #include "commands.h"
-#include "config.h"
+#include "data/dataset.h"
+#include "infer/embedder.h"
+#include "infer/embeddings_h5.h"
+#include "kernels/check.h"
+#include "train/config.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -181,7 +183,7 @@ int cmd_embed(int argc, char **argv) {
     const char *images = NULL, *out = NULL, *config = NULL;
     int given[O_CONFIG + 1] = {0}; /* options set on the command line win over --config */
     int c;
-    char *end;
+    double gem_p; /* --gem-p, parsed as a double */
     optind = 1;
     opterr = 0; /* our own message below names the option */
     while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
@@ -199,17 +201,18 @@ int cmd_embed(int argc, char **argv) {
             if (st_embed_pool_parse(optarg, &o.pool) != 0) return bad_usage(st_error_get());
             break;
         case O_GEM_P:
-            o.gem_p = strtof(optarg, &end);
-            if (*end || !(o.gem_p > 0)) return bad_usage("--gem-p must be > 0");
+            if (st_cli_double_option("embed", "--gem-p", optarg, 0, HUGE_VAL, &gem_p)) return 2;
+            if (gem_p == 0) return bad_usage("--gem-p must be > 0");
+            o.gem_p = (float)gem_p;
             break;
         case O_BATCH:
-            if (st_cli_parse_int(optarg, 1, &o.batch)) return bad_usage("--batch must be >= 1");
+            if (st_cli_int_option("embed", "--batch", optarg, 1, INT_MAX, &o.batch)) return 2;
             break;
         case O_SIZE:
-            if (st_cli_parse_int(optarg, 32, &o.image_size)) return bad_usage("--image-size must be >= 32");
+            if (st_cli_int_option("embed", "--image-size", optarg, 32, INT_MAX, &o.image_size)) return 2;
             break;
         case O_THREADS:
-            if (st_cli_parse_int(optarg, 0, &o.threads)) return bad_usage("--threads must be >= 0");
+            if (st_cli_int_option("embed", "--threads", optarg, 0, INT_MAX, &o.threads)) return 2;
             break;
         case 'h': usage(stdout); return 0;
         default: return st_cli_bad_option("embed", c, argv[optind - 1]);

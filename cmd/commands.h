@@ -1,7 +1,7 @@
 /*
- * commands.h: the subcommands of the simtune binary. Each lives in cmd_<name>.c of the layer it
- * belongs to (infer/ for inspect, embed, topk, eval, search; train/ for train, sweep, demo, bench)
- * and is called with argv[0] = the command name.
+ * commands.h: the subcommands of the simtune binary. Each lives in cmd/<name>.c, the layer on top
+ * of kernels <- data <- infer <- train (tools/check-deps.sh keeps it so), is listed in the table of
+ * cmd/main.c and is called with argv[0] = the command name.
  *
  * Conventions for every command: getopt_long options; `--help` prints the usage (every option,
  * its default) to stdout and returns 0; a bad option or argument prints a one-line error and

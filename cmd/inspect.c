@@ -1,5 +1,5 @@
 /*
- * cmd_inspect.c: `simtune inspect FILE.h5 [--json]`, a description of a weight file or checkpoint:
+ * inspect.c: `simtune inspect FILE.h5 [--json]`, a description of a weight file or checkpoint:
  * layout (Keras 2 / full model / Keras 3 / torchvision conversion / simtune export / checkpoint),
  * detected architecture and how it was decided, top or notop, every layer with weights and the
  * shapes of its datasets, the parameter count, the embedding recipe of simtune files (image size,
@@ -14,11 +14,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../kernels/check.h"
-#include "../train/commands.h"
 #include "cli.h"
-#include "h5util.h"
-#include "weights_h5.h"
+#include "commands.h"
+#include "infer/h5util.h"
+#include "infer/weights_h5.h"
+#include "kernels/check.h"
 
 static void usage(FILE *out) {
     fprintf(out,

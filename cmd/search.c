@@ -1,5 +1,5 @@
 /*
- * cmd_search.c: `simtune search`, rank an embedding file (the index) for one query image.
+ * search.c: `simtune search`, rank an embedding file (the index) for one query image.
  *
  * The query is embedded exactly as the index was (its attributes layer, pooling, gem_p,
  * normalized, image_size; infer/embedder.h) with the given weights, then searched exactly (infer/topk.h).
@@ -29,14 +29,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../data/fileio.h"
-#include "../kernels/check.h"
 #include "cli.h"
-#include "../train/commands.h"
-#include "embedder.h"
-#include "embeddings_h5.h"
-#include "html.h"
-#include "topk.h"
+#include "commands.h"
+#include "data/fileio.h"
+#include "infer/embedder.h"
+#include "infer/embeddings_h5.h"
+#include "infer/html.h"
+#include "infer/topk.h"
+#include "kernels/check.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -248,13 +248,13 @@ int cmd_search(int argc, char **argv) {
         case O_QUERY_LABEL: query_label = optarg; break;
         case O_DEVICE: eo.device = optarg; break;
         case 'k':
-            if (st_cli_parse_int(optarg, 1, &to.k)) return bad_usage("-k must be a positive integer");
+            if (st_cli_int_option("search", "-k", optarg, 1, INT_MAX, &to.k)) return 2;
             break;
         case O_METRIC:
             if (st_metric_parse(optarg, &to.metric) != 0) return bad_usage(st_error_get());
             break;
         case O_THREADS:
-            if (st_cli_parse_int(optarg, 0, &eo.threads)) return bad_usage("--threads must be >= 0");
+            if (st_cli_int_option("search", "--threads", optarg, 0, INT_MAX, &eo.threads)) return 2;
             break;
         case 'h': usage(stdout); return 0;
         default: return st_cli_bad_option("search", c, argv[optind - 1]);

@@ -1,5 +1,5 @@
 /*
- * cmd_topk.c: `simtune topk`, exact top-k search of a query embedding file against a gallery
+ * topk.c: `simtune topk`, exact top-k search of a query embedding file against a gallery
  * embedding file (both in the embeddings_h5.h schema).
  *
  * The gallery streams from disk tile by tile (infer/topk.h), so its size is bounded by the disk,
@@ -11,17 +11,18 @@
  * The search time (without file reading of the queries) is printed to stderr.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "../kernels/check.h"
 #include "cli.h"
-#include "../train/commands.h"
-#include "embeddings_h5.h"
-#include "h5util.h"
-#include "topk.h"
+#include "commands.h"
+#include "infer/embeddings_h5.h"
+#include "infer/h5util.h"
+#include "infer/topk.h"
+#include "kernels/check.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -102,8 +103,7 @@ int cmd_topk(int argc, char **argv) {
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *gallery = NULL, *queries = NULL, *out = NULL, *device = "cpu";
     st_topk_options o = {ST_METRIC_COSINE, 10, 0, 0, NULL};
-    int threads = 0, c;
-    char *end;
+    int threads = 0, tile_rows, c;
     optind = 1;
     opterr = 0; /* our own message below names the option */
     while ((c = getopt_long(argc, argv, ":k:h", options, NULL)) != -1) {
@@ -113,14 +113,14 @@ int cmd_topk(int argc, char **argv) {
         case 'o': out = optarg; break;
         case 'd': device = optarg; break;
         case 'k':
-            if (st_cli_parse_int(optarg, 1, &o.k)) return bad_usage("-k must be a positive integer");
+            if (st_cli_int_option("topk", "-k", optarg, 1, INT_MAX, &o.k)) return 2;
             break;
         case 't':
-            if (st_cli_parse_int(optarg, 0, &threads)) return bad_usage("--threads must be >= 0");
+            if (st_cli_int_option("topk", "--threads", optarg, 0, INT_MAX, &threads)) return 2;
             break;
         case 'T':
-            o.tile_rows = strtol(optarg, &end, 10);
-            if (*end || o.tile_rows < 0) return bad_usage("--tile-rows must be >= 0");
+            if (st_cli_int_option("topk", "--tile-rows", optarg, 0, INT_MAX, &tile_rows)) return 2;
+            o.tile_rows = tile_rows;
             break;
         case 'm':
             if (st_metric_parse(optarg, &o.metric) != 0) return bad_usage(st_error_get());

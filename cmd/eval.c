@@ -1,5 +1,5 @@
 /*
- * cmd_eval.c: `simtune eval`, retrieval metrics of embedding files under a protocol
+ * eval.c: `simtune eval`, retrieval metrics of embedding files under a protocol
  * (infer/eval.h), written to an output directory:
  *
  *   report.json  protocol, options, sizes, metrics (mean over splits), metrics_std, per_split
@@ -22,19 +22,20 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/fileio.h"
-#include "../kernels/check.h"
 #include "cli.h"
-#include "../train/commands.h"
-#include "embeddings_h5.h"
-#include "eval.h"
-#include "html.h"
+#include "commands.h"
+#include "data/fileio.h"
+#include "infer/embeddings_h5.h"
+#include "infer/eval.h"
+#include "infer/html.h"
+#include "kernels/check.h"
 
 enum { SHEET_DEFAULT = 50 };
 
@@ -339,7 +340,7 @@ int cmd_eval(int argc, char **argv) {
     st_eval_defaults(&o);
     const char *emb = NULL, *gallery = NULL, *queries = NULL, *out = NULL, *device = "cpu";
     int threads = 0, sheet = SHEET_DEFAULT, protocol_given = 0, c;
-    char *end;
+    double value; /* a float option, parsed as a double */
     optind = 1;
     opterr = 0; /* our own message below names the option */
     while ((c = getopt_long(argc, argv, ":k:h", options, NULL)) != -1) {
@@ -357,48 +358,47 @@ int cmd_eval(int argc, char **argv) {
             if (st_metric_parse(optarg, &o.metric) != 0) return bad_usage(st_error_get());
             break;
         case O_SPLITS:
-            if (st_cli_parse_int(optarg, 1, &o.splits)) return bad_usage("--splits must be >= 1");
+            if (st_cli_int_option("eval", "--splits", optarg, 1, INT_MAX, &o.splits)) return 2;
             break;
         case O_FRACTION:
-            o.query_fraction = strtod(optarg, &end);
-            if (*end || !(o.query_fraction > 0 && o.query_fraction < 1))
+            if (st_cli_double_option("eval", "--query-fraction", optarg, 0, 1, &o.query_fraction)) return 2;
+            if (o.query_fraction == 0 || o.query_fraction == 1)
                 return bad_usage("--query-fraction must be between 0 and 1");
             break;
         case O_SEED:
-            o.seed = strtoull(optarg, &end, 10);
-            if (*end) return bad_usage("--seed must be a non-negative integer");
+            if (st_cli_u64_option("eval", "--seed", optarg, UINT64_MAX, &o.seed)) return 2;
             break;
         case 'k':
-            if (st_cli_parse_int(optarg, 1, &o.k)) return bad_usage("-k must be >= 1");
+            if (st_cli_int_option("eval", "-k", optarg, 1, INT_MAX, &o.k)) return 2;
             break;
         case O_DEPTH:
-            if (st_cli_parse_int(optarg, 1, &o.depth)) return bad_usage("--depth must be >= 1");
+            if (st_cli_int_option("eval", "--depth", optarg, 1, INT_MAX, &o.depth)) return 2;
             break;
         case O_PCA:
-            if (st_cli_parse_int(optarg, 1, &o.pca_dims)) return bad_usage("--pca must be >= 1");
+            if (st_cli_int_option("eval", "--pca", optarg, 1, INT_MAX, &o.pca_dims)) return 2;
             break;
         case O_WHITEN: o.whiten = 1; break;
         case O_QE:
-            if (st_cli_parse_int(optarg, 1, &o.qe)) return bad_usage("--qe must be >= 1");
+            if (st_cli_int_option("eval", "--qe", optarg, 1, INT_MAX, &o.qe)) return 2;
             break;
         case O_QE_ALPHA:
-            o.qe_alpha = strtof(optarg, &end);
-            if (*end || !(o.qe_alpha >= 0)) return bad_usage("--qe-alpha must be >= 0");
+            if (st_cli_double_option("eval", "--qe-alpha", optarg, 0, HUGE_VAL, &value)) return 2;
+            o.qe_alpha = (float)value;
             break;
         case O_DIFFUSION: o.diffusion = 1; break;
         case O_DIFFUSION_K:
-            if (st_cli_parse_int(optarg, 1, &o.diffusion_options.k)) return bad_usage("--diffusion-k must be >= 1");
+            if (st_cli_int_option("eval", "--diffusion-k", optarg, 1, INT_MAX, &o.diffusion_options.k)) return 2;
             break;
         case O_DIFFUSION_ALPHA:
-            o.diffusion_options.alpha = strtof(optarg, &end);
-            if (*end || !(o.diffusion_options.alpha > 0 && o.diffusion_options.alpha < 1))
-                return bad_usage("--diffusion-alpha must be between 0 and 1");
+            if (st_cli_double_option("eval", "--diffusion-alpha", optarg, 0, 1, &value)) return 2;
+            if (value == 0 || value == 1) return bad_usage("--diffusion-alpha must be between 0 and 1");
+            o.diffusion_options.alpha = (float)value;
             break;
         case O_SHEET:
-            if (st_cli_parse_int(optarg, 0, &sheet)) return bad_usage("--sheet must be >= 0");
+            if (st_cli_int_option("eval", "--sheet", optarg, 0, INT_MAX, &sheet)) return 2;
             break;
         case O_THREADS:
-            if (st_cli_parse_int(optarg, 0, &threads)) return bad_usage("--threads must be >= 0");
+            if (st_cli_int_option("eval", "--threads", optarg, 0, INT_MAX, &threads)) return 2;
             break;
         case 'h': usage(stdout); return 0;
         default: return st_cli_bad_option("eval", c, argv[optind - 1]);

@@ -1,5 +1,5 @@
 /*
- * cmd_train.c: `simtune train`: read a YAML config (train/config.h), apply --set overrides,
+ * train.c: `simtune train`: read a YAML config (train/config.h), apply --set overrides,
  * and run it (train/trainer.h) in a run folder under output.dir (checkpoints/ by default),
  * named --name, else output.name, else <config file stem>-<date>-<time> (never reused); or
  * only check it (--check, st_train_check), or continue a run folder (--resume [--epochs N]).
@@ -13,13 +13,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../data/fileio.h"
+#include "data/fileio.h"
 
-#include "../kernels/check.h"
-#include "checkpoint.h"
+#include "cli.h"
 #include "commands.h"
-#include "config.h"
-#include "trainer.h"
+#include "kernels/check.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/trainer.h"
 
 enum { MAX_SETS = 256 };
 
@@ -115,16 +116,9 @@ int cmd_train(int argc, char **argv) {
         case 'd': snprintf(device_set, sizeof device_set, "device=%s", optarg); break;
         case 't': snprintf(threads_set, sizeof threads_set, "threads=%s", optarg); break;
         case 'r': resume_dir = optarg; break;
-        case 'e': {
-            char *end;
-            long n = strtol(optarg, &end, 10);
-            if (*end || end == optarg || n < 1 || n > 1000000) {
-                fprintf(stderr, "simtune train: --epochs '%s': expected a whole number >= 1\n", optarg);
-                return 2;
-            }
-            epochs = (int)n;
+        case 'e':
+            if (st_cli_int_option("train", "--epochs", optarg, 1, 1000000, &epochs)) return 2;
             break;
-        }
         case 'S': strict = 1; break;
         case 'C': check = 1; break;
         case 'h': usage(stdout); return 0;

@@ -1,30 +1,32 @@
 /*
- * cmd_bench.c: `simtune bench train|infer|data`: throughput and peak memory on random data.
+ * bench.c: `simtune bench train|infer|data`: throughput and peak memory on random data.
  *
  *   train  forward (training mode) + loss + backward + SGD momentum step per iteration;
  *          --loss xent: 1000-way classifier and cross-entropy (the PyTorch benchmark's setup);
  *          --loss triplet: batch-hard triplet loss on the pooled features, P x 4 batches.
  *   infer  inference forward to the pooled features (BN folded into the convolutions).
  *   load   loading a weight file into its model (warm page cache: best of --steps loads).
- *   data   the image pipeline (data/bench_data.c).
+ *   data   the image pipeline (cmd/bench_data.c).
  * With --json the last line is one JSON object with images_per_second and peak_rss_mb.
  * bench/run_model_bench.sh runs the same shapes in PyTorch (bench/torch_bench.py) side by side.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
-#include "../data/bench_data.h"
-#include "../data/rng.h"
-#include "../infer/weights_h5.h"
-#include "../kernels/check.h"
-#include "backward.h"
+#include "bench_data.h"
+#include "cli.h"
 #include "commands.h"
-#include "loss.h"
-#include "optim.h"
+#include "data/rng.h"
+#include "infer/weights_h5.h"
+#include "kernels/check.h"
+#include "train/backward.h"
+#include "train/loss.h"
+#include "train/optim.h"
 
 typedef struct bench_args {
     const char *mode, *arch, *freeze_until, *device, *loss, *weights;
@@ -59,15 +61,15 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     *a = (bench_args){argv[0], "resnet50", "none", "cpu", "xent", NULL, 224, 16, 10, 2, 0, 0};
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    for (int c; (c = getopt_long(argc, argv, "", options, NULL)) != -1;) {
+        int bad = 0;
         switch (c) {
         case 'a': a->arch = optarg; break;
-        case 's': a->image_size = atoi(optarg); break;
-        case 'b': a->batch = atoi(optarg); break;
-        case 'n': a->steps = atoi(optarg); break;
-        case 'w': a->warmup = atoi(optarg); break;
-        case 't': a->threads = atoi(optarg); break;
+        case 's': bad = st_cli_int_option("bench", "--image-size", optarg, 32, INT_MAX, &a->image_size); break;
+        case 'b': bad = st_cli_int_option("bench", "--batch", optarg, 1, INT_MAX, &a->batch); break;
+        case 'n': bad = st_cli_int_option("bench", "--steps", optarg, 1, INT_MAX, &a->steps); break;
+        case 'w': bad = st_cli_int_option("bench", "--warmup", optarg, 0, INT_MAX, &a->warmup); break;
+        case 't': bad = st_cli_int_option("bench", "--threads", optarg, 0, INT_MAX, &a->threads); break;
         case 'f': a->freeze_until = optarg; break;
         case 'd': a->device = optarg; break;
         case 'l': a->loss = optarg; break;
@@ -76,10 +78,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         case 'h': usage(stdout); return 1;
         default: return -1;
         }
-    }
-    if (a->image_size < 32 || a->batch < 1 || a->steps < 1 || a->warmup < 0 || a->threads < 0) {
-        fprintf(stderr, "simtune bench: need --image-size >= 32, --batch >= 1, --steps >= 1\n");
-        return -1;
+        if (bad) return -1;
     }
     if (strcmp(a->loss, "xent") && strcmp(a->loss, "triplet")) {
         fprintf(stderr, "simtune bench: --loss must be xent or triplet, not '%s'\n", a->loss);

@@ -5,14 +5,14 @@
  *
  * Prints one human line and one machine line `images_per_s=<float>` on stdout.
  */
-#include "data/bench_data.h"
+#include "bench_data.h"
 
 #include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "kernels/check.h"
@@ -42,18 +42,6 @@ static void print_usage(FILE *out) {
             "  --help             this text\n");
 }
 
-static int parse_int(const char *text, const char *option, int lo, int hi, int *value) {
-    char *end;
-    long v = strtol(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "simtune bench data: %s '%s' is not an integer in %d..%d\n"
-                        "try 'simtune bench data --help'\n", option, text, lo, hi);
-        return -1;
-    }
-    *value = (int)v;
-    return 0;
-}
-
 /* 0 parsed, 1 --help shown, 2 usage error. */
 static int parse_options(int argc, char **argv, bench_options *o) {
     static const struct option longopts[] = {
@@ -69,12 +57,12 @@ static int parse_options(int argc, char **argv, bench_options *o) {
         int bad = 0;
         switch (c) {
         case 'd': o->data = optarg; break;
-        case 's': bad = parse_int(optarg, "--size", 1, 4096, &o->size); break;
-        case 'r': bad = parse_int(optarg, "--resize", 0, 8192, &o->resize); break;
-        case 't': bad = parse_int(optarg, "--threads", 1, 256, &o->threads); break;
-        case 'b': bad = parse_int(optarg, "--batch", 1, 4096, &o->batch); break;
-        case 'e': bad = parse_int(optarg, "--epochs", 1, 1000, &o->epochs); break;
-        case 'p': bad = parse_int(optarg, "--prefetch", 2, 64, &o->prefetch); break;
+        case 's': bad = st_cli_int_option("bench data", "--size", optarg, 1, 4096, &o->size); break;
+        case 'r': bad = st_cli_int_option("bench data", "--resize", optarg, 0, 8192, &o->resize); break;
+        case 't': bad = st_cli_int_option("bench data", "--threads", optarg, 1, 256, &o->threads); break;
+        case 'b': bad = st_cli_int_option("bench data", "--batch", optarg, 1, 4096, &o->batch); break;
+        case 'e': bad = st_cli_int_option("bench data", "--epochs", optarg, 1, 1000, &o->epochs); break;
+        case 'p': bad = st_cli_int_option("bench data", "--prefetch", optarg, 2, 64, &o->prefetch); break;
         case 'm':
             if (st_preprocess_parse(optarg, &o->preprocess)) {
                 fprintf(stderr, "simtune bench data: %s\ntry 'simtune bench data --help'\n", st_error_get());

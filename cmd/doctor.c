@@ -1,5 +1,5 @@
 /*
- * cmd_doctor.c: `simtune doctor`, what this build and this machine offer: the CUDA devices (or
+ * doctor.c: `simtune doctor`, what this build and this machine offer: the CUDA devices (or
  * why there are none), CUDA runtime and driver versions, cuDNN and cuBLAS versions (when built
  * with CUDA), oneDNN, OpenBLAS and HDF5 versions, and the thread counts the CPU backend uses.
  * Informative only: exits 0 whatever it finds (2 on a bad option). The CUDA parts compile only

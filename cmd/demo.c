@@ -1,5 +1,5 @@
 /*
- * cmd_demo.c: `simtune demo`: the whole job on a fresh machine with nothing downloaded.
+ * demo.c: `simtune demo`: the whole job on a fresh machine with nothing downloaded.
  *
  *   1. generate a deterministic dataset of device photos, line drawings and screen close-ups
  *      (data/synthetic.h): base devices (for the base model), target devices for fine-tuning,
@@ -24,13 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../data/fileio.h"
-#include "../data/synthetic.h"
-#include "../infer/eval.h"
-#include "../kernels/check.h"
+#include "cli.h"
 #include "commands.h"
-#include "config.h"
-#include "trainer.h"
+#include "data/fileio.h"
+#include "data/synthetic.h"
+#include "infer/eval.h"
+#include "kernels/check.h"
+#include "train/config.h"
+#include "train/trainer.h"
 
 enum { PATH_LEN = 4096 };
 
@@ -322,7 +323,9 @@ int cmd_demo(int argc, char **argv) {
         switch (c) {
         case 'o': snprintf(d.out, sizeof d.out, "%s", optarg); break;
         case 'c': snprintf(d.configs, sizeof d.configs, "%s", optarg); break;
-        case 't': d.threads = atoi(optarg); break;
+        case 't':
+            if (st_cli_int_option("demo", "--threads", optarg, 0, INT_MAX, &d.threads)) return 2;
+            break;
         case 'n': d.skip_sweep = 1; break;
         case 'q': d.quick = 1; break;
         case 'h': usage(stdout); return 0;
