@@ -21,6 +21,7 @@
 #include "bench_data.h"
 #include "cli.h"
 #include "commands.h"
+#include "data/clock.h"
 #include "data/rng.h"
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
@@ -91,12 +92,6 @@ static int parse_args(int argc, char **argv, bench_args *a) {
     return 0;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void random_input(st_model *m, int n, uint64_t seed) {
     size_t count = (size_t)n * m->input.h * m->input.w * m->input.c;
     float *x = ST_MALLOC(count * sizeof *x);
@@ -163,10 +158,10 @@ static int bench_model(const bench_args *a) {
     random_input(m, a->batch, 7);
     for (int i = 0; i < a->warmup; i++) step_once(m, a, &tp);
     be->sync(be);
-    double t0 = now_seconds();
+    double t0 = st_now_seconds();
     for (int i = 0; i < a->steps; i++) step_once(m, a, &tp);
     be->sync(be);
-    double seconds = now_seconds() - t0;
+    double seconds = st_now_seconds() - t0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double ips = a->batch * a->steps / seconds, rss_mb = ru.ru_maxrss / 1024.0;
@@ -213,9 +208,9 @@ static int bench_load(const bench_args *a) {
     size_t floats = 0;
     for (int i = 0; i <= a->steps; i++) { /* the first load warms the page cache */
         st_weights_report rep;
-        double t0 = now_seconds();
+        double t0 = st_now_seconds();
         int rc = st_weights_load(m, a->weights, &rep);
-        double seconds = now_seconds() - t0;
+        double seconds = st_now_seconds() - t0;
         floats = rep.n_floats;
         st_weights_report_free(&rep);
         if (rc) {

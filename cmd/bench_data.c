@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "data/clock.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "kernels/check.h"
@@ -87,12 +88,6 @@ static int parse_options(int argc, char **argv, bench_options *o) {
     return 0;
 }
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* One epoch; returns images delivered, -1 on a loader error. */
 static long long run_epoch(st_loader *L) {
     long long images = 0;
@@ -131,9 +126,9 @@ int st_bench_data(int argc, char **argv) {
     double seconds = 0;
     long long images = 0;
     for (int e = 0; e < o.epochs && images >= 0; e++) {
-        double start = seconds_now();
+        double start = st_now_seconds();
         images = run_epoch(L);
-        seconds = seconds_now() - start;
+        seconds = st_now_seconds() - start;
     }
     int status = 0;
     if (images < 0) {

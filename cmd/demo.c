@@ -26,6 +26,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "data/clock.h"
 #include "data/fileio.h"
 #include "data/synthetic.h"
 #include "infer/eval.h"
@@ -44,12 +45,6 @@ typedef struct demo {
     double t0;
 } demo;
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void usage(FILE *out) {
     fprintf(out, "usage: simtune demo [--out DIR] [--configs DIR] [--threads N] [--no-sweep] [--quick]\n\n"
                  "The main job end to end on generated images, nothing downloaded: generate a dataset,\n"
@@ -66,7 +61,7 @@ static void usage(FILE *out) {
 }
 
 static void stage(demo *d, const char *title) {
-    printf("\n== [%5.0f s] %s\n", now_seconds() - d->t0, title);
+    printf("\n== [%5.0f s] %s\n", st_now_seconds() - d->t0, title);
     fflush(stdout);
 }
 
@@ -302,7 +297,7 @@ static int run_demo(demo *d) {
     int rc = write_report(d, &base, &tuned);
     double s;
     printf("\n== [%5.0f s] done\n\n  %-12s hit@1 %.3f  mAP@10 %.3f\n  %-12s hit@1 %.3f  mAP@10 %.3f\n\n",
-           now_seconds() - d->t0, "base", metric_of(&base, "hit@1", &s), metric_of(&base, "map@10", &s), "fine-tuned",
+           st_now_seconds() - d->t0, "base", metric_of(&base, "hit@1", &s), metric_of(&base, "map@10", &s), "fine-tuned",
            metric_of(&tuned, "hit@1", &s), metric_of(&tuned, "map@10", &s));
     printf("open %s/report.html (contact sheets, curves, sweep leaderboard)\n", d->out);
     st_eval_report_free(&base);
@@ -316,7 +311,7 @@ int cmd_demo(int argc, char **argv) {
                                             {"quick", no_argument, 0, 'q'},
                                             {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     demo d = {0};
-    d.t0 = now_seconds();
+    d.t0 = st_now_seconds();
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {

@@ -29,6 +29,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "data/clock.h"
 #include "data/dataset.h"
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"
@@ -114,17 +115,11 @@ static void apply_config(const st_train_config *cfg, const int *given, int o_wei
     if (!given[o_device] && cfg->device == ST_DEVICE_CUDA) o->device = "cuda";
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Progress on stderr the way `train` reports an epoch: a bar redrawn in place on a terminal,
  * else a line each time another 10% of the images is done (prev = images done at the last
  * call). */
 static void print_progress(long prev, long done, long total, double t0) {
-    double elapsed = now_seconds() - t0;
+    double elapsed = st_now_seconds() - t0;
     double ips = done / (elapsed > 0 ? elapsed : 1e-9);
     double eta = done > 0 ? elapsed / done * (total - done) : 0;
     if (isatty(fileno(stderr))) {
@@ -146,7 +141,7 @@ static void print_progress(long prev, long done, long total, double t0) {
 static long embed_all(st_embedder *em, const st_dataset *ds, int batch, float *vectors, uint8_t *ok) {
     int d = st_embedder_dim(em);
     long kept = 0;
-    double t0 = now_seconds();
+    double t0 = st_now_seconds();
     for (long i0 = 0; i0 < ds->n; i0 += batch) {
         long count = ds->n - i0 < batch ? ds->n - i0 : batch;
         kept += st_embedder_run(em, (const char *const *)ds->paths + i0, count, vectors + (size_t)i0 * d, ok + i0);

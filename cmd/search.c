@@ -31,6 +31,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "data/clock.h"
 #include "data/fileio.h"
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"
@@ -62,12 +63,6 @@ static void usage(FILE *out) {
 }
 
 static int bad_usage(const char *msg) { return st_cli_usage_error("search", msg); }
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef struct search_view {
     const char *image, *index_path, *weights;
@@ -264,7 +259,7 @@ int cmd_search(int argc, char **argv) {
     if (!index_path || !eo.weights || !image) return bad_usage("--index, --weights and --image are required");
     if (thumbnails && !html) return bad_usage("--embed-thumbnails applies to --html");
 
-    double t0 = now_seconds();
+    double t0 = st_now_seconds();
     st_embeddings index;
     if (st_embeddings_read(index_path, &index) != 0) {
         fprintf(stderr, "simtune search: %s\n", st_error_get());
@@ -294,17 +289,17 @@ int cmd_search(int argc, char **argv) {
     }
     query = ST_MALLOC((size_t)index.d * sizeof(float));
     const char *paths[1] = {image};
-    double t1 = now_seconds();
+    double t1 = st_now_seconds();
     if (st_embedder_run(em, paths, 1, query, &ok) != 1) {
         st_error_set("%s: the query image could not be embedded", image);
         goto done;
     }
-    double t2 = now_seconds();
+    double t2 = st_now_seconds();
     if (st_topk_search_matrix(st_embedder_backend(em), &to, query, 1, index.vectors, index.n, index.d, &r) != 0)
         goto done;
     search_view v = {image, index_path, eo.weights, &index, &r, query_label_of(&index, image, query_label),
-                     warning[0] ? warning : NULL, t2 - t1, now_seconds() - t2, 0};
-    v.total_s = now_seconds() - t0;
+                     warning[0] ? warning : NULL, t2 - t1, st_now_seconds() - t2, 0};
+    v.total_s = st_now_seconds() - t0;
     if (json) print_json(&v);
     else print_lines(&v);
     if (html && write_html(html, thumbnails, &v) != 0) goto done;

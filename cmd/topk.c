@@ -19,6 +19,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "data/clock.h"
 #include "infer/embeddings_h5.h"
 #include "infer/h5util.h"
 #include "infer/topk.h"
@@ -88,12 +89,6 @@ static int write_result(const char *path, const st_topk_result *r, st_metric met
     return rc;
 }
 
-static double seconds_since(const struct timespec *t0) {
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
-}
-
 int cmd_topk(int argc, char **argv) {
     static const struct option options[] = {
         {"gallery", required_argument, NULL, 'g'}, {"queries", required_argument, NULL, 'q'},
@@ -152,11 +147,10 @@ int cmd_topk(int argc, char **argv) {
     }
     be = st_backend_open(device, threads);
     if (!be) goto done;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = st_now_seconds();
     st_topk_result r;
     if (st_topk_search(be, &o, q.vectors, (int)q.n, q.d, g.n, gallery_rows, &g, &r) != 0) goto done;
-    double seconds = seconds_since(&t0);
+    double seconds = st_now_seconds() - t0;
     fprintf(stderr, "simtune topk: %ld queries x %ld gallery rows, D=%d, k=%d, %s on %s (%d threads): %.3f s\n",
             q.n, g.n, q.d, o.k, st_metric_name(o.metric), be->name, be->threads, seconds);
     rc = write_result(out, &r, o.metric, gallery, queries) == 0 ? 0 : 1;
