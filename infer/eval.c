@@ -40,87 +40,54 @@ void st_eval_defaults(st_eval_options *o) {
 
 /* ---- metric table ----------------------------------------------------------------------- */
 
-typedef enum { M_HIT, M_PRECISION, M_AP, M_MAP_R, M_R_PRECISION, M_MAP, M_MRR, M_MEAN_RANK, M_MEDIAN_RANK } metric_kind;
-
 typedef struct {
     int n;
-    metric_kind kind[ST_EVAL_MAX_METRICS];
-    int cutoff[ST_EVAL_MAX_METRICS];
+    st_metric_id id[ST_EVAL_MAX_METRICS];
 } metric_table;
 
-static void table_add(metric_table *t, st_eval_report *r, metric_kind kind, int cutoff, const char *name) {
+static void table_add(metric_table *t, st_eval_report *r, st_metric_family family, int cutoff) {
     ST_CHECK(t->n < ST_EVAL_MAX_METRICS, "too many metrics");
-    t->kind[t->n] = kind;
-    t->cutoff[t->n] = cutoff;
-    snprintf(r->names[t->n], ST_EVAL_NAME_LEN, "%s", name);
+    t->id[t->n] = (st_metric_id){family, cutoff};
+    st_metric_id_format(t->id[t->n], r->names[t->n], ST_EVAL_NAME_LEN);
     t->n++;
     r->n_metrics = t->n;
 }
 
 static void table_build(metric_table *t, st_eval_report *r, int k, int rank100) {
     int cutoffs[4] = {1, 5, 10, k}, n_cut = k == 1 || k == 5 || k == 10 ? 3 : 4;
-    char name[ST_EVAL_NAME_LEN];
     memset(t, 0, sizeof *t);
-    for (int i = 0; i < n_cut; i++) {
-        snprintf(name, sizeof name, "hit@%d", cutoffs[i]);
-        table_add(t, r, M_HIT, cutoffs[i], name);
-    }
+    for (int i = 0; i < n_cut; i++) table_add(t, r, ST_MF_HIT, cutoffs[i]);
     if (!rank100) {
-        for (int i = 0; i < n_cut; i++) {
-            snprintf(name, sizeof name, "precision@%d", cutoffs[i]);
-            table_add(t, r, M_PRECISION, cutoffs[i], name);
-        }
-        for (int i = 0; i < n_cut; i++) {
-            snprintf(name, sizeof name, "map@%d", cutoffs[i]);
-            table_add(t, r, M_AP, cutoffs[i], name);
-        }
-        if (k != 100) table_add(t, r, M_AP, 100, "map@100");
-        table_add(t, r, M_MAP_R, 0, "map@r");
-        table_add(t, r, M_R_PRECISION, 0, "r-precision");
-        table_add(t, r, M_MAP, 0, "map");
+        for (int i = 0; i < n_cut; i++) table_add(t, r, ST_MF_PRECISION, cutoffs[i]);
+        for (int i = 0; i < n_cut; i++) table_add(t, r, ST_MF_MAP_AT, cutoffs[i]);
+        if (k != 100) table_add(t, r, ST_MF_MAP_AT, 100);
+        table_add(t, r, ST_MF_MAP_R, 0);
+        table_add(t, r, ST_MF_R_PRECISION, 0);
+        table_add(t, r, ST_MF_MAP, 0);
     }
-    table_add(t, r, M_MRR, 0, "mrr");
-    table_add(t, r, M_MEAN_RANK, 0, "mean_rank");
-    table_add(t, r, M_MEDIAN_RANK, 0, "median_rank");
+    table_add(t, r, ST_MF_MRR, 0);
+    table_add(t, r, ST_MF_MEAN_RANK, 0);
+    table_add(t, r, ST_MF_MEDIAN_RANK, 0);
 }
 
-/* First relevant rank, or depth + 1 when none is within the depth. */
-static double first_rank(const uint8_t *rel, int depth) {
-    int r = st_first_relevant_rank(rel, depth);
-    return r ? r : depth + 1;
-}
-
-/* Average the metrics of the included queries of one ranking into values (n_metrics). */
+/* Average the metrics of the included queries of one ranking into values (n_metrics); the
+ * median rank is the median of the first relevant ranks instead. */
 static void table_evaluate(const metric_table *t, const st_eval_ranking *rk, double *values,
                            long *included) {
     double *ranks = ST_MALLOC((size_t)(rk->q ? rk->q : 1) * sizeof(double));
+    const st_metric_id first_rank = {ST_MF_MEAN_RANK, 0};
     long n = 0;
     for (int m = 0; m < t->n; m++) values[m] = 0;
     for (int i = 0; i < rk->q; i++) {
         long R = rk->n_relevant[i];
         if (R <= 0) continue;
         const uint8_t *rel = rk->rel + (size_t)i * rk->depth;
-        int depth = rk->depth;
-        for (int m = 0; m < t->n; m++) {
-            int c = t->cutoff[m];
-            double v = 0;
-            switch (t->kind[m]) {
-            case M_HIT: v = st_hit_at(rel, depth, c); break;
-            case M_PRECISION: v = st_precision_at(rel, depth, c); break;
-            case M_AP: v = st_ap_at(rel, depth, c, R); break;
-            case M_MAP_R: v = st_map_at_r(rel, depth, R); break;
-            case M_R_PRECISION: v = st_r_precision(rel, depth, R); break;
-            case M_MAP: v = st_ap_at(rel, depth, 0, R); break;
-            case M_MRR: v = st_recip_rank(rel, depth); break; /* 0 beyond the depth, as trec_eval */
-            case M_MEAN_RANK: v = first_rank(rel, depth); break;
-            case M_MEDIAN_RANK: v = 0; break; /* filled below from the collected ranks */
-            }
-            values[m] += v;
-        }
-        ranks[n++] = first_rank(rel, depth);
+        for (int m = 0; m < t->n; m++)
+            if (t->id[m].family != ST_MF_MEDIAN_RANK) values[m] += st_metric_of_query(t->id[m], rel, rk->depth, R);
+        ranks[n++] = st_metric_of_query(first_rank, rel, rk->depth, R);
     }
     for (int m = 0; m < t->n; m++) {
-        if (t->kind[m] == M_MEDIAN_RANK) values[m] = n ? st_median(ranks, n) : 0;
+        if (t->id[m].family == ST_MF_MEDIAN_RANK) values[m] = n ? st_median(ranks, n) : 0;
         else values[m] = n ? values[m] / n : 0;
     }
     *included = n;

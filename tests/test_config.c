@@ -177,6 +177,35 @@ static void test_errors(void) {
                "missing file: %s", st_error_get());
 }
 
+/* validation.metrics through the registry (infer/metrics.h): the names are kept as written (they
+ * key metrics.jsonl), validation.k follows the largest K, map@R takes either case of the R, and
+ * eval-only or misspelled names are refused with the documented list. */
+static void test_metric_names(void) {
+    char text[2048];
+    snprintf(text, sizeof text, "%svalidation: {metrics: [recall@20, map@r, map@R, mrr, precision@3, hit@05]}\n"
+             "early_stopping: {metric: val/map@r}\n", base_yaml);
+    write_text("metric_names.yaml", text);
+    st_train_config c;
+    int rc = st_config_load("metric_names.yaml", NULL, 0, &c);
+    TEST_CHECK(rc == 0, "metric names rejected: %s", st_error_get());
+    if (rc == 0) {
+        TEST_CHECK(c.validation.n_metrics == 6 && !strcmp(c.validation.metrics[1], "map@r") &&
+                       !strcmp(c.validation.metrics[2], "map@R") && !strcmp(c.validation.metrics[5], "hit@05"),
+                   "metric names not kept as written");
+        TEST_CHECK(c.validation.k == 20, "validation.k %d, want the largest K 20", c.validation.k);
+        st_config_free(&c);
+    }
+    static const char *const refused[] = {"MAP@R", "Hit@1", "MRR", "map", "r-precision", "mean_rank", "hit@0",
+                                           "hit@", "recall"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char want[256];
+        snprintf(text, sizeof text, "%svalidation: {metrics: [hit@1, '%s']}\n", base_yaml, refused[i]);
+        snprintf(want, sizeof want, "validation.metrics: '%s' is not a metric (HINT: hit@K, map@K, precision@K, "
+                 "recall@K, map@R, mrr)", refused[i]);
+        expect_error("err_metric_name.yaml", text, NULL, want);
+    }
+}
+
 static void test_set(void) {
     write_text("set_base.yaml", base_yaml);
     const char *sets[] = {
@@ -300,6 +329,7 @@ int main(void) {
     test_valid();
     test_val_classes_and_run_name();
     test_errors();
+    test_metric_names();
     test_set();
     test_round_trip();
     return test_finish("test_config");

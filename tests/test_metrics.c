@@ -7,6 +7,8 @@
  *     st_eval_run, i.e. search + self-exclusion + relevance + averaging.
  *   Example 3 (1 positive + 99 negatives): mean/median rank, top-1/top-5, MRR, and the
  *     pessimistic tie rule; the rank100 protocol on separable and on collapsed embeddings.
+ *   Registry: every accepted metric name parses to its {family, k} and formats back to the
+ *     canonical name, every rejected spelling is refused; per-query values by name.
  *   Policies: a query with no relevant gallery row is excluded; self-exclusion keeps an exact
  *     duplicate (a hit) and ties go to the lower row; stratified splits have fixed sizes and are
  *     reproducible from the seed.
@@ -51,6 +53,73 @@ static void test_example1(void) {
     const uint8_t none[3] = {0, 0, 0};
     check_value("recip_rank, nothing relevant", st_recip_rank(none, 3), 0.0);
     TEST_CHECK(st_first_relevant_rank(none, 3) == 0, "first relevant rank of an empty hit list");
+}
+
+/* The registry's parser: every accepted spelling gives its {family, k} and formats back to the
+ * canonical name; every rejection is refused. */
+static void test_registry_names(void) {
+    static const struct {
+        const char *name, *canonical;
+        st_metric_family family;
+        int k, in_validation;
+    } accepted[] = {
+        {"hit@1", "hit@1", ST_MF_HIT, 1, 1},
+        {"hit@05", "hit@5", ST_MF_HIT, 5, 1}, /* K is read like every config integer (strtoll) */
+        {"hit@+7", "hit@7", ST_MF_HIT, 7, 1},
+        {"hit@1000000", "hit@1000000", ST_MF_HIT, 1000000, 1},
+        {"recall@10", "recall@10", ST_MF_RECALL, 10, 1},
+        {"precision@5", "precision@5", ST_MF_PRECISION, 5, 1},
+        {"map@10", "map@10", ST_MF_MAP_AT, 10, 1},
+        {"map@R", "map@r", ST_MF_MAP_R, 0, 1},
+        {"map@r", "map@r", ST_MF_MAP_R, 0, 1},
+        {"mrr", "mrr", ST_MF_MRR, 0, 1},
+        {"r-precision", "r-precision", ST_MF_R_PRECISION, 0, 0},
+        {"map", "map", ST_MF_MAP, 0, 0},
+        {"mean_rank", "mean_rank", ST_MF_MEAN_RANK, 0, 0},
+        {"median_rank", "median_rank", ST_MF_MEDIAN_RANK, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        st_metric_id id = {ST_MF_MRR, -1};
+        char back[32] = "";
+        int rc = st_metric_id_parse(accepted[i].name, &id);
+        if (rc == 0) st_metric_id_format(id, back, sizeof back);
+        TEST_CHECK(rc == 0 && id.family == accepted[i].family && id.k == accepted[i].k &&
+                       !strcmp(back, accepted[i].canonical),
+                   "'%s': rc %d, family %d k %d, formats as '%s'", accepted[i].name, rc, (int)id.family, id.k, back);
+        TEST_CHECK(st_metric_in_validation(id.family) == accepted[i].in_validation, "'%s': validation flag",
+                   accepted[i].name);
+    }
+    static const char *const rejected[] = {
+        "", "hit", "hit@", "hit@0", "hit@-1", "hit@1000001", "hit@1x", "hit@1.5", "hit@ ", "Hit@1", "HIT@1",
+        "MRR", "Mrr", "MAP@R", "map@", "map@x", "map@rr", "precision@", "recall", "hits@1", "hit@R",
+        "val/hit@1", "hit@99999999999999999999", "mrr@1", "r_precision", "loss",
+    };
+    for (size_t i = 0; i < sizeof rejected / sizeof rejected[0]; i++) {
+        st_metric_id id;
+        TEST_CHECK(st_metric_id_parse(rejected[i], &id) != 0, "'%s' was accepted", rejected[i]);
+    }
+    TEST_CHECK(!strcmp(st_metric_validation_names(), "hit@K, map@K, precision@K, recall@K, map@R, mrr"),
+               "validation hint: %s", st_metric_validation_names());
+}
+
+/* The registry's per-query values agree with the metric functions on example 1 (recall@k is
+ * hit@k; mean and median rank are the first relevant rank, or past the depth). */
+static void test_registry_values(void) {
+    const uint8_t rel[10] = {0, 0, 1, 0, 0, 1, 0, 0, 0, 0}, none[3] = {0, 0, 0};
+    const struct { st_metric_id id; double want; } cases[] = {
+        {{ST_MF_HIT, 2}, 0.0}, {{ST_MF_HIT, 3}, 1.0}, {{ST_MF_RECALL, 2}, 0.0}, {{ST_MF_RECALL, 3}, 1.0},
+        {{ST_MF_PRECISION, 5}, 0.2}, {{ST_MF_MAP_AT, 6}, (1.0 / 3 + 2.0 / 6) / 4},
+        {{ST_MF_MAP_R, 0}, (1.0 / 3) / 4}, {{ST_MF_R_PRECISION, 0}, 0.25},
+        {{ST_MF_MAP, 0}, (1.0 / 3 + 2.0 / 6) / 4}, {{ST_MF_MRR, 0}, 1.0 / 3},
+        {{ST_MF_MEAN_RANK, 0}, 3.0}, {{ST_MF_MEDIAN_RANK, 0}, 3.0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        st_metric_id_format(cases[i].id, name, sizeof name);
+        check_value(name, st_metric_of_query(cases[i].id, rel, 10, 4), cases[i].want);
+    }
+    check_value("mean_rank, none within the depth", st_metric_of_query((st_metric_id){ST_MF_MEAN_RANK, 0}, none, 3, 1),
+                4.0);
 }
 
 /* A labelled (n, d) embeddings struct over caller-owned arrays (never freed). */
@@ -239,6 +308,8 @@ int main(void) {
     st_backend *be = st_backend_open("cpu", 2);
     ST_CHECK(be, "%s", st_error_get());
     test_example1();
+    test_registry_names();
+    test_registry_values();
     test_example2(be);
     test_example3();
     test_rank100_protocol(be);

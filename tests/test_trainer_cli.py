@@ -15,7 +15,8 @@ conv4_block2_out. Wall time about 15 s of CPU (75-120 s at load average 10).
      (over divergence_factor times the reference loss): exit 1, the message says "diverged",
      names the step and the run folder; the checkpoints of the
      epochs before stay (output.keep_last 0 = all) with finite weights (h5py), metrics.jsonl
-     stays valid JSON (a NaN val/loss is written as null).
+     stays valid JSON (a NaN val/loss is written as null). In `simtune sweep` a trial at lr 100
+     diverges in its first epoch: scored NaN (null in state.json), the sweep exits 0.
   5. A second run into an existing run folder is refused (exit 1, HINT --resume), it would mix
      its metrics and checkpoints with the first.
   6. Ctrl-C: SIGINT to the process once it reports "epoch 2 step 1/": exit 130, a checkpoint is
@@ -143,6 +144,24 @@ def test_divergence():
     for c in ckpts:  # every kept checkpoint holds finite weights
         w = weights_bytes(os.path.join("cli_runs/diverge", c), finite_only=True)
         check(w is None or w, f"divergence: {c} holds non-finite weights")
+
+
+def test_sweep_scores_divergence():
+    """A trial that diverges is scored NaN (null in state.json) and the sweep goes on to exit 0:
+    the trainer returns ST_TRAIN_DIVERGED, which st_train_trial reads (no message matching)."""
+    write("cli_sweep_base.yaml", BASE + "epochs: 1\n")
+    write("cli_sweep_diverge.yaml", "base: cli_sweep_base.yaml\n"
+          "metric: {name: val/accuracy, goal: maximize}\n"
+          "dir: cli_runs/sweep_diverge\n"
+          "parameters:\n  optimizer.lr: {value: 100}\n")
+    r = run(["sweep", "--config", "cli_sweep_diverge.yaml"])
+    check(r.returncode == 0, f"sweep with a diverging trial: exit {r.returncode}, {r.stderr[-300:]!r}")
+    with open("cli_runs/sweep_diverge/state.json") as f:
+        evaluations = json.load(f)["evaluations"]
+    check([e["metric"] for e in evaluations] == [None],
+          f"the diverged trial must be scored NaN (null): {evaluations}")
+    check(not os.path.exists("cli_runs/sweep_diverge/trials/0000/checkpoints/metrics.jsonl"),
+          "the trial finished an epoch: it did not diverge, so the test proves nothing")
 
 
 def train_until_interrupted(config, name):
@@ -320,6 +339,7 @@ def main():
     test_help_and_usage()
     test_config_errors()
     test_divergence()
+    test_sweep_scores_divergence()
     test_interrupt_and_resume()
     test_extend()
     test_check()

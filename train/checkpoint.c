@@ -216,23 +216,42 @@ static const st_checkpoint_blob *non_finite_blob(const st_checkpoint *ck, size_t
     return NULL;
 }
 
-/* A diverged run must never replace a good checkpoint: refuse when any parameter (BN moving
- * statistics included) or state tensor holds an inf or NaN. The message says "diverged", which
- * is how train/ and the sweep recognise a divergence. */
-static int check_finite(const st_checkpoint *ck, const st_model *m, const char *path) {
+/* The first parameter of m (BN moving statistics included) holding a non-finite value, or NULL;
+ * its element in *at and the value in *value. */
+static const st_param *non_finite_param(const st_model *m, size_t *at, float *value) {
     float *host = ST_MALLOC(max_param_numel(m) * sizeof *host);
-    int rc = 0;
-    for (int i = 0; i < m->n_params && rc == 0; i++) {
+    const st_param *found = NULL;
+    for (int i = 0; i < m->n_params && !found; i++) {
         const st_param *p = &m->params[i];
         m->backend->download(m->backend, host, p->value, p->numel * sizeof *host);
-        size_t at = first_non_finite(host, p->numel);
-        if (at < p->numel)
-            rc = st_error_set("%s: not written: layer %s, weight %s, element %zu is %g: training "
-                              "diverged (HINT: lower optimizer.lr or set optimizer.grad_clip)",
-                              path, p->layer, p->weight, at, (double)host[at]);
+        *at = first_non_finite(host, p->numel);
+        if (*at < p->numel) {
+            found = p;
+            *value = host[*at];
+        }
     }
     free(host);
+    return found;
+}
+
+int st_checkpoint_finite(const st_checkpoint *ck, const st_model *m) {
     size_t at;
+    float value;
+    return !non_finite_param(m, &at, &value) && !non_finite_blob(ck, &at);
+}
+
+/* A diverged run must never replace a good checkpoint: refuse when any parameter (BN moving
+ * statistics included) or state tensor holds an inf or NaN. Callers tell a divergence from other
+ * failures with st_checkpoint_finite, not by the message. */
+static int check_finite(const st_checkpoint *ck, const st_model *m, const char *path) {
+    size_t at;
+    float value;
+    const st_param *p = non_finite_param(m, &at, &value);
+    int rc = 0;
+    if (p)
+        rc = st_error_set("%s: not written: layer %s, weight %s, element %zu is %g: training "
+                          "diverged (HINT: lower optimizer.lr or set optimizer.grad_clip)",
+                          path, p->layer, p->weight, at, (double)value);
     const st_checkpoint_blob *b = rc == 0 ? non_finite_blob(ck, &at) : NULL;
     if (b)
         rc = st_error_set("%s: not written: %s, element %zu is %g: training diverged (HINT: lower "

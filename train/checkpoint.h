@@ -68,6 +68,10 @@ const int32_t *st_checkpoint_get_i32(const st_checkpoint *ck, const char *name, 
  * the file and, for write errors, the OS reason. */
 int st_checkpoint_save(const st_checkpoint *ck, const st_model *m, const char *path);
 
+/* 1 when every parameter of m and every float blob of ck is finite, else 0: the typed reason a
+ * save was refused as diverged (callers never match the message). */
+int st_checkpoint_finite(const st_checkpoint *ck, const st_model *m);
+
 /* Read path into ck (initialised here) and its parameters into m (same arch and head config as
  * when saved). Validates format, version, every blob's checksum and the parameters' checksum;
  * 0, or -1 with a message naming the file and the failing item (ck is then empty). */

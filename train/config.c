@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../infer/metrics.h"
 #include "../kernels/check.h"
 
 /* ---- key tables --------------------------------------------------------------------------- */
@@ -516,17 +517,12 @@ static int read_strlist(const st_ynode *node, const char *path, char ***list, in
     return 0;
 }
 
-/* Validation metric names: hit@K, map@K, precision@K, recall@K, map@R, mrr. */
+/* The cutoff of a validation metric name (infer/metrics.h's registry): K of the @K families, 0
+ * for map@R and mrr; -1 when the name is not a metric a trainer's validation reports. */
 static int metric_k(const char *name) {
-    static const char *const families[] = {"hit@", "map@", "precision@", "recall@"};
-    if (!strcmp(name, "mrr") || !strcmp(name, "map@R")) return 0;
-    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
-        size_t len = strlen(families[f]);
-        long long k;
-        if (!strncmp(name, families[f], len) && st_yaml_parse_int(name + len, &k) == 0 && k >= 1 && k <= 1000000)
-            return (int)k;
-    }
-    return -1;
+    st_metric_id id;
+    if (st_metric_id_parse(name, &id) != 0 || !st_metric_in_validation(id.family)) return -1;
+    return id.k;
 }
 
 static int read_metrics(const st_ynode *node, const char *path, char ***list, int *n) {
@@ -535,8 +531,8 @@ static int read_metrics(const st_ynode *node, const char *path, char ***list, in
     for (int i = 0; i < *n; i++)
         if (metric_k((*list)[i]) < 0)
             return key_error(node->items[i], path,
-                             "'%s' is not a metric (HINT: hit@K, map@K, precision@K, recall@K, map@R, mrr)",
-                             (*list)[i]);
+                             "'%s' is not a metric (HINT: %s)", (*list)[i],
+                             st_metric_validation_names());
     return 0;
 }
 

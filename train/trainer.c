@@ -28,7 +28,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,6 +105,7 @@ typedef struct trainer {
 
     double curve_epoch[MAX_CURVE], curve_loss[MAX_CURVE], curve_metric[MAX_CURVE];
     int n_curve;
+    int diverged; /* set where a divergence stops the run: st_train_run returns ST_TRAIN_DIVERGED */
 } trainer;
 
 static FILE *progress_of(const trainer *t) { return t->opt->progress; }
@@ -563,6 +563,7 @@ static int save_checkpoint(trainer *t, int is_best) {
     /* output.keep_last 0 means all (docs/config.md); st_checkpoint_save_run keeps the newest N */
     int keep = t->cfg->output.keep_last > 0 ? t->cfg->output.keep_last : INT_MAX;
     int rc = st_checkpoint_save_run(&ck, t->model, t->run_dir, keep, is_best && t->cfg->output.save_best);
+    if (rc != 0 && !st_checkpoint_finite(&ck, t->model)) t->diverged = 1;
     st_checkpoint_free(&ck);
     return rc;
 }
@@ -738,14 +739,14 @@ static int embed_validation(trainer *t, st_embeddings *e, double *loss, double *
     return 0;
 }
 
-/* The ranking depth validation needs: validation.k, else the largest K of the metrics. */
+/* The ranking depth validation needs: validation.k, else the largest K of the metrics (at least
+ * 10). The config has checked every name (infer/metrics.h's registry). */
 static int validation_depth(const st_validation_config *v) {
     if (v->k > 0) return v->k;
     int k = 10;
-    for (int i = 0; i < v->n_metrics; i++) {
-        const char *at = strchr(v->metrics[i], '@');
-        if (at && atoi(at + 1) > k) k = atoi(at + 1);
-    }
+    st_metric_id id;
+    for (int i = 0; i < v->n_metrics; i++)
+        if (st_metric_id_parse(v->metrics[i], &id) == 0 && id.k > k) k = id.k;
     return k;
 }
 
@@ -765,30 +766,21 @@ static int validate(trainer *t, val_result *v) {
 }
 
 /* One validation metric from the leave-one-out ranking of the held-out split, computed per
- * query with infer/metrics.h and averaged over the queries that have a relevant item (the
- * evaluator's policy, infer/eval.h). Names: hit@K, recall@K (= hit@K), precision@K, map@K,
- * map@R, mrr; val/loss and val/accuracy come from the classifier. NaN when unknown. */
+ * query by infer/metrics.h's registry and averaged over the queries that have a relevant item
+ * (the evaluator's policy, infer/eval.h). "val/<m>" with m a name of the registry (as spelled in
+ * validation.metrics); val/loss and val/accuracy come from the classifier. NaN when unknown. */
 static double report_value(const val_result *v, const char *metric) {
     if (strcmp(metric, "val/loss") == 0) return v->loss;
     if (strcmp(metric, "val/accuracy") == 0) return v->accuracy;
-    if (strncmp(metric, "val/", 4) != 0) return NAN;
-    const char *name = metric + 4, *at = strchr(name, '@');
+    st_metric_id id;
+    if (strncmp(metric, "val/", 4) != 0 || st_metric_id_parse(metric + 4, &id) != 0) return NAN;
     const st_eval_ranking *r = &v->report.first;
-    int k = at ? atoi(at + 1) : 0;
     double sum = 0;
     long n = 0;
     for (int q = 0; q < r->q; q++) {
         long relevant = r->n_relevant[q];
         if (relevant == 0) continue;
-        const uint8_t *rel = r->rel + (size_t)q * r->depth;
-        double x;
-        if (!strcasecmp(name, "map@r")) x = st_map_at_r(rel, r->depth, relevant);
-        else if (!strcasecmp(name, "mrr")) x = st_recip_rank(rel, r->depth);
-        else if (!strncmp(name, "hit@", 4) || !strncmp(name, "recall@", 7)) x = st_hit_at(rel, r->depth, k);
-        else if (!strncmp(name, "precision@", 10)) x = st_precision_at(rel, r->depth, k);
-        else if (!strncmp(name, "map@", 4)) x = st_ap_at(rel, r->depth, k, relevant);
-        else return NAN;
-        sum += x;
+        sum += st_metric_of_query(id, r->rel + (size_t)q * r->depth, r->depth, relevant);
         n++;
     }
     return n ? sum / n : NAN;
@@ -832,7 +824,7 @@ static void print_progress(trainer *t, int batch, int batches, const epoch_stats
  * previous epoch's mean (both survive a resume): a late epoch whose first batches happen to be
  * easy (a hinge triplet loss near 0) must not make one harder batch look like an explosion, and
  * in the first epoch the running mean starts at the untrained loss. 0 fine, -1 diverged (the
- * message says so: sweeps score such trials NaN). */
+ * caller marks the run diverged: sweeps score such trials NaN). */
 static int check_divergence(const trainer *t, double loss, const epoch_stats *s, int batch) {
     double factor = t->cfg->divergence_factor;
     double running = s->steps > 0 ? s->loss / (double)s->steps : 0.0;
@@ -867,6 +859,7 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
         st_model_forward(m, b->n, 1);
         st_loss_stats ls = st_loss_compute(t->loss, b->n, b->labels);
         if (check_divergence(t, ls.loss, s, done + 1)) {
+            t->diverged = 1;
             st_loader_release(t->loader, b);
             return -1;
         }
@@ -1260,7 +1253,7 @@ static int run(trainer *t, st_train_result *res) {
     return 0;
 }
 
-int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_train_result *result) {
+st_train_status st_train_run(const st_train_config *cfg, const st_train_options *opt, st_train_result *result) {
     trainer t;
     memset(&t, 0, sizeof t);
     t.cfg = cfg;
@@ -1276,8 +1269,7 @@ int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_tra
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
-    int rc = run(&t, &res);
-    if (rc && strstr(st_error_get(), "diverged")) res.diverged = 1;
+    st_train_status rc = run(&t, &res) == 0 ? ST_TRAIN_OK : t.diverged ? ST_TRAIN_DIVERGED : ST_TRAIN_ERROR;
 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
@@ -1377,13 +1369,13 @@ int st_train_trial(const st_train_config *cfg, const char *trial_dir, int epochs
     opt.epochs_target = epochs_target;
     opt.progress = stdout;
     st_train_result res;
-    int rc = st_train_run(cfg, &opt, &res);
-    if (rc == 0 && res.interrupted)
+    st_train_status rc = st_train_run(cfg, &opt, &res);
+    if (rc == ST_TRAIN_OK && res.interrupted)
         return st_error_set("interrupted: the trial's checkpoint is saved; `simtune sweep --resume` continues it");
-    if (rc && res.diverged) {
+    if (rc == ST_TRAIN_DIVERGED) {
         *metric = NAN;
         return 0;
     }
     *metric = res.last_metric;
-    return rc;
+    return rc == ST_TRAIN_OK ? 0 : -1;
 }

@@ -61,12 +61,18 @@ typedef struct st_train_result {
     int best_epoch;       /* 1-based epoch of best_metric, 0 if none */
     double last_train_loss;
     int interrupted;      /* stopped by a signal after saving a checkpoint */
-    int diverged;         /* stopped by a non-finite loss */
 } st_train_result;
 
-/* 0 when the run reached its target (or stopped early, or was interrupted after a clean save);
- * -1 with st_error_get() on a failure (bad data, bad weights, diverged). */
-int st_train_run(const st_train_config *cfg, const st_train_options *opt, st_train_result *result);
+/* How a run ended. Callers act on the status, never on the message text: the sweep scores a
+ * diverged trial NaN and goes on, any other failure stops it. */
+typedef enum {
+    ST_TRAIN_OK = 0,        /* reached its target, stopped early, or interrupted after a clean save */
+    ST_TRAIN_ERROR = -1,    /* bad data, bad weights, a write error ...: st_error_get() says */
+    ST_TRAIN_DIVERGED = -2, /* a non-finite or exploding loss (divergence_factor), or a checkpoint
+                             * refused for non-finite weights: st_error_get() says which */
+} st_train_status;
+
+st_train_status st_train_run(const st_train_config *cfg, const st_train_options *opt, st_train_result *result);
 
 /* `simtune train --check`: every check a run makes before its first step, training nothing and
  * writing nothing: the device opens; every dataset is scanned (flat, empty and looping folders
