@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "data/transform.h"
 #include "infer/h5util.h"
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
@@ -42,15 +43,6 @@ static const char *format_id(st_weights_format f) {
     case ST_WEIGHTS_CHECKPOINT: return "simtune_checkpoint";
     }
     return "unknown";
-}
-
-static const char *preprocess_id(st_preprocess p) {
-    switch (p) {
-    case ST_PREPROCESS_CAFFE: return "caffe";
-    case ST_PREPROCESS_TF: return "tf";
-    case ST_PREPROCESS_TORCH: return "torch";
-    }
-    return NULL;
 }
 
 static const char *preprocess_text(st_preprocess p) {
@@ -100,7 +92,7 @@ static void print_json(FILE *out, const char *path, const st_weights_info *info,
     st_cli_json_string(out, info->classifier[0] ? info->classifier : NULL);
     fprintf(out, ",\"num_classes\":%d,\"embed_dim\":%d,\"bn_epsilon\":%.7g,\"preprocess\":",
             info->num_classes, info->embed_dim, (double)info->bn_eps);
-    st_cli_json_string(out, preprocess_id(info->preprocess));
+    st_cli_json_string(out, st_preprocess_name(info->preprocess));
     fprintf(out, ",\"layer_names\":%d,\"weighted_layers\":%d,\"tensors\":%d,\"params\":%zu",
             info->n_layer_names, info->n_layers, count_tensors(info), info->n_params);
     if (info->format == ST_WEIGHTS_CHECKPOINT) {

@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "data/clock.h"
+#include "data/fileio.h"
 #include "infer/embeddings_h5.h"
 #include "infer/h5util.h"
 #include "infer/topk.h"
@@ -65,14 +66,10 @@ static int write_int64_dataset(hid_t file, const char *name, const int64_t *data
 
 static int write_result(const char *path, const st_topk_result *r, st_metric metric,
                         const char *gallery, const char *queries) {
-    size_t tmp_len = strlen(path) + 5;
-    char *tmp = ST_MALLOC(tmp_len);
-    snprintf(tmp, tmp_len, "%s.tmp", path);
+    char tmp[4096];
+    if (st_tmp_path(path, tmp, sizeof tmp) != 0) return -1;
     hid_t f = st_h5_create(tmp);
-    if (f < 0) {
-        free(tmp);
-        return -1;
-    }
+    if (f < 0) return -1;
     long long dims[2] = {r->q, r->k};
     int rc = write_int64_dataset(f, "indices", r->index, r->q, r->k, path);
     if (rc == 0) rc = st_h5_write_floats(f, "scores", r->score, 2, dims, path);
@@ -85,7 +82,6 @@ static int write_result(const char *path, const st_topk_result *r, st_metric met
     } else {
         rc = st_h5_commit_atomic(f, tmp, path);
     }
-    free(tmp);
     return rc;
 }
 

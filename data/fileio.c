@@ -33,11 +33,13 @@ int st_mkdirs(const char *path) {
     return rc;
 }
 
+int st_tmp_path(const char *path, char *tmp, size_t size) {
+    if (snprintf(tmp, size, "%s.tmp", path) >= (int)size) return st_error_set("%s: path too long", path);
+    return 0;
+}
+
 FILE *st_atomic_open(const char *path, char *tmp, size_t size) {
-    if (snprintf(tmp, size, "%s.tmp", path) >= (int)size) {
-        st_error_set("%s: path too long", path);
-        return NULL;
-    }
+    if (st_tmp_path(path, tmp, size) != 0) return NULL;
     FILE *f = fopen(tmp, "wb");
     if (!f) st_error_set("%s: cannot write: %s", tmp, strerror(errno));
     return f;

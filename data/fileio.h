@@ -20,6 +20,10 @@
 /* mkdir -p: create path and every missing parent (mode 0777 before umask); 0 or -1. */
 int st_mkdirs(const char *path);
 
+/* The temporary name of path for an atomic write, "path.tmp", into tmp[size]; 0, or -1 with
+ * st_error_set when it does not fit. */
+int st_tmp_path(const char *path, char *tmp, size_t size);
+
 /* Open path.tmp for writing (its name kept in tmp[size]); NULL with st_error_set on failure. */
 FILE *st_atomic_open(const char *path, char *tmp, size_t size);
 

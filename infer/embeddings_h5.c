@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/fileio.h"
 #include "../kernels/check.h"
 #include "h5util.h"
 
@@ -277,14 +278,10 @@ int st_embeddings_read(const char *path, st_embeddings *out) {
 int st_embeddings_write(const char *path, const st_embeddings *e) {
     ST_CHECK(e->n >= 0 && e->d >= 1, "embeddings (%ld, %d) to write", e->n, e->d);
     if (st_embeddings_check_finite(e->vectors, e->n, e->d, 0, path) != 0) return -1;
-    size_t tmp_len = strlen(path) + 5;
-    char *tmp = ST_MALLOC(tmp_len);
-    snprintf(tmp, tmp_len, "%s.tmp", path);
+    char tmp[4096];
+    if (st_tmp_path(path, tmp, sizeof tmp) != 0) return -1;
     hid_t f = st_h5_create(tmp);
-    if (f < 0) {
-        free(tmp);
-        return -1;
-    }
+    if (f < 0) return -1;
     long long dims[2] = {e->n, e->d};
     int32_t *labels = ST_MALLOC((size_t)(e->n ? e->n : 1) * sizeof *labels);
     for (long i = 0; i < e->n; i++) labels[i] = e->labels ? e->labels[i] : -1;
@@ -308,10 +305,7 @@ int st_embeddings_write(const char *path, const st_embeddings *e) {
     free(labels);
     if (rc != 0) {
         st_h5_discard(f, tmp);
-        free(tmp);
         return -1;
     }
-    rc = st_h5_commit_atomic(f, tmp, path);
-    free(tmp);
-    return rc;
+    return st_h5_commit_atomic(f, tmp, path);
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../data/clock.h"
+#include "../data/fileio.h"
 #include "../kernels/check.h"
 #include "h5util.h"
 #include "layer.h"
@@ -869,8 +870,7 @@ int st_weights_write_group(const st_model *m, hid_t root, hid_t group, const cha
 
 int st_weights_save(const st_model *m, const char *path, const char *json_metadata) {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return st_error_set("%s: path too long", path);
+    if (st_tmp_path(path, tmp, sizeof tmp) != 0) return -1;
     hid_t f = st_h5_create(tmp);
     if (f < 0) return -1;
     int rc = st_weights_write_group(m, f, f, path);

@@ -275,14 +275,9 @@ static int write_tmp(const st_checkpoint *ck, const st_model *m, const char *tmp
     return st_h5_close_written(f, tmp, path);
 }
 
-static int tmp_name(char *tmp, size_t size, const char *path) {
-    if (snprintf(tmp, size, "%s.tmp", path) >= (int)size) return st_error_set("%s: path too long", path);
-    return 0;
-}
-
 int st_checkpoint_save(const st_checkpoint *ck, const st_model *m, const char *path) {
     char tmp[4200];
-    if (tmp_name(tmp, sizeof tmp, path) != 0 || write_tmp(ck, m, tmp, path) != 0) return -1;
+    if (st_tmp_path(path, tmp, sizeof tmp) != 0 || write_tmp(ck, m, tmp, path) != 0) return -1;
     return st_file_commit(tmp, path);
 }
 
@@ -451,7 +446,7 @@ static int verify_file(const char *file, const st_model *m, const char *path) {
 static int save_best(const st_checkpoint *ck, const st_model *m, const char *run_dir, const char *ckpt_path) {
     char best[4096], tmp[4200];
     snprintf(best, sizeof best, "%s/best.h5", run_dir);
-    if (tmp_name(tmp, sizeof tmp, best) != 0) return -1;
+    if (st_tmp_path(best, tmp, sizeof tmp) != 0) return -1;
     unlink(tmp);
     /* A hard link is a complete copy that survives pruning; without links, a second write. */
     if (link(ckpt_path, tmp) != 0 && write_tmp(ck, m, tmp, best) != 0) return -1;
