@@ -23,11 +23,16 @@
 #include "commands.h"
 #include "data/clock.h"
 #include "data/rng.h"
+#include "infer/json.h"
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
-#include "train/backward.h"
+#include "infer/model/model.h"
 #include "train/loss.h"
 #include "train/optim.h"
+
+/* --json: one line (scripts take the last line of the output); 8 significant digits keep the
+ * 4 decimals the figures had before for anything below 10000. */
+#define JSON_BENCH_FLAGS ST_JSON_PRECISION(8)
 
 typedef struct bench_args {
     const char *mode, *arch, *freeze_until, *device, *loss, *weights;
@@ -168,12 +173,16 @@ static int bench_model(const bench_args *a) {
     printf("%s %s %dx%d batch %d, %d steps on %s (%d threads), freeze_until %s: %.2f images/s, peak RSS %.0f MB\n",
            a->mode, a->arch, a->image_size, a->image_size, a->batch, a->steps, be->name, be->threads, a->freeze_until, ips,
            rss_mb);
-    if (a->json)
-        printf("{\"peer\": \"simtune\", \"mode\": \"%s\", \"arch\": \"%s\", \"image_size\": %d, \"batch\": %d, "
-               "\"steps\": %d, \"threads\": %d, \"device\": \"%s\", \"freeze_until\": \"%s\", \"loss\": \"%s\", "
-               "\"seconds\": %.4f, \"images_per_second\": %.4f, \"peak_rss_mb\": %.1f}\n",
-               a->mode, a->arch, a->image_size, a->batch, a->steps, be->threads, be->name, a->freeze_until, a->loss,
-               seconds, ips, rss_mb);
+    if (a->json) {
+        json_t *j = json_pack("{s:s, s:o, s:o, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "peer", "simtune",
+                              "mode", st_json_text(a->mode), "arch", st_json_text(a->arch), "image_size", a->image_size,
+                              "batch", a->batch, "steps", a->steps, "threads", be->threads, "device",
+                              st_json_text(be->name), "freeze_until", st_json_text(a->freeze_until), "loss",
+                              st_json_text(a->loss), "seconds", st_json_number(seconds), "images_per_second",
+                              st_json_number(ips), "peak_rss_mb", st_json_number(rss_mb));
+        st_json_print(stdout, j, JSON_BENCH_FLAGS);
+        json_decref(j);
+    }
     st_optimizer_free(tp.optimizer);
     st_loss_free(tp.loss);
     free(tp.labels);
@@ -220,9 +229,12 @@ static int bench_load(const bench_args *a) {
         if (i > 0 && seconds < best) best = seconds;
     }
     printf("load %s (%s, %zu floats): best of %d warm loads %.3f s\n", a->weights, info.arch, floats, a->steps, best);
-    if (a->json)
-        printf("{\"peer\": \"simtune\", \"mode\": \"load\", \"arch\": \"%s\", \"floats\": %zu, \"seconds\": %.4f}\n",
-               info.arch, floats, best);
+    if (a->json) {
+        json_t *j = json_pack("{s:s, s:s, s:o, s:I, s:o}", "peer", "simtune", "mode", "load", "arch",
+                              st_json_text(info.arch), "floats", (json_int_t)floats, "seconds", st_json_number(best));
+        st_json_print(stdout, j, JSON_BENCH_FLAGS);
+        json_decref(j);
+    }
     st_weights_info_free(&info);
     st_model_free(m);
     st_backend_close(be);

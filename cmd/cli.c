@@ -62,18 +62,3 @@ int st_cli_double_option(const char *cmd, const char *option, const char *text, 
     snprintf(msg, sizeof msg, "%s '%s' is not a number in %g..%g", option, text, lo, hi);
     return st_cli_usage_error(cmd, msg);
 }
-
-void st_cli_json_string(FILE *out, const char *s) {
-    if (!s) {
-        fputs("null", out);
-        return;
-    }
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", out);
-        else if (*p < 0x20) fprintf(out, "\\u%04x", *p);
-        else fputc(*p, out);
-    }
-    fputc('"', out);
-}

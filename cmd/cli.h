@@ -7,7 +7,6 @@
 #define ST_CLI_H
 
 #include <stdint.h>
-#include <stdio.h>
 
 /* Prints "simtune CMD: MSG" and "try 'simtune CMD --help'" to stderr; returns 2 (bad usage). */
 int st_cli_usage_error(const char *cmd, const char *msg);
@@ -25,8 +24,5 @@ int st_cli_double_option(const char *cmd, const char *option, const char *text, 
                          double *out);
 /* The same for a seed: a whole decimal integer in [0, hi]; no sign, so "-1" does not wrap around. */
 int st_cli_u64_option(const char *cmd, const char *option, const char *text, uint64_t hi, uint64_t *out);
-
-/* s as a JSON string literal (quotes, backslash and control characters escaped); NULL -> null. */
-void st_cli_json_string(FILE *out, const char *s);
 
 #endif

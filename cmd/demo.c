@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +29,7 @@
 #include "data/fileio.h"
 #include "data/synthetic.h"
 #include "infer/eval.h"
+#include "infer/report.h"
 #include "kernels/check.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -87,15 +87,10 @@ static void find_configs(char *out, size_t size) {
     snprintf(out, size, "configs/demo");
 }
 
-static int make_dir(const char *path) {
-    if (mkdir(path, 0777) && errno != EEXIST) return st_error_set("%s: cannot create folder: %s", path, strerror(errno));
-    return 0;
-}
-
 static int generate_data(demo *d) {
     char path[PATH_LEN + 64];
     snprintf(path, sizeof path, "%s/data", d->out);
-    if (make_dir(path)) return -1;
+    if (st_mkdirs(path)) return -1;
     /* Disjoint class ranges: the base model never sees the target devices. */
     const struct {
         const char *name;
@@ -208,49 +203,31 @@ static int embed_and_eval(demo *d, const char *label, const char *weights, st_ev
     return rc;
 }
 
-static double metric_of(const st_eval_report *r, const char *name, double *std) {
-    for (int i = 0; i < r->n_metrics; i++)
-        if (strcmp(r->names[i], name) == 0) {
-            *std = r->std[i];
-            return r->mean[i];
-        }
-    *std = 0;
-    return -1;
-}
-
+/* OUT/report.html: hit@1, mAP@10 and MAP@R of both models, links to the other outputs. */
 static int write_report(demo *d, const st_eval_report *base, const st_eval_report *tuned) {
-    char path[PATH_LEN + 64], tmp[PATH_LEN + 80];
+    char path[PATH_LEN + 64], intro[1024];
     snprintf(path, sizeof path, "%s/report.html", d->out);
-    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
-    if (!f) return -1;
-    fprintf(f, "<!doctype html><html><head><meta charset=\"utf-8\"><title>simtune demo</title>"
-               "<style>body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}"
-               "td,th{border:1px solid #999;padding:.3em .8em;text-align:right}</style></head><body>\n"
-               "<h1>simtune demo: base vs fine-tuned</h1>\n"
-               "<p>Retrieval on new images of the 12 target devices (data/devices-test), split protocol: "
-               "stratified 80/20 gallery/query splits repeated %d times, mean &plusmn; std. mAP@10 divides by "
-               "<em>all</em> relevant gallery images (trec_eval's map_cut), so with about 24 per query its "
-               "ceiling is about 0.42; MAP@R has a ceiling of 1.</p>\n"
-               "<table><tr><th>model</th><th>hit@1</th><th>mAP@10</th><th>MAP@R</th></tr>\n",
-            base->splits);
-    const st_eval_report *reports[2] = {base, tuned};
-    const char *names[2] = {"base (cross-entropy on other devices)", "fine-tuned (batch-hard triplet)"};
-    for (int i = 0; i < 2; i++) {
-        double s1, s2, s3;
-        double hit = metric_of(reports[i], "hit@1", &s1), map = metric_of(reports[i], "map@10", &s2);
-        double mapr = metric_of(reports[i], "map@r", &s3);
-        fprintf(f, "<tr><th>%s</th><td>%.3f &plusmn; %.3f</td><td>%.3f &plusmn; %.3f</td><td>%.3f &plusmn; %.3f</td></tr>\n",
-                names[i], hit, s1, map, s2, mapr, s3);
-    }
-    fprintf(f, "</table>\n<h2>Look at</h2><ul>\n"
-               "<li><a href=\"eval/base/index.html\">contact sheet, base model</a></li>\n"
-               "<li><a href=\"eval/finetuned/index.html\">contact sheet, fine-tuned model</a></li>\n"
-               "<li>training curves: <a href=\"runs/base/curves.png\">base</a>, "
-               "<a href=\"runs/finetune/curves.png\">fine-tune</a></li>\n"
-               "<li>sweep: <a href=\"sweep/curves.png\">metric vs epochs</a>, <a href=\"sweep/trials.csv\">leaderboard</a>, "
-               "<a href=\"sweep/best.yaml\">best config</a></li>\n"
-               "<li>configs to rerun each step: <a href=\"configs/\">configs/</a></li></ul>\n</body></html>\n");
-    return st_atomic_commit(f, tmp, path);
+    snprintf(intro, sizeof intro,
+             "Retrieval on new images of the 12 target devices (data/devices-test), split protocol: stratified "
+             "80/20 gallery/query splits repeated %d times, mean \u00b1 std. mAP@10 divides by all relevant gallery "
+             "images (trec_eval's map_cut), so with about 24 per query its ceiling is about 0.42; MAP@R has a "
+             "ceiling of 1.",
+             base->splits);
+    static const char *const models[] = {"base (cross-entropy on other devices)", "fine-tuned (batch-hard triplet)"};
+    static const char *const metrics[] = {"hit@1", "map@10", "map@r"}, *const headers[] = {"hit@1", "mAP@10", "MAP@R"};
+    static const st_report_link links[] = {
+        {"eval/base/index.html", "contact sheet, base model"},
+        {"eval/finetuned/index.html", "contact sheet, fine-tuned model"},
+        {"runs/base/curves.png", "training curves, base model"},
+        {"runs/finetune/curves.png", "training curves, fine-tune"},
+        {"sweep/curves.png", "sweep: metric vs epochs"},
+        {"sweep/trials.csv", "sweep: leaderboard"},
+        {"sweep/best.yaml", "sweep: best config"},
+        {"configs/", "configs to rerun each step"}};
+    const st_eval_report *reports[] = {base, tuned};
+    st_comparison_page page = {"simtune demo: base vs fine-tuned", intro, models, reports, 2, metrics, headers, 3,
+                               links, (int)(sizeof links / sizeof links[0])};
+    return st_report_comparison_html(path, &page);
 }
 
 static int run_demo(demo *d) {
@@ -258,10 +235,10 @@ static int run_demo(demo *d) {
     char threads_set[32];
     snprintf(threads_set, sizeof threads_set, "threads=%d", d->threads);
     snprintf(out_set, sizeof out_set, "output.dir=%s/runs", d->out);
-    if (make_dir(d->out)) return -1;
+    if (st_mkdirs(d->out)) return -1;
     snprintf(path, sizeof path, "%s/configs", d->out);
-    if (make_dir(path) || (snprintf(path, sizeof path, "%s/embeddings", d->out), make_dir(path)) ||
-        (snprintf(path, sizeof path, "%s/eval", d->out), make_dir(path)))
+    if (st_mkdirs(path) || (snprintf(path, sizeof path, "%s/embeddings", d->out), st_mkdirs(path)) ||
+        (snprintf(path, sizeof path, "%s/eval", d->out), st_mkdirs(path)))
         return -1;
 
     stage(d, "1/6 generating images: device photos, line drawings, screen close-ups");
@@ -297,8 +274,9 @@ static int run_demo(demo *d) {
     int rc = write_report(d, &base, &tuned);
     double s;
     printf("\n== [%5.0f s] done\n\n  %-12s hit@1 %.3f  mAP@10 %.3f\n  %-12s hit@1 %.3f  mAP@10 %.3f\n\n",
-           st_now_seconds() - d->t0, "base", metric_of(&base, "hit@1", &s), metric_of(&base, "map@10", &s), "fine-tuned",
-           metric_of(&tuned, "hit@1", &s), metric_of(&tuned, "map@10", &s));
+           st_now_seconds() - d->t0, "base", st_eval_report_metric(&base, "hit@1", &s),
+           st_eval_report_metric(&base, "map@10", &s), "fine-tuned", st_eval_report_metric(&tuned, "hit@1", &s),
+           st_eval_report_metric(&tuned, "map@10", &s));
     printf("open %s/report.html (contact sheets, curves, sweep leaderboard)\n", d->out);
     st_eval_report_free(&base);
     st_eval_report_free(&tuned);
@@ -338,7 +316,7 @@ int cmd_demo(int argc, char **argv) {
         localtime_r(&now, &tm);
         char stamp[32];
         strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
-        if (make_dir("checkpoints")) {
+        if (st_mkdirs("checkpoints")) {
             fprintf(stderr, "simtune demo: %s\n", st_error_get());
             return 1;
         }

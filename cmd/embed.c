@@ -103,18 +103,6 @@ static void collect_rows(const st_dataset *ds, const float *vectors, const uint8
     for (int c = 0; c < ds->n_classes; c++) e->label_names[c] = ST_STRDUP(ds->class_names[c]);
 }
 
-/* Defaults from a train config for the options not given (given[] indexed by option id). */
-static void apply_config(const st_train_config *cfg, const int *given, int o_weights, int o_size, int o_pool,
-                         int o_gem, int o_threads, int o_device, st_embedder_options *o) {
-    static const st_embed_pool pools[] = {ST_EMBED_POOL_AVG, ST_EMBED_POOL_MAX, ST_EMBED_POOL_GEM};
-    if (!given[o_weights] && cfg->model.weights) o->weights = cfg->model.weights;
-    if (!given[o_size]) o->image_size = cfg->model.image_size;
-    if (!given[o_pool]) o->pool = pools[cfg->model.pool];
-    if (!given[o_gem]) o->gem_p = (float)cfg->model.gem_p;
-    if (!given[o_threads]) o->threads = cfg->threads;
-    if (!given[o_device] && cfg->device == ST_DEVICE_CUDA) o->device = "cuda";
-}
-
 /* Progress on stderr the way `train` reports an epoch: a bar redrawn in place on a terminal,
  * else a line each time another 10% of the images is done (prev = images done at the last
  * call). */
@@ -161,83 +149,109 @@ static void warn_dataset(const st_dataset *ds, const char *images) {
                 images, unlabelled, unlabelled == 1 ? "" : "s");
 }
 
-int cmd_embed(int argc, char **argv) {
-    enum { O_WEIGHTS = 256, O_IMAGES, O_OUT, O_LAYER, O_POOL, O_GEM_P, O_NORM, O_NO_NORM, O_BATCH,
-           O_SIZE, O_THREADS, O_DEVICE, O_CONFIG };
-    static const struct option options[] = {
-        {"weights", required_argument, NULL, O_WEIGHTS}, {"images", required_argument, NULL, O_IMAGES},
-        {"out", required_argument, NULL, O_OUT},         {"layer", required_argument, NULL, O_LAYER},
-        {"pool", required_argument, NULL, O_POOL},       {"gem-p", required_argument, NULL, O_GEM_P},
-        {"normalize", no_argument, NULL, O_NORM},        {"no-normalize", no_argument, NULL, O_NO_NORM},
-        {"batch", required_argument, NULL, O_BATCH},     {"image-size", required_argument, NULL, O_SIZE},
-        {"threads", required_argument, NULL, O_THREADS}, {"device", required_argument, NULL, O_DEVICE},
-        {"config", required_argument, NULL, O_CONFIG},   {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+enum { O_WEIGHTS = 256, O_IMAGES, O_OUT, O_LAYER, O_POOL, O_GEM_P, O_NORM, O_NO_NORM, O_BATCH, O_SIZE, O_THREADS,
+       O_DEVICE, O_CONFIG };
+
+static const struct option options[] = {
+    {"weights", required_argument, NULL, O_WEIGHTS}, {"images", required_argument, NULL, O_IMAGES},
+    {"out", required_argument, NULL, O_OUT},         {"layer", required_argument, NULL, O_LAYER},
+    {"pool", required_argument, NULL, O_POOL},       {"gem-p", required_argument, NULL, O_GEM_P},
+    {"normalize", no_argument, NULL, O_NORM},        {"no-normalize", no_argument, NULL, O_NO_NORM},
+    {"batch", required_argument, NULL, O_BATCH},     {"image-size", required_argument, NULL, O_SIZE},
+    {"threads", required_argument, NULL, O_THREADS}, {"device", required_argument, NULL, O_DEVICE},
+    {"config", required_argument, NULL, O_CONFIG},   {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0}};
+
+typedef struct embed_args {
     st_embedder_options o;
-    st_embedder_defaults(&o);
-    const char *images = NULL, *out = NULL, *config = NULL;
-    int given[O_CONFIG + 1] = {0}; /* options set on the command line win over --config */
-    int c;
+    const char *images, *out, *config;
+    int given[O_CONFIG + 1]; /* options set on the command line win over --config */
+    int help;
+} embed_args;
+
+/* Defaults from a train config for the options not given on the command line. */
+static void apply_config(const st_train_config *cfg, embed_args *a) {
+    static const st_embed_pool pools[] = {ST_EMBED_POOL_AVG, ST_EMBED_POOL_MAX, ST_EMBED_POOL_GEM};
+    st_embedder_options *o = &a->o;
+    if (!a->given[O_WEIGHTS] && cfg->model.weights) o->weights = cfg->model.weights;
+    if (!a->given[O_SIZE]) o->image_size = cfg->model.image_size;
+    if (!a->given[O_POOL]) o->pool = pools[cfg->model.pool];
+    if (!a->given[O_GEM_P]) o->gem_p = (float)cfg->model.gem_p;
+    if (!a->given[O_THREADS]) o->threads = cfg->threads;
+    if (!a->given[O_DEVICE] && cfg->device == ST_DEVICE_CUDA) o->device = "cuda";
+}
+
+/* The options with a value to check: 0, or 2 after the usage error. */
+static int parse_value(int c, const char *arg, st_embedder_options *o) {
     double gem_p; /* --gem-p, parsed as a double */
+    switch (c) {
+    case O_POOL: return st_embed_pool_parse(arg, &o->pool) != 0 ? bad_usage(st_error_get()) : 0;
+    case O_GEM_P:
+        if (st_cli_double_option("embed", "--gem-p", arg, 0, HUGE_VAL, &gem_p)) return 2;
+        if (gem_p == 0) return bad_usage("--gem-p must be > 0");
+        o->gem_p = (float)gem_p;
+        return 0;
+    case O_BATCH: return st_cli_int_option("embed", "--batch", arg, 1, INT_MAX, &o->batch);
+    case O_SIZE: return st_cli_int_option("embed", "--image-size", arg, 32, INT_MAX, &o->image_size);
+    case O_THREADS: return st_cli_int_option("embed", "--threads", arg, 0, INT_MAX, &o->threads);
+    }
+    ST_CHECK(0, "option %d has no parser", c);
+    return 2;
+}
+
+/* argv into a: 0 to go on (a->help: --help was printed), or 2 after the usage error. */
+static int parse_args(int argc, char **argv, embed_args *a) {
+    memset(a, 0, sizeof *a);
+    st_embedder_defaults(&a->o);
+    int c, rc = 0;
     optind = 1;
     opterr = 0; /* our own message below names the option */
-    while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
-        if (c >= O_WEIGHTS && c <= O_CONFIG) given[c] = 1;
+    while (rc == 0 && (c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        if (c >= O_WEIGHTS && c <= O_CONFIG) a->given[c] = 1;
         switch (c) {
-        case O_CONFIG: config = optarg; break;
-        case O_WEIGHTS: o.weights = optarg; break;
-        case O_IMAGES: images = optarg; break;
-        case O_OUT: out = optarg; break;
-        case O_LAYER: o.layer = optarg; break;
-        case O_DEVICE: o.device = optarg; break;
-        case O_NORM: o.normalize = 1; break;
-        case O_NO_NORM: o.normalize = 0; break;
-        case O_POOL:
-            if (st_embed_pool_parse(optarg, &o.pool) != 0) return bad_usage(st_error_get());
-            break;
-        case O_GEM_P:
-            if (st_cli_double_option("embed", "--gem-p", optarg, 0, HUGE_VAL, &gem_p)) return 2;
-            if (gem_p == 0) return bad_usage("--gem-p must be > 0");
-            o.gem_p = (float)gem_p;
-            break;
-        case O_BATCH:
-            if (st_cli_int_option("embed", "--batch", optarg, 1, INT_MAX, &o.batch)) return 2;
-            break;
-        case O_SIZE:
-            if (st_cli_int_option("embed", "--image-size", optarg, 32, INT_MAX, &o.image_size)) return 2;
-            break;
-        case O_THREADS:
-            if (st_cli_int_option("embed", "--threads", optarg, 0, INT_MAX, &o.threads)) return 2;
-            break;
-        case 'h': usage(stdout); return 0;
-        default: return st_cli_bad_option("embed", c, argv[optind - 1]);
+        case O_CONFIG: a->config = optarg; break;
+        case O_WEIGHTS: a->o.weights = optarg; break;
+        case O_IMAGES: a->images = optarg; break;
+        case O_OUT: a->out = optarg; break;
+        case O_LAYER: a->o.layer = optarg; break;
+        case O_DEVICE: a->o.device = optarg; break;
+        case O_NORM: a->o.normalize = 1; break;
+        case O_NO_NORM: a->o.normalize = 0; break;
+        case 'h': usage(stdout); a->help = 1; return 0;
+        case ':':
+        case '?': return st_cli_bad_option("embed", c, argv[optind - 1]);
+        default: rc = parse_value(c, optarg, &a->o);
         }
     }
-    if (optind < argc) return bad_usage("unexpected argument");
-    st_train_config cfg;
-    if (config) {
-        if (st_config_load(config, NULL, 0, &cfg)) {
-            fprintf(stderr, "simtune embed: %s\n", st_error_get());
-            return 1;
-        }
-        apply_config(&cfg, given, O_WEIGHTS, O_SIZE, O_POOL, O_GEM_P, O_THREADS, O_DEVICE, &o);
-    }
-    if (!o.weights || !images || !out) {
-        if (config) st_config_free(&cfg);
-        return bad_usage("--weights (or a config with model.weights), --images and --out are required");
-    }
+    if (rc) return rc;
+    return optind < argc ? bad_usage("unexpected argument") : 0;
+}
 
-    st_dataset ds;
-    memset(&ds, 0, sizeof ds);
+/* The file's rows and the attributes that let `search` embed a query the same way. */
+static void fill_embeddings(const st_dataset *ds, const float *vectors, const uint8_t *ok, long kept,
+                            const st_embedder *em, const char *weights, st_embeddings *e) {
+    collect_rows(ds, vectors, ok, kept, st_embedder_dim(em), e);
+    const st_embedder_settings *used = st_embedder_settings_of(em);
+    e->model = ST_STRDUP(weights);
+    e->weights_id = ST_STRDUP(st_embedder_weights_id(em));
+    e->layer = ST_STRDUP(st_embedder_layer(em));
+    e->pooling = ST_STRDUP(st_embed_pool_name(used->pool));
+    e->normalized = used->normalize;
+    e->image_size = used->image_size;
+    if (used->pool == ST_EMBED_POOL_GEM) e->gem_p = used->gem_p;
+}
+
+/* Embed every image of a->images into a->out: 0, or 1 after the error message. */
+static int embed(const embed_args *a) {
+    st_dataset ds = {0};
     st_embedder *em = NULL;
-    st_embeddings e;
-    memset(&e, 0, sizeof e);
+    st_embeddings e = {0};
     float *vectors = NULL;
     uint8_t *ok = NULL;
     int rc = 1;
-    if (st_dataset_load_index(images, &ds) != 0) goto done;
-    warn_dataset(&ds, images);
-    if (st_embedder_open(&o, &em) != 0) goto done;
+    if (st_dataset_load_index(a->images, &ds) != 0) goto done;
+    warn_dataset(&ds, a->images);
+    if (st_embedder_open(&a->o, &em) != 0) goto done;
     char used[512];
     st_embedder_describe(em, used, sizeof used);
     printf("embed: %d images with %s\n", ds.n, used);
@@ -245,26 +259,18 @@ int cmd_embed(int argc, char **argv) {
     int d = st_embedder_dim(em);
     vectors = ST_MALLOC((size_t)ds.n * d * sizeof(float));
     ok = ST_MALLOC((size_t)ds.n);
-    long kept = embed_all(em, &ds, o.batch, vectors, ok);
+    long kept = embed_all(em, &ds, a->o.batch, vectors, ok);
     if (kept == 0) {
-        st_error_set("%s: none of the %d images could be embedded", images, ds.n);
+        st_error_set("%s: none of the %d images could be embedded", a->images, ds.n);
         goto done;
     }
     if (kept < ds.n)
         fprintf(stderr, "warning: %s: %ld of %d images could not be read or decoded (listed above) and are "
-                        "left out\n", images, ds.n - kept, ds.n);
-    collect_rows(&ds, vectors, ok, kept, d, &e);
-    const st_embedder_settings *used_settings = st_embedder_settings_of(em);
-    e.model = ST_STRDUP(o.weights);
-    e.weights_id = ST_STRDUP(st_embedder_weights_id(em));
-    e.layer = ST_STRDUP(st_embedder_layer(em));
-    e.pooling = ST_STRDUP(st_embed_pool_name(used_settings->pool));
-    e.normalized = used_settings->normalize;
-    e.image_size = used_settings->image_size;
-    if (used_settings->pool == ST_EMBED_POOL_GEM) e.gem_p = used_settings->gem_p;
-    if (st_embeddings_write(out, &e) != 0) goto done;
-    printf("embed: %ld of %d images, %s layer %s, pooling %s, D=%d%s -> %s\n", kept, ds.n,
-           st_embedder_arch(em), e.layer, e.pooling, d, ds.n_classes ? "" : ", unlabelled", out);
+                        "left out\n", a->images, ds.n - kept, ds.n);
+    fill_embeddings(&ds, vectors, ok, kept, em, a->o.weights, &e);
+    if (st_embeddings_write(a->out, &e) != 0) goto done;
+    printf("embed: %ld of %d images, %s layer %s, pooling %s, D=%d%s -> %s\n", kept, ds.n, st_embedder_arch(em),
+           e.layer, e.pooling, d, ds.n_classes ? "" : ", unlabelled", a->out);
     rc = 0;
 done:
     if (rc) fprintf(stderr, "simtune embed: %s\n", st_error_get());
@@ -273,6 +279,25 @@ done:
     st_dataset_free(&ds);
     free(vectors);
     free(ok);
-    if (config) st_config_free(&cfg);
+    return rc;
+}
+
+int cmd_embed(int argc, char **argv) {
+    embed_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc || a.help) return rc;
+    st_train_config cfg;
+    if (a.config) {
+        if (st_config_load(a.config, NULL, 0, &cfg)) {
+            fprintf(stderr, "simtune embed: %s\n", st_error_get());
+            return 1;
+        }
+        apply_config(&cfg, &a);
+    }
+    if (!a.o.weights || !a.images || !a.out)
+        rc = bad_usage("--weights (or a config with model.weights), --images and --out are required");
+    else
+        rc = embed(&a);
+    if (a.config) st_config_free(&cfg); /* after embedding: a.o.weights may point into it */
     return rc;
 }

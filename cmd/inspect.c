@@ -14,10 +14,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
 #include "commands.h"
 #include "data/transform.h"
 #include "infer/h5util.h"
+#include "infer/json.h"
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
 
@@ -54,13 +54,10 @@ static const char *preprocess_text(st_preprocess p) {
     return "unknown";
 }
 
-static void json_list(FILE *out, const char *key, char **items, int n) {
-    fprintf(out, ",\"%s\":[", key);
-    for (int i = 0; i < n; i++) {
-        if (i) fputc(',', out);
-        st_cli_json_string(out, items[i]);
-    }
-    fputc(']', out);
+static json_t *names_json(char **items, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, st_json_text(items[i]));
+    return a;
 }
 
 static int count_tensors(const st_weights_info *info) {
@@ -79,59 +76,62 @@ static void checkpoint_position(const char *path, double *step, double *epoch) {
     H5Fclose(f);
 }
 
+static json_t *recipe_json(const st_weights_info *info) {
+    const st_weights_recipe *r = &info->recipe;
+    if (!r->present) return json_null();
+    return json_pack("{s:i, s:i, s:s, s:o, s:o, s:i, s:b}", "image_size", r->image_size, "resize_short",
+                     r->resize_short, "crop", "center", "pool", st_json_text(r->pool), "gem_p", st_json_float(r->gem_p),
+                     "embed_dim", info->embed_dim, "normalize", r->normalize);
+}
+
+/* [{"name", "weights": [{"name", "dataset", "shape": [...]}, ...]}, ...] */
+static json_t *layers_json(const st_weights_info *info) {
+    json_t *layers = json_array();
+    for (int i = 0; i < info->n_layers; i++) {
+        const st_weights_layer *l = &info->layers[i];
+        json_t *weights = json_array();
+        for (int k = 0; k < l->n_tensors; k++) {
+            const st_weights_tensor *t = &l->tensors[k];
+            json_t *shape = json_array();
+            for (int d = 0; d < t->rank; d++) json_array_append_new(shape, json_integer(t->dims[d]));
+            json_array_append_new(weights, json_pack("{s:o, s:o, s:o}", "name", st_json_text(t->weight), "dataset",
+                                                     st_json_text(t->dataset), "shape", shape));
+        }
+        json_array_append_new(layers, json_pack("{s:o, s:o}", "name", st_json_text(l->name), "weights", weights));
+    }
+    return layers;
+}
+
+/* One line (compact), keys in the order of the text output. */
 static void print_json(FILE *out, const char *path, const st_weights_info *info, int ok) {
-    fputs("{\"file\":", out);
-    st_cli_json_string(out, path);
-    fprintf(out, ",\"format\":\"%s\",\"format_description\":", format_id(info->format));
-    st_cli_json_string(out, st_weights_format_name(info->format));
-    fputs(",\"arch\":", out);
-    st_cli_json_string(out, info->arch[0] ? info->arch : NULL);
-    fputs(",\"arch_reason\":", out);
-    st_cli_json_string(out, info->arch_reason);
-    fprintf(out, ",\"top\":%s,\"classifier\":", info->classifier[0] ? "true" : "false");
-    st_cli_json_string(out, info->classifier[0] ? info->classifier : NULL);
-    fprintf(out, ",\"num_classes\":%d,\"embed_dim\":%d,\"bn_epsilon\":%.7g,\"preprocess\":",
-            info->num_classes, info->embed_dim, (double)info->bn_eps);
-    st_cli_json_string(out, st_preprocess_name(info->preprocess));
-    fprintf(out, ",\"layer_names\":%d,\"weighted_layers\":%d,\"tensors\":%d,\"params\":%zu",
-            info->n_layer_names, info->n_layers, count_tensors(info), info->n_params);
+    json_t *j = json_pack("{s:o, s:s, s:o, s:o, s:o, s:b, s:o, s:i, s:i, s:o, s:o}", "file", st_json_text(path),
+                          "format", format_id(info->format), "format_description",
+                          st_json_text(st_weights_format_name(info->format)), "arch",
+                          st_json_text(info->arch[0] ? info->arch : NULL), "arch_reason", st_json_text(info->arch_reason),
+                          "top", info->classifier[0] != 0, "classifier",
+                          st_json_text(info->classifier[0] ? info->classifier : NULL), "num_classes", info->num_classes,
+                          "embed_dim", info->embed_dim, "bn_epsilon", st_json_float(info->bn_eps), "preprocess",
+                          st_json_text(st_preprocess_name(info->preprocess)));
+    json_object_set_new(j, "layer_names", json_integer(info->n_layer_names));
+    json_object_set_new(j, "weighted_layers", json_integer(info->n_layers));
+    json_object_set_new(j, "tensors", json_integer(count_tensors(info)));
+    json_object_set_new(j, "params", json_integer((json_int_t)info->n_params));
     if (info->format == ST_WEIGHTS_CHECKPOINT) {
         double step, epoch;
         checkpoint_position(path, &step, &epoch);
-        fprintf(out, ",\"step\":%.0f,\"epoch\":%.0f", step, epoch);
+        json_object_set_new(j, "step", json_integer((json_int_t)step));
+        json_object_set_new(j, "epoch", json_integer((json_int_t)epoch));
     }
-    fputs(",\"metadata\":", out);
-    st_cli_json_string(out, info->metadata_json);
-    const st_weights_recipe *r = &info->recipe;
-    if (r->present)
-        fprintf(out, ",\"recipe\":{\"image_size\":%d,\"resize_short\":%d,\"crop\":\"center\",\"pool\":\"%s\","
-                     "\"gem_p\":%.7g,\"embed_dim\":%d,\"normalize\":%s}",
-                r->image_size, r->resize_short, r->pool, (double)r->gem_p, info->embed_dim,
-                r->normalize ? "true" : "false");
-    else fputs(",\"recipe\":null", out);
-    fputs(",\"layers\":[", out);
-    for (int i = 0; i < info->n_layers; i++) {
-        const st_weights_layer *l = &info->layers[i];
-        fputs(i ? ",{\"name\":" : "{\"name\":", out);
-        st_cli_json_string(out, l->name);
-        fputs(",\"weights\":[", out);
-        for (int k = 0; k < l->n_tensors; k++) {
-            const st_weights_tensor *t = &l->tensors[k];
-            fputs(k ? ",{\"name\":" : "{\"name\":", out);
-            st_cli_json_string(out, t->weight);
-            fputs(",\"dataset\":", out);
-            st_cli_json_string(out, t->dataset);
-            fputs(",\"shape\":[", out);
-            for (int d = 0; d < t->rank; d++) fprintf(out, "%s%lld", d ? "," : "", t->dims[d]);
-            fputs("]}", out);
-        }
-        fputs("]}", out);
-    }
-    fputc(']', out);
-    json_list(out, "missing", info->missing, info->n_missing);
-    json_list(out, "unexpected", info->unexpected, info->n_unexpected);
-    json_list(out, "mismatched", info->mismatched, info->n_mismatched);
-    fprintf(out, ",\"ok\":%s}\n", ok ? "true" : "false");
+    json_object_set_new(j, "metadata", st_json_text(info->metadata_json)); /* the attribute's text, as a string */
+    json_object_set_new(j, "recipe", recipe_json(info));
+    json_object_set_new(j, "layers", layers_json(info));
+    json_object_set_new(j, "missing", names_json(info->missing, info->n_missing));
+    json_object_set_new(j, "unexpected", names_json(info->unexpected, info->n_unexpected));
+    json_object_set_new(j, "mismatched", names_json(info->mismatched, info->n_mismatched));
+    json_object_set_new(j, "ok", json_boolean(ok));
+    /* 9 digits: st_json_float's shortest decimal of a float is never longer */
+    st_json_print(out, j, JSON_COMPACT | ST_JSON_PRECISION(9));
+    json_decref(j);
 }
 
 static void print_names(FILE *out, const char *title, char **items, int n) {

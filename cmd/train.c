@@ -90,113 +90,135 @@ static int holds_a_run(const char *run_dir) {
     return st_checkpoint_latest(run_dir, path, sizeof path) > 0;
 }
 
-int cmd_train(int argc, char **argv) {
+/* The command line, as parsed. */
+typedef struct train_args {
+    const char *config_path, *name, *resume_dir;
+    const char *sets[MAX_SETS + 2];
+    int n_sets, epochs, strict, check;
+    char device_set[64], threads_set[64]; /* --device/--threads as sets, applied after every --set */
+    char resume_config[4200];
+} train_args;
+
+/* Parse argv into a. -1 to go on, else the exit code (0 for --help, 2 for a usage error). */
+static int parse_args(int argc, char **argv, train_args *a) {
     static const struct option options[] = {
         {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},   {"name", required_argument, 0, 'n'},
         {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'}, {"resume", required_argument, 0, 'r'},
         {"epochs", required_argument, 0, 'e'}, {"strict", no_argument, 0, 'S'},       {"help", no_argument, 0, 'h'},
         {"check", no_argument, 0, 'C'},        {0, 0, 0, 0}};
-    const char *config_path = NULL, *name = NULL, *resume_dir = NULL;
-    const char *sets[MAX_SETS + 2];
-    int n_sets = 0, epochs = 0, strict = 0, check = 0;
-    char device_set[64] = "", threads_set[64] = ""; /* applied after every --set: they win */
+    memset(a, 0, sizeof *a);
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (c) {
-        case 'c': config_path = optarg; break;
+        case 'c': a->config_path = optarg; break;
         case 's':
-            if (n_sets >= MAX_SETS) {
+            if (a->n_sets >= MAX_SETS) {
                 fprintf(stderr, "simtune train: more than %d --set options\n", MAX_SETS);
                 return 2;
             }
-            sets[n_sets++] = optarg;
+            a->sets[a->n_sets++] = optarg;
             break;
-        case 'n': name = optarg; break;
-        case 'd': snprintf(device_set, sizeof device_set, "device=%s", optarg); break;
-        case 't': snprintf(threads_set, sizeof threads_set, "threads=%s", optarg); break;
-        case 'r': resume_dir = optarg; break;
+        case 'n': a->name = optarg; break;
+        case 'd': snprintf(a->device_set, sizeof a->device_set, "device=%s", optarg); break;
+        case 't': snprintf(a->threads_set, sizeof a->threads_set, "threads=%s", optarg); break;
+        case 'r': a->resume_dir = optarg; break;
         case 'e':
-            if (st_cli_int_option("train", "--epochs", optarg, 1, 1000000, &epochs)) return 2;
+            if (st_cli_int_option("train", "--epochs", optarg, 1, 1000000, &a->epochs)) return 2;
             break;
-        case 'S': strict = 1; break;
-        case 'C': check = 1; break;
+        case 'S': a->strict = 1; break;
+        case 'C': a->check = 1; break;
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "try 'simtune train --help'\n"); return 2;
         }
     }
     /* a repeated --device/--threads overwrites its one slot (sets has room for both) */
-    if (device_set[0]) sets[n_sets++] = device_set;
-    if (threads_set[0]) sets[n_sets++] = threads_set;
-    if (optind < argc || (!config_path && !resume_dir) || (config_path && resume_dir)) {
+    if (a->device_set[0]) a->sets[a->n_sets++] = a->device_set;
+    if (a->threads_set[0]) a->sets[a->n_sets++] = a->threads_set;
+    if (optind < argc || (!a->config_path && !a->resume_dir) || (a->config_path && a->resume_dir)) {
         fprintf(stderr, "simtune train: give --config FILE or --resume RUN_DIR (one of them)\n"
                         "try 'simtune train --help'\n");
         return 2;
     }
-    char resume_config[4200];
-    if (resume_dir) {
-        snprintf(resume_config, sizeof resume_config, "%s/config.yaml", resume_dir);
-        config_path = resume_config;
+    if (a->resume_dir) {
+        snprintf(a->resume_config, sizeof a->resume_config, "%s/config.yaml", a->resume_dir);
+        a->config_path = a->resume_config;
     }
-    st_train_config cfg;
-    if (st_config_load(config_path, sets, n_sets, &cfg) || st_config_check_files(&cfg)) {
-        fprintf(stderr, "simtune train: %s\n", st_error_get());
-        return 1;
-    }
-    char run_dir[4096];
-    int rc = 0;
-    if (resume_dir) {
-        snprintf(run_dir, sizeof run_dir, "%s", resume_dir);
-    } else if (name || cfg.output.name) {
-        snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output.dir, name ? name : cfg.output.name);
+    return -1;
+}
+
+/* The run folder: the resumed one, output.dir/(--name | output.name) when it holds no run yet,
+ * or a new default-named folder (only named, not created, for --check). 0 or -1. */
+static int choose_run_dir(const train_args *a, const st_train_config *cfg, char *run_dir, size_t size) {
+    if (a->resume_dir) {
+        snprintf(run_dir, size, "%s", a->resume_dir);
+    } else if (a->name || cfg->output.name) {
+        snprintf(run_dir, size, "%s/%s", cfg->output.dir, a->name ? a->name : cfg->output.name);
         if (holds_a_run(run_dir))
-            rc = st_error_set("%s: a run folder with metrics or checkpoints already exists; a new run would mix with "
-                              "it (HINT: `simtune train --resume %s` continues it, --name NAME starts another)",
-                              run_dir, run_dir);
-    } else if (check) {
+            return st_error_set("%s: a run folder with metrics or checkpoints already exists; a new run would mix "
+                                "with it (HINT: `simtune train --resume %s` continues it, --name NAME starts another)",
+                                run_dir, run_dir);
+    } else if (a->check) {
         char run_name[320];
-        default_run_name(config_path, run_name, sizeof run_name);
-        snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output.dir, run_name);
+        default_run_name(a->config_path, run_name, sizeof run_name);
+        snprintf(run_dir, size, "%s/%s", cfg->output.dir, run_name);
     } else {
-        rc = claim_default_run_dir(config_path, cfg.output.dir, run_dir, sizeof run_dir);
+        return claim_default_run_dir(a->config_path, cfg->output.dir, run_dir, size);
     }
-    if (rc) {
-        fprintf(stderr, "simtune train: %s\n", st_error_get());
-        st_config_free(&cfg);
+    return 0;
+}
+
+static int check_config(const char *config_path, const st_train_config *cfg, const st_train_options *opt) {
+    if (st_train_check(cfg, opt)) {
+        fprintf(stderr, "simtune train: %s: %s\n", config_path, st_error_get());
         return 1;
     }
-    st_train_options opt = {0};
-    opt.run_dir = run_dir;
-    opt.resume = resume_dir != NULL;
-    opt.epochs_target = epochs;
-    opt.progress = stdout;
-    opt.strict_data = strict;
-    if (check) {
-        rc = st_train_check(&cfg, &opt);
-        if (rc == 0)
-            printf("%s: valid: %s at %d px, %d dataset(s), %d phase(s), %d epochs, loss %s; run folder %s\n", config_path,
-                   cfg.model.arch, cfg.model.image_size, cfg.data.n_train, cfg.n_phases > 0 ? cfg.n_phases : 1,
-                   cfg.epochs, cfg.loss.type == ST_LOSS_XENT ? "cross_entropy" : "triplet", run_dir);
-        else
-            fprintf(stderr, "simtune train: %s: %s\n", config_path, st_error_get());
-        st_config_free(&cfg);
-        return rc ? 1 : 0;
-    }
+    printf("%s: valid: %s at %d px, %d dataset(s), %d phase(s), %d epochs, loss %s; run folder %s\n", config_path,
+           cfg->model.arch, cfg->model.image_size, cfg->data.n_train, cfg->n_phases > 0 ? cfg->n_phases : 1,
+           cfg->epochs, cfg->loss.kind == ST_LOSS_XENT ? "cross_entropy" : "triplet", opt->run_dir);
+    return 0;
+}
+
+static int train_config(const st_train_config *cfg, const st_train_options *opt) {
     st_train_result res;
-    rc = st_train_run(&cfg, &opt, &res);
-    st_config_free(&cfg);
-    if (rc) {
+    if (st_train_run(cfg, opt, &res)) {
         fprintf(stderr, "simtune train: %s\n", st_error_get());
         return 1;
     }
     if (res.interrupted) {
-        printf("stopped: resume with `simtune train --resume %s`\n", run_dir);
+        printf("stopped: resume with `simtune train --resume %s`\n", opt->run_dir);
         return 130;
     }
     printf("done: %d epochs, %ld steps; best %.4f at epoch %d; validation %s on %d images of %d classes\n"
            "open %s/metrics.jsonl and %s/curves.png; fine-tuned weights: %s/best_weights.h5\n",
            res.epochs_done, res.steps_done, res.best_metric, res.best_epoch,
            res.open_set ? "open-set (classes never trained on)" : "closed-set", res.n_val_images, res.n_val_classes,
-           run_dir, run_dir, run_dir);
+           opt->run_dir, opt->run_dir, opt->run_dir);
     return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    st_train_config cfg;
+    if (st_config_load(a.config_path, a.sets, a.n_sets, &cfg) || st_config_check_files(&cfg)) {
+        fprintf(stderr, "simtune train: %s\n", st_error_get());
+        return 1;
+    }
+    char run_dir[4096];
+    if (choose_run_dir(&a, &cfg, run_dir, sizeof run_dir)) {
+        fprintf(stderr, "simtune train: %s\n", st_error_get());
+        st_config_free(&cfg);
+        return 1;
+    }
+    st_train_options opt = {0};
+    opt.run_dir = run_dir;
+    opt.resume = a.resume_dir != NULL;
+    opt.epochs_target = a.epochs;
+    opt.progress = stdout;
+    opt.strict_data = a.strict;
+    rc = a.check ? check_config(a.config_path, &cfg, &opt) : train_config(&cfg, &opt);
+    st_config_free(&cfg);
+    return rc;
 }

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "../kernels/check.h"
+#include "../kernels/math/l2norm.h"
+#include "../kernels/math/pool.h"
 #include "data/loader.h"
 #include "data/rng.h"
 #include "data/transform.h"
@@ -14,7 +16,6 @@
 
 #define RMAC_SCALES 3
 #define RMAC_OVERLAP 0.4
-#define GEM_EPS 1e-6f
 
 struct st_embedder {
     st_embedder_options o;
@@ -30,7 +31,10 @@ struct st_embedder {
     st_embedder_settings settings;
     char weights_id[17];  /* 16 hex digits */
     float *host_input;   /* (batch, S, S, 3) */
-    float *host_output;  /* (batch, H, W, C) or (batch, D) */
+    float *host_map;     /* (batch, H, W, C): the layer map R-MAC pools on the host; else NULL */
+    float *pooled;       /* device (batch, C): the layer map through the gpool op; else NULL */
+    float *normalized;   /* device (batch, D): the l2norm op's output (normalize, not R-MAC) */
+    float *norms;        /* device (batch): its divisors */
 };
 
 int st_embed_pool_parse(const char *name, st_embed_pool *out) {
@@ -98,7 +102,7 @@ static void hash_parameters(st_embedder *e) {
         const st_param *p = &e->m->params[i];
         if (!strcmp(p->layer, "predictions")) continue;
         float *host = ST_MALLOC(p->numel * sizeof(float));
-        e->be->download(e->be, host, p->value, p->numel * sizeof(float));
+        st_param_download(e->m, p, p->value, host);
         for (size_t j = 0; j < p->numel; j++) {
             uint32_t bits;
             memcpy(&bits, &host[j], sizeof bits);
@@ -159,6 +163,23 @@ static int embedder_build(st_embedder *e, const st_weights_info *info) {
     return 0;
 }
 
+/* The batch buffers of the struct: host input, and per export path the host map (R-MAC) or the
+ * device outputs of the backend's pooling and normalisation. */
+static void embedder_buffers(st_embedder *e) {
+    st_backend *be = e->be;
+    size_t batch = (size_t)e->o.batch, size = (size_t)e->settings.image_size;
+    int rmac = e->settings.pool == ST_EMBED_POOL_RMAC;
+    e->host_input = ST_MALLOC(batch * size * size * 3 * sizeof(float));
+    if (rmac)
+        e->host_map = ST_MALLOC(st_numel(st_model_layer_output(e->m, e->layer_index)) * sizeof(float));
+    else if (e->layer_index >= 0)
+        e->pooled = be->alloc(be, batch * e->dim * sizeof(float));
+    if (!rmac && e->settings.normalize) {
+        e->normalized = be->alloc(be, batch * e->dim * sizeof(float));
+        e->norms = be->alloc(be, batch * sizeof(float));
+    }
+}
+
 int st_embedder_open(const st_embedder_options *o, st_embedder **out) {
     *out = NULL;
     if (o->batch < 1 || (o->image_size > 0 && o->image_size < 32))
@@ -187,51 +208,37 @@ int st_embedder_open(const st_embedder_options *o, st_embedder **out) {
         st_embedder_close(e);
         return -1;
     }
-    size_t per_image = e->layer_index >= 0 ? st_numel(st_model_layer_output(e->m, e->layer_index)) / o->batch
-                                           : (size_t)e->dim;
-    e->host_input = ST_MALLOC((size_t)o->batch * size * size * 3 * sizeof(float));
-    e->host_output = ST_MALLOC((size_t)o->batch * per_image * sizeof(float));
+    embedder_buffers(e);
     *out = e;
     return 0;
 }
 
 void st_embedder_close(st_embedder *e) {
     if (!e) return;
+    if (e->be) {
+        e->be->free(e->be, e->pooled);
+        e->be->free(e->be, e->normalized);
+        e->be->free(e->be, e->norms);
+    }
     if (e->m) st_model_free(e->m);
     st_backend_close(e->be);
     free(e->host_input);
-    free(e->host_output);
+    free(e->host_map);
     free(e);
 }
 
-/* ---- host pooling of a feature map (H, W, C) ------------------------------------------- */
+/* ---- R-MAC on the host, from a feature map (H, W, C) ------------------------------------ */
 
-static void pool_window(const float *x, int w, int c, int y0, int x0, int side_h, int side_w,
-                        st_embed_pool kind, float p, float *out) {
-    for (int ch = 0; ch < c; ch++) out[ch] = kind == ST_EMBED_POOL_AVG || kind == ST_EMBED_POOL_GEM ? 0.0f : -INFINITY;
-    for (int i = y0; i < y0 + side_h; i++)
-        for (int j = x0; j < x0 + side_w; j++) {
-            const float *v = x + ((size_t)i * w + j) * c;
-            for (int ch = 0; ch < c; ch++) {
-                if (kind == ST_EMBED_POOL_AVG) out[ch] += v[ch];
-                else if (kind == ST_EMBED_POOL_GEM) out[ch] += powf(fmaxf(v[ch], GEM_EPS), p);
-                else out[ch] = fmaxf(out[ch], v[ch]);
-            }
-        }
-    float count = (float)side_h * side_w;
-    for (int ch = 0; ch < c; ch++) {
-        if (kind == ST_EMBED_POOL_AVG) out[ch] /= count;
-        else if (kind == ST_EMBED_POOL_GEM) out[ch] = powf(out[ch] / count, 1.0f / p);
-    }
+/* out (c) = the maximum over the region rows [y0, y0 + side_h) x columns [x0, x0 + side_w) of x,
+ * the max-pool window of kernels/math/pool.h (the region lies inside the map: nothing clipped). */
+static void region_max(const float *x, int h, int w, int c, int y0, int x0, int side_h, int side_w,
+                       float *out) {
+    st_pool_desc d = {.h = h, .w = w, .c = c, .r = side_h, .s = side_w};
+    st_pool_window win = {.h0 = y0, .w0 = x0, .r0 = 0, .r1 = side_h, .s0 = 0, .s1 = side_w};
+    st_maxpool_window_max(&d, &win, x, 0, c, out);
 }
 
-static void l2_normalise(float *v, int n) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)v[i] * v[i];
-    if (ss <= 0) return;
-    float inv = (float)(1.0 / sqrt(ss));
-    for (int i = 0; i < n; i++) v[i] *= inv;
-}
+static void l2_normalise(float *v, int n) { st_l2_normalize_row(v, v, n, ST_L2_EPS); }
 
 /* Extra window positions along the long side so that windows of the short side overlap by
  * closest to RMAC_OVERLAP (Tolias et al.'s choice among 1..6 extra positions). */
@@ -261,7 +268,7 @@ static void rmac(const float *x, int h, int w, int c, float *out, float *region)
     int short_side = h < w ? h : w;
     int extra = rmac_extra_steps(h > w ? h : w, short_side);
     int extra_h = h > w ? extra : 0, extra_w = w > h ? extra : 0;
-    pool_window(x, w, c, 0, 0, h, w, ST_EMBED_POOL_MAX, 0, out); /* the whole map */
+    region_max(x, h, w, c, 0, 0, h, w, out); /* the whole map */
     l2_normalise(out, c);
     for (int l = 1; l <= RMAC_SCALES; l++) {
         int side = 2 * short_side / (l + 1);
@@ -269,8 +276,8 @@ static void rmac(const float *x, int h, int w, int c, float *out, float *region)
         int nh = l + extra_h, nw = l + extra_w;
         for (int a = 0; a < nh; a++)
             for (int b = 0; b < nw; b++) {
-                pool_window(x, w, c, window_origin(h, side, nh, a), window_origin(w, side, nw, b),
-                            side, side, ST_EMBED_POOL_MAX, 0, region);
+                region_max(x, h, w, c, window_origin(h, side, nh, a), window_origin(w, side, nw, b),
+                           side, side, region);
                 l2_normalise(region, c);
                 for (int ch = 0; ch < c; ch++) out[ch] += region[ch];
             }
@@ -279,31 +286,45 @@ static void rmac(const float *x, int h, int w, int c, float *out, float *region)
 
 /* ---- running ---------------------------------------------------------------------------- */
 
-static void export_batch(st_embedder *e, int nb, float *out) {
-    st_model *m = e->m;
+/* The batch's vectors on the device: the model output, or the layer map through the backend's
+ * global-pool op; normalised there by its l2norm op when asked. */
+static const float *device_vectors(st_embedder *e, int nb) {
     st_backend *be = e->be;
-    if (e->layer_index < 0) {
-        const float *src = e->use_embedding ? m->embedding.data : m->features.data;
-        be->download(be, out, src, (size_t)nb * e->dim * sizeof(float));
-    } else {
-        st_tensor t = st_model_layer_output(m, e->layer_index);
-        size_t per_image = (size_t)t.h * t.w * t.c;
-        be->download(be, e->host_output, t.data, (size_t)nb * per_image * sizeof(float));
-#pragma omp parallel
-        {
-            float *region = ST_MALLOC((size_t)t.c * sizeof(float));
-#pragma omp for schedule(static)
-            for (int i = 0; i < nb; i++) {
-                const float *x = e->host_output + i * per_image;
-                float *v = out + (size_t)i * t.c;
-                if (e->settings.pool == ST_EMBED_POOL_RMAC) rmac(x, t.h, t.w, t.c, v, region);
-                else pool_window(x, t.w, t.c, 0, 0, t.h, t.w, e->settings.pool, e->settings.gem_p, v);
-            }
-            free(region);
-        }
+    const float *v = e->use_embedding ? e->m->embedding.data : e->m->features.data;
+    if (e->layer_index >= 0) {
+        st_tensor t = st_model_layer_output(e->m, e->layer_index);
+        st_gpool_desc d = {.n = nb, .hw = t.h * t.w, .c = t.c, .kind = model_pool(e->settings.pool),
+                           .p = e->settings.gem_p, .eps = ST_GEM_EPS};
+        be->gpool_forward(be, &d, t.data, e->pooled);
+        v = e->pooled;
     }
-    if (e->settings.normalize)
-        for (int i = 0; i < nb; i++) l2_normalise(out + (size_t)i * e->dim, e->dim);
+    if (!e->settings.normalize) return v;
+    be->l2norm_forward(be, nb, e->dim, v, e->normalized, e->norms, ST_L2_EPS);
+    return e->normalized;
+}
+
+/* R-MAC of the batch on the host from the downloaded layer map, normalised with the l2norm op's
+ * formula when asked. */
+static void rmac_batch(st_embedder *e, int nb, float *out) {
+    st_tensor t = st_model_layer_output(e->m, e->layer_index);
+    size_t per_image = (size_t)t.h * t.w * t.c;
+    e->be->download(e->be, e->host_map, t.data, (size_t)nb * per_image * sizeof(float));
+#pragma omp parallel
+    {
+        float *region = ST_MALLOC((size_t)t.c * sizeof(float));
+#pragma omp for schedule(static)
+        for (int i = 0; i < nb; i++) {
+            float *v = out + (size_t)i * t.c;
+            rmac(e->host_map + i * per_image, t.h, t.w, t.c, v, region);
+            if (e->settings.normalize) l2_normalise(v, t.c);
+        }
+        free(region);
+    }
+}
+
+static void export_batch(st_embedder *e, int nb, float *out) {
+    if (e->settings.pool == ST_EMBED_POOL_RMAC) rmac_batch(e, nb, out);
+    else e->be->download(e->be, out, device_vectors(e, nb), (size_t)nb * e->dim * sizeof(float));
 }
 
 long st_embedder_run(st_embedder *e, const char *const *paths, long n, float *out, uint8_t *ok) {

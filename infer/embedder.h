@@ -17,13 +17,17 @@
  *                                  file has one (already L2-normalised), else the globally
  *                                  pooled last feature map (D = C_feat)
  *   layer NAME or pool rmac        the feature map (N, H, W, C) of layer NAME (default: the last
- *                                  one, before avg_pool) pooled on the host: avg, max, GeM
- *                                  (p = gem_p, clamp 1e-6), or R-MAC (below); D = C
+ *                                  one, before avg_pool) pooled by the backend's global-pool op
+ *                                  as the model's own head pools: avg, max, GeM (p = gem_p,
+ *                                  clamp 1e-6); or R-MAC on the host (below); D = C
  * R-MAC (Tolias et al., ICLR 2016): square regions at 3 scales, side 2 min(H, W) / (l + 1) at
  * scale l, l + extra positions along each side, the extra count along the long side chosen so
  * that consecutive windows overlap closest to 40%; the whole map is one more region. Each
  * region is max-pooled and L2-normalised, the region vectors are summed (no PCA-whitening of
- * regions). With `normalize`, every vector is L2-normalised at the end.
+ * regions). With `normalize`, every vector is L2-normalised at the end by the backend's l2norm
+ * op. Every normalisation is x / max(||x||, 1e-12); the host ones (R-MAC) and the host max use
+ * the op's own formulas (kernels/math/l2norm.h, pool.h), so host and backend give the same
+ * numbers.
  *
  * A layer can be exported only when its output is materialised (outputs fused into the next
  * step, e.g. a conv before its BN, are not): the error names the layer and gives a HINT.
@@ -39,7 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
+#include "model/model.h"
 
 typedef enum {
     ST_EMBED_POOL_AUTO = -1, /* the weight file's recipe, else avg */

@@ -543,3 +543,13 @@ void st_eval_report_free(st_eval_report *r) {
     ranking_free(&r->first);
     memset(r, 0, sizeof *r);
 }
+
+double st_eval_report_metric(const st_eval_report *r, const char *name, double *std) {
+    for (int i = 0; i < r->n_metrics; i++)
+        if (strcmp(r->names[i], name) == 0) {
+            *std = r->std[i];
+            return r->mean[i];
+        }
+    *std = NAN;
+    return NAN;
+}

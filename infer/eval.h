@@ -107,4 +107,8 @@ int st_eval_run(st_backend *be, const st_eval_options *o, const st_embeddings *d
                 st_eval_report *out);
 void st_eval_report_free(st_eval_report *r);
 
+/* The mean over splits of the metric called name (report spelling, "map@r") and its std in
+ * *std; NaN for both when the report has no such metric. */
+double st_eval_report_metric(const st_eval_report *r, const char *name, double *std);
+
 #endif

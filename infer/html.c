@@ -143,3 +143,25 @@ void st_html_image_url(FILE *f, const char *image, const char *page_path, int th
     }
     relative_url(f, image, page_path);
 }
+
+void st_html_page_begin(FILE *f, const char *title, const char *css) {
+    fputs("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>", f);
+    st_html_text(f, title);
+    fprintf(f, "</title>\n<style>%s</style></head><body>\n", css);
+}
+
+void st_html_page_end(FILE *f) { fputs("</body></html>\n", f); }
+
+void st_html_figure_begin(FILE *f, const char *page_path, const char *image, int thumbnail, const char *css_class) {
+    fputs("<figure class=\"", f);
+    st_html_text(f, css_class);
+    fputs("\">", f);
+    if (image) {
+        fputs("<a href=\"", f);
+        st_html_image_url(f, image, page_path, 0);
+        fputs("\"><img loading=\"lazy\" src=\"", f);
+        st_html_image_url(f, image, page_path, thumbnail);
+        fputs("\"></a>", f);
+    }
+    fputs("<figcaption>", f);
+}

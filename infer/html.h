@@ -1,6 +1,7 @@
 /*
- * html.h: what the HTML pages of `simtune search` and `simtune eval` (contact sheet) share:
- * escaping, and image references that keep working when the page and the images move together.
+ * html.h: what the HTML pages of simtune (infer/report.h: eval's contact sheet, search's results,
+ * the demo's report) share: page frame, escaping, figures, and image references that keep
+ * working when the page and the images move together.
  *
  * An image is referenced by its path relative to the folder of the page (both made absolute
  * against the current directory and normalised lexically: "." and ".." folded, symlinks not
@@ -26,5 +27,14 @@ void st_html_image_url(FILE *f, const char *image, const char *page_path, int th
 
 /* "<br>name: value" for a caption; a value starting with http:// or https:// becomes a link. */
 void st_html_metadata(FILE *f, const char *name, const char *value);
+
+/* The start of a page: doctype, <head> with the (escaped) title and the style sheet css, <body>. */
+void st_html_page_begin(FILE *f, const char *title, const char *css);
+void st_html_page_end(FILE *f);
+
+/* `<figure class="css_class">`, the image (when not NULL) linked to itself, `<figcaption>`;
+ * the caller writes the caption and closes with `</figcaption></figure>`. With thumbnail the
+ * <img> shows an inline thumbnail while the link keeps the relative path. */
+void st_html_figure_begin(FILE *f, const char *page_path, const char *image, int thumbnail, const char *css_class);
 
 #endif

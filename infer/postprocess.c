@@ -8,19 +8,13 @@
 #include <string.h>
 
 #include "../kernels/check.h"
+#include "../kernels/math/l2norm.h"
 
 #define PCA_BLOCK_ROWS 4096
 #define DIFFUSION_QUERY_BLOCK 64
 
 static void normalise_rows(float *x, long n, int d) {
-    for (long i = 0; i < n; i++) {
-        float *row = x + (size_t)i * d;
-        double ss = 0;
-        for (int j = 0; j < d; j++) ss += (double)row[j] * row[j];
-        if (ss <= 0) continue;
-        float inv = (float)(1.0 / sqrt(ss));
-        for (int j = 0; j < d; j++) row[j] *= inv;
-    }
+    for (long i = 0; i < n; i++) st_l2_normalize_row(x + (size_t)i * d, x + (size_t)i * d, d, ST_L2_EPS);
 }
 
 /* Covariance (d, d) in double of the centred rows of x (n, d). */

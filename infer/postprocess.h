@@ -10,7 +10,7 @@
  * PCA (Jegou & Chum, ECCV 2012): mean m and the top D' eigenpairs (U, lambda) of the gallery
  * covariance (1/(N-1)) sum (x-m)(x-m)^T; x' = U^T (x - m), whitened x' = diag(lambda+eps)^-1/2
  * U^T (x - m) with eps = 1e-6 * lambda_max (guards the near-zero tail); rows are L2-normalised
- * afterwards. Each eigenvector's sign is fixed (largest |entry| positive), so fits are
+ * afterwards (x / max(||x||, 1e-12), kernels/math/l2norm.h, as top-k's cosine rows). Each eigenvector's sign is fixed (largest |entry| positive), so fits are
  * reproducible. Needs N > D' gallery rows.
  *
  * Alpha query expansion (Radenovic et al., TPAMI 2018): with q and x_i unit length and x_1..x_n

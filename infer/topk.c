@@ -1,7 +1,8 @@
 /*
  * topk.c: tiled exact top-k search (contract in topk.h).
  *
- * Per query block: the block is prepared on the host (normalised for cosine, an extra column of
+ * Per query block: the block is prepared on the host (normalised for cosine with
+ * kernels/math/l2norm.h's row formula and clamp, ST_L2_EPS; an extra column of
  * ones for l2) and uploaded once; then for each gallery tile the rows are fetched, prepared
  * (normalised, or an extra column -|g|^2/2), uploaded, scored with one GEMM
  * (scores (B, T) = alpha * Q (B, ld) * G (T, ld)^T, alpha = 2 for l2) and merged into the running
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "../kernels/check.h"
+#include "../kernels/math/l2norm.h"
 #include "../kernels/math/topk.h"
 
 #define TOPK_BUDGET_BYTES ((size_t)256 << 20) /* score tile + gallery tile on the device */
@@ -61,11 +63,9 @@ static void prepare_rows(const float *x, long n, int d, int ld, st_metric metric
     for (long i = 0; i < n; i++) {
         const float *src = x + (size_t)i * d;
         float *row = dst + (size_t)i * ld;
-        double ss = 0;
-        for (int j = 0; j < d; j++) ss += (double)src[j] * src[j];
+        double ss = st_l2_sum_squares(src, d);
         if (sq_norms) sq_norms[i] = ss;
-        float scale = metric == ST_METRIC_COSINE && ss > 0 ? (float)(1.0 / sqrt(ss)) : 1.0f;
-        for (int j = 0; j < d; j++) row[j] = src[j] * scale;
+        st_l2_scale_row(src, row, d, metric == ST_METRIC_COSINE ? st_l2_den(ss, ST_L2_EPS) : 1.0f);
         if (metric == ST_METRIC_L2) row[d] = is_query ? 1.0f : (float)(-0.5 * ss);
     }
 }

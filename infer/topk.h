@@ -3,7 +3,8 @@
  *
  * Metrics and what is ranked / reported (every metric is ranked by a key where larger is better,
  * with ties broken by the lower gallery index, kernels/math/topk.h):
- *   cosine  key = score = <q/|q|, g/|g|>        (zero vectors stay zero: score 0)
+ *   cosine  key = score = <q/|q|, g/|g|>        (|x| clamped at 1e-12 as in F.normalize,
+ *                                                kernels/math/l2norm.h: zero vectors score 0)
  *   ip      key = score = <q, g>
  *   l2      key = 2<q,g> - |g|^2 = |q|^2 - |q-g|^2 (one GEMM with an extra column);
  *           score = Euclidean distance sqrt(max(0, |q|^2 - key)), NOT squared (FAISS reports

@@ -19,7 +19,7 @@
 #include "../data/fileio.h"
 #include "../kernels/check.h"
 #include "h5util.h"
-#include "layer.h"
+#include "model/model.h"
 
 /* ---- small utilities ------------------------------------------------------------------- */
 
@@ -729,7 +729,7 @@ static int read_planned(st_model *m, hid_t root, const load_step *plan, int n_pl
             }
         }
         if (rc == 0) {
-            m->backend->upload(m->backend, p->value, host, p->numel * sizeof *host);
+            st_param_upload(m, p, host, p->value);
             rep->n_tensors++;
             rep->n_floats += p->numel;
         }
@@ -855,7 +855,7 @@ int st_weights_write_group(const st_model *m, hid_t root, hid_t group, const cha
             snprintf(wn, sizeof wn, "%s/%s:0", lname, p->weight);
             wnames[nw++] = ST_STRDUP(wn);
             long long dims[4] = {p->dims[0], p->dims[1], p->dims[2], p->dims[3]};
-            m->backend->download(m->backend, host, p->value, p->numel * sizeof *host);
+            st_param_download(m, p, p->value, host);
             rc = st_h5_write_floats(lg, wn, host, p->rank, dims, path);
         }
         if (rc == 0) rc = st_h5_write_strlist(lg, "weight_names", wnames, nw, path, lname);

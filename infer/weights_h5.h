@@ -32,7 +32,7 @@
 #include <hdf5.h>
 #include <stddef.h>
 
-#include "model.h"
+#include "model/model.h"
 
 typedef enum {
     ST_WEIGHTS_KERAS2,            /* save_weights: layer_names at the root */

@@ -29,7 +29,7 @@ typedef struct st_conv_plan st_conv_plan; /* backend-private: primitives, descri
 
 typedef struct st_conv_desc {
     int n, h, w, c;                     /* input  (N, H, W, C) */
-    int k, r, s;                        /* filter HWIO (R, S, C, K): K outputs, R x S window */
+    int k, r, s;                        /* filter: K outputs, R x S window (layout: see conv ops) */
     int stride_h, stride_w;
     int pad_top, pad_bottom, pad_left, pad_right; /* explicit zero padding (Keras ZeroPadding2D) */
     int p, q;                           /* output (N, P, Q, K); filled by st_conv_desc_finish */
@@ -135,22 +135,35 @@ typedef struct st_triplet_stats { /* host */
                    const float *a, int lda, const float *b, int ldb, float beta, float *c,         \
                    int ldc))                                                                       \
                                                                                                    \
-    /* ---- convolution (cross-correlation), kernels HWIO (R, S, C, K), bias (K) or NULL ---- */   \
+    /* ---- convolution (cross-correlation), bias (K) or NULL ---- */                              \
+    /* Conv kernels live in the BACKEND LAYOUT (cpu: the blocked layout oneDNN picks, channels     \
+     * maybe zero-padded; cuda: KRSC), never the file layout HWIO (R, S, C, K): they are converted \
+     * by conv_weights_import at load and conv_weights_export at save, and no conv call reorders   \
+     * them. The layout is fixed per geometry (the desc less n and relu), so one parameter buffer  \
+     * serves the plans of every batch size; gradients and optimizer state share it. */            \
     /* cached per shape */                                                                         \
     X(st_conv_plan *, conv_plan, (st_backend *be, const st_conv_desc *d))                          \
+    /* floats of one kernel in the backend layout, >= R*S*C*K (padding) */                         \
+    X(size_t, conv_weights_numel, (st_backend *be, const st_conv_plan *p))                         \
+    /* host HWIO (R, S, C, K) -> w (conv_weights_numel floats), padding zeroed */                  \
+    X(void, conv_weights_import, (st_backend *be, st_conv_plan *p, const float *hwio_host,         \
+                                  float *w))                                                       \
+    /* w -> host HWIO (R, S, C, K); waits, so hwio_host is ready on return */                      \
+    X(void, conv_weights_export, (st_backend *be, st_conv_plan *p, const float *w,                 \
+                                  float *hwio_host))                                               \
     /* y = relu?(conv(x, w) + bias); ReLU when the plan's d->relu */                               \
     X(void, conv_forward, (st_backend *be, st_conv_plan *p, const float *x, const float *w,        \
                            const float *bias, float *y))                                           \
     /* dx = gradient of the input (overwritten) */                                                 \
     X(void, conv_backward_data, (st_backend *be, st_conv_plan *p, const float *dy, const float *w, \
                                  float *dx))                                                       \
-    /* dw (HWIO) and dbias (K) overwritten; dbias may be NULL */                                   \
+    /* dw (backend layout, padding zero) and dbias (K) overwritten; dbias may be NULL */           \
     X(void, conv_backward_filter, (st_backend *be, st_conv_plan *p, const float *x,                \
                                    const float *dy, float *dw, float *dbias))                      \
-    /* Fold an inference-mode batch norm into the conv before it (frozen layers):                  \
-     * w_out = w * gamma*rstd per output channel, b_out = (b - mean)*gamma*rstd + beta; b may be   \
-     * NULL. */                                                                                    \
-    X(void, conv_fold_bn, (st_backend *be, const st_conv_desc *d, const float *w, const float *b,  \
+    /* Fold an inference-mode batch norm into the conv before it (frozen layers), at load time:    \
+     * w_out = w * gamma*rstd per output channel, b_out = (b - mean)*gamma*rstd + beta; w, w_out   \
+     * in the backend layout; b may be NULL. */                                                    \
+    X(void, conv_fold_bn, (st_backend *be, st_conv_plan *p, const float *w, const float *b,        \
                            const float *gamma, const float *beta, const float *mean,               \
                            const float *var, float eps, float *w_out, float *b_out))               \
                                                                                                    \
@@ -173,7 +186,7 @@ typedef struct st_triplet_stats { /* host */
     X(void, relu_forward, (st_backend *be, const float *x, float *y, size_t n))                    \
     /* dx = dy where the forward output y > 0, else 0; dx may be dy */                             \
     X(void, relu_backward, (st_backend *be, const float *y, const float *dy, float *dx, size_t n)) \
-    /* y = relu?(a + b); y may be a or b (the model adds in place, infer/resnet.c) */              \
+    /* y = relu?(a + b); y may be a or b (the model adds in place, infer/model/add.c) */           \
     X(void, add_forward, (st_backend *be, const float *a, const float *b, float *y, size_t n,      \
                           int relu))                                                               \
                                                                                                    \

@@ -1,10 +1,12 @@
 /*
  * tensor.h: a view of float32 memory owned by a backend arena.
  *
- * Activations are NHWC: dims = {N, H, W, C}, C fastest. Parameters keep the Keras layout of the
- * weight files: conv kernels HWIO {R, S, C_in, K}, dense kernels {1, 1, in, out}, vectors
- * {1, 1, 1, C}. A tensor never owns its memory; `data` is a device pointer of the backend that
- * allocated it and is only read or written through that backend's functions.
+ * Activations are NHWC: dims = {N, H, W, C}, C fastest. Dense kernels are {1, 1, in, out},
+ * vectors {1, 1, 1, C}. Conv kernels are not tensors of a fixed layout: each backend keeps them
+ * in its own (backend.h, convolution ops: conv_weights_numel floats, converted from and to the
+ * weight files' HWIO at load and save). A tensor never owns its memory; `data` is a device
+ * pointer of the backend that allocated it and is only read or written through that backend's
+ * functions.
  */
 #ifndef ST_TENSOR_H
 #define ST_TENSOR_H

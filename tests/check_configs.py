@@ -10,32 +10,24 @@ import os
 import subprocess
 import sys
 
+import testlib
+from testlib import FAILURES, check
+
 
 def main():
-    simtune = os.environ["SIMTUNE_BIN"]
-    source = os.environ["SIMTUNE_SOURCE_DIR"]
-    if not os.path.isdir(os.path.join(os.environ["SIMTUNE_SHARED_DIR"], "datasets")):
-        if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1":
-            print("FAIL: ../shared/datasets is missing", file=sys.stderr)
-            return 1
-        print("SKIP: ../shared/datasets is missing")
-        return 77
-    failures = 0
+    testlib.inputs(env=("SIMTUNE_BIN", "SIMTUNE_SOURCE_DIR"))
+    simtune, source = testlib.BIN, testlib.SRC
+    if not os.path.isdir(os.path.join(testlib.SHARED, "datasets")):
+        testlib.missing_oracle("check_configs.py", "../shared/datasets is missing")
     configs = sorted(glob.glob(os.path.join(source, "configs", "*.yaml")))
-    if len(configs) < 4:
-        print(f"FAIL: expected at least 4 configs, found {len(configs)}", file=sys.stderr)
-        failures += 1
+    check(len(configs) >= 4, f"expected at least 4 configs, found {len(configs)}")
     for path in configs:
         is_sweep = open(path).read().lstrip().find("base:") >= 0 or "sweep" in os.path.basename(path)
         cmd = [simtune, "sweep", "--config", path, "--dry-run"] if is_sweep else [simtune, "train", "--config", path, "--check"]
         run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        ok = run.returncode == 0
-        print(("ok   " if ok else "FAIL ") + " ".join(cmd[1:]))
-        if not ok:
-            print(run.stdout, file=sys.stderr)
-            failures += 1
-    print(f"check_configs: {len(configs) - failures} of {len(configs)} configs valid")
-    return 1 if failures else 0
+        if check(run.returncode == 0, f"{' '.join(cmd[1:])}:\n{run.stdout}"):
+            print("ok   " + " ".join(cmd[1:]))
+    return testlib.finish("check_configs", note=f"{len(configs) - len(FAILURES)} of {len(configs)} configs valid")
 
 
 if __name__ == "__main__":

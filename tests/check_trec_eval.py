@@ -21,14 +21,13 @@ import os
 import subprocess
 import sys
 
+import testlib
+
 try:
     import h5py
     import numpy as np
 except ImportError as e:  # oracle missing
-    if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1":
-        sys.exit(f"FAIL: {e}, and SIMTUNE_REQUIRE_ORACLES=1 forbids skipping")
-    print(f"SKIP: {e}")
-    sys.exit(77)
+    testlib.missing_oracle("check_trec_eval.py", e)
 
 # report.json prints 8 significant digits; the sums themselves are exact to ~1e-15
 TOL = 1e-6

@@ -2,11 +2,13 @@
 through the binary as a user types them. A value that is not wholly a number in range ("8x", "",
 " 8", "-1" for a seed, "nan") exits 2 with `simtune CMD: OPTION 'VALUE' ...` on stderr, never a
 signal; a good value gets past the option (the run then stops at a later, named problem)."""
-import os
 import subprocess
 import sys
 
-BIN = os.environ["SIMTUNE_BIN"]
+import testlib
+from testlib import BIN, FAILURES, check
+
+testlib.inputs()
 
 # (command line, the option and value the error must name)
 BAD = [
@@ -38,21 +40,17 @@ def run(args):
 
 
 def main():
-    failures = []
     for args, named in BAD:
         p = run(args)
         cmd = "bench data" if args[:2] == ["bench", "data"] else args[0]  # `bench data` has its own parser
-        if p.returncode != 2 or f"simtune {cmd}: {named}" not in p.stderr:
-            failures.append(f"simtune {args!r}: exit {p.returncode} (want 2), stderr {p.stderr.strip()!r} "
-                            f"(want 'simtune {cmd}: {named}')")
+        check(p.returncode == 2 and f"simtune {cmd}: {named}" in p.stderr,
+              f"simtune {args!r}: exit {p.returncode} (want 2), stderr {p.stderr.strip()!r} "
+              f"(want 'simtune {cmd}: {named}')")
     for args, named in GOOD:
         p = run(args)
-        if p.returncode <= 0 or named not in p.stderr or "--batch" in p.stderr:
-            failures.append(f"simtune {args!r}: exit {p.returncode}, stderr {p.stderr.strip()!r} (want {named!r})")
-    for f in failures:
-        print(f"FAIL: {f}", file=sys.stderr)
-    print(f"cli_args: {len(BAD) + len(GOOD) - len(failures)}/{len(BAD) + len(GOOD)} ok")
-    return 1 if failures else 0
+        check(p.returncode > 0 and named in p.stderr and "--batch" not in p.stderr,
+              f"simtune {args!r}: exit {p.returncode}, stderr {p.stderr.strip()!r} (want {named!r})")
+    return testlib.finish("cli_args", note=f"{len(BAD) + len(GOOD) - len(FAILURES)}/{len(BAD) + len(GOOD)} ok")
 
 
 if __name__ == "__main__":

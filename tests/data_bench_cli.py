@@ -6,19 +6,16 @@ import os
 import subprocess
 import sys
 
+import testlib
+from testlib import BIN, FAILURES, check
+
 
 def run(*args):
-    return subprocess.run([os.environ["SIMTUNE_BIN"], "bench", "data", *args], capture_output=True, text=True)
+    return subprocess.run([BIN, "bench", "data", *args], capture_output=True, text=True)
 
 
 def main():
-    failures = []
-
-    def check(cond, what):
-        if not cond:
-            failures.append(what)
-            print(f"FAIL: {what}", file=sys.stderr)
-
+    testlib.inputs()
     h = run("--help")
     check(h.returncode == 0, f"--help exits 0 (got {h.returncode})")
     for opt in ("--data", "--size", "--resize", "--threads", "--batch", "--prefetch", "--epochs", "--preprocess",
@@ -30,21 +27,16 @@ def main():
     missing = run("--data", "no/such/dataset")
     check(missing.returncode == 1 and "no/such/dataset" in missing.stderr, "a missing dataset fails naming it")
 
-    orl = os.path.join(os.environ.get("SIMTUNE_SHARED_DIR", ""), "datasets", "orl_faces")
+    orl = os.path.join(testlib.SHARED, "datasets", "orl_faces")
     if os.path.isdir(orl):
         r = run("--data", orl, "--epochs", "1", "--size", "64", "--resize", "72", "--batch", "16")
         check(r.returncode == 0, f"ORL run exits 0 (got {r.returncode}: {r.stderr.strip()})")
         check(" 400 images " in r.stdout, "ORL run reports 400 images")
         rate = [float(l.split("=", 1)[1]) for l in r.stdout.splitlines() if l.startswith("images_per_s=")]
         check(len(rate) == 1 and rate[0] > 0, "ORL run prints one positive images_per_s")
-    elif not failures:
-        if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1":
-            print(f"FAIL: {orl} missing and SIMTUNE_REQUIRE_ORACLES=1", file=sys.stderr)
-            return 1
-        print(f"SKIP: {orl} missing", file=sys.stderr)
-        return 77
-    print("data_bench_cli: " + ("all checks passed" if not failures else f"{len(failures)} checks failed"))
-    return 1 if failures else 0
+    elif not FAILURES:
+        testlib.missing_oracle("data_bench_cli.py", f"{orl} missing")
+    return testlib.finish("data_bench_cli")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ Exit 77 when torch/torchvision/PIL are missing, unless SIMTUNE_REQUIRE_ORACLES=1
 import os
 import sys
 
+import testlib
+
 
 def main():
     try:
@@ -27,11 +29,7 @@ def main():
         import torchvision.transforms as T
         import torchvision.transforms.functional as F
     except ImportError as e:
-        if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1":
-            print(f"FAIL: oracle missing ({e}) and SIMTUNE_REQUIRE_ORACLES=1", file=sys.stderr)
-            return 1
-        print(f"SKIP: oracle missing ({e})", file=sys.stderr)
-        return 77
+        testlib.missing_oracle("data_torchvision_fixtures.py", f"oracle missing ({e})")
 
     out_dir = "data_tv"
     os.makedirs(out_dir, exist_ok=True)

@@ -13,21 +13,16 @@ import shutil
 import subprocess
 import sys
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
+import testlib
+from testlib import BIN, check
 
 
 def main():
-    work = sys.argv[1]
+    work = testlib.inputs(["WORKDIR"])[0]
     out = os.path.join(work, "demo")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    run = subprocess.run([os.environ["SIMTUNE_BIN"], "demo", "--quick", "--threads", "2", "--out", out],
+    run = subprocess.run([BIN, "demo", "--quick", "--threads", "2", "--out", out],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(run.stdout[-4000:])
     check(run.returncode == 0, f"simtune demo --quick exited {run.returncode}")
@@ -59,12 +54,7 @@ def main():
         for label in values:
             check(f"{values[label]['hit@1']:.3f}" in html, f"report.html shows {label} hit@1")
         check("eval/finetuned/index.html" in html, "report.html links the contact sheet")
-    if failures:
-        print(f"demo_quick: {len(failures)} checks failed; output kept in {out}", file=sys.stderr)
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    print("demo_quick: all checks passed")
-    return 0
+    return testlib.finish("demo_quick", [work])
 
 
 if __name__ == "__main__":

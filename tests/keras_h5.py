@@ -32,12 +32,12 @@ import sys
 
 import numpy as np
 
+import testlib
+
 try:
     import h5py
-except ImportError:  # the oracle is missing: skip unless CI requires it
-    import os
-    print("SKIP: h5py is not installed for", sys.executable, file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
+except ImportError:
+    testlib.missing_oracle("keras_h5.py", f"h5py is not installed for {sys.executable}")
 
 HDF5_OBJECT_HEADER_LIMIT = 64512  # Keras' constant
 

@@ -24,30 +24,21 @@ import shutil
 import subprocess
 import sys
 
+import testlib
+from testlib import BIN, SHARED, SRC, check
+
 try:
     from PIL import Image
 except ImportError as e:
-    print(f"readme_examples.py: {e}", file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
+    testlib.missing_oracle("readme_examples.py", e)
 
-BIN = os.environ.get("SIMTUNE_BIN")
-SRC = os.environ.get("SIMTUNE_SOURCE_DIR", "")
-SHARED = os.path.abspath(os.environ.get("SIMTUNE_SHARED_DIR", os.path.join(SRC, "..", "shared")))
 ORL = os.path.join(SHARED, "datasets", "orl_faces")
 WORK = os.path.abspath("readme_examples")
 ROOT = os.path.join(WORK, "repo")  # the cwd of every example, like the repository root
-FAILURES = []
 
 SMALL_TRAIN = ["--set", "epochs=1", "--set", "model.image_size=32", "--set", "schedule.warmup_epochs=0",
                "--set", "data.train=[{path: orl, name: devices}]"]
 SMALL_BENCH = ["--steps", "2", "--warmup", "1"]
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def readme_commands():
@@ -149,19 +140,13 @@ def run_example(cmd):
 
 def main():
     if not BIN or not os.path.isdir(ORL):
-        print("readme_examples.py: needs SIMTUNE_BIN and the ORL data", file=sys.stderr)
-        return 1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77
+        testlib.missing_oracle("readme_examples.py", "needs SIMTUNE_BIN and the ORL data")
     commands = readme_commands()
     check(len(commands) >= 10, f"found only {len(commands)} commands in README's example block")
     make_inputs()
     for cmd in commands:
         check(run_example(cmd[1:]), f"README example not covered by this test: {' '.join(cmd)}")
-    print(f"readme_examples: {len(commands)} README commands, {len(FAILURES)} failures")
-    if FAILURES:
-        print(f"readme_examples: kept {WORK} for inspection", file=sys.stderr)
-        return 1
-    shutil.rmtree(WORK, ignore_errors=True)
-    return 0
+    return testlib.finish("readme_examples", [WORK], f"{len(commands)} README commands")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ st_add_script_test(NAME test_trec_eval
           $<TARGET_FILE:simtune> ${CMAKE_CURRENT_BINARY_DIR}/trec_eval_work
   LABELS cpu python)
 
+# `simtune eval`'s reports with class names, paths and metadata holding HTML/JSON specials and
+# a non-UTF-8 path: index.html escapes them, report.json / topk.json stay valid and exact.
+st_add_script_test(NAME report_escaping
+  COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/report_escaping.py ${CMAKE_CURRENT_BINARY_DIR}/report_escaping_work
+  LABELS cpu python)
+
 # `simtune embed` / `search` / `eval` through the binary on ORL (../shared): the trained recipe
 # travels with the weights (a 64 px run embeds and evaluates to its own validation metric
 # without flags), any folder or manifest is indexed with metadata, search --json / --html.

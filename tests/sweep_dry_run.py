@@ -12,19 +12,11 @@ import subprocess
 import sys
 import tempfile
 
-BIN = os.environ.get("SIMTUNE_BIN")
-SRC = os.environ.get("SIMTUNE_SOURCE_DIR")
-if not BIN or not SRC:
-    print("SIMTUNE_BIN and SIMTUNE_SOURCE_DIR must be set (ctest sets them)", file=sys.stderr)
-    sys.exit(1)
+import testlib
+from testlib import BIN, SRC, check
+
+testlib.inputs(env=("SIMTUNE_BIN", "SIMTUNE_SOURCE_DIR"))
 EXAMPLE = os.path.join(SRC, "configs", "sweep_example.yaml")
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
 
 
 def run(*args):
@@ -118,7 +110,4 @@ with tempfile.TemporaryDirectory() as tmp:
     code, _, err = run("--resume", tmp, "--dry-run")
     check(code == 1 and "not a sweep folder" in err, f"--resume of a non-sweep folder: {err.strip()}")
 
-if failures:
-    print(f"sweep_dry_run: {len(failures)} checks failed", file=sys.stderr)
-    sys.exit(1)
-print("sweep_dry_run: all checks passed")
+sys.exit(testlib.finish("sweep_dry_run"))

@@ -32,25 +32,16 @@ import subprocess
 import sys
 import time
 
-BIN = os.environ.get("SIMTUNE_BIN")
-if not BIN or len(sys.argv) != 2:
-    print("usage: SIMTUNE_BIN=simtune sweep_e2e.py MAKE_SYNTHETIC (ctest sets both)", file=sys.stderr)
-    sys.exit(1)
-MAKE_SYNTHETIC = sys.argv[1]
+import testlib
+from testlib import BIN, check
+
+MAKE_SYNTHETIC, = testlib.inputs(["MAKE_SYNTHETIC"])
 WORK = os.path.abspath("sweep_e2e_work")
 METRIC = "val/map@10"
 MAX_RESOURCE, ETA = 3, 3
 # The trainer's metrics.jsonl prints validation metrics with 6 decimals ("%.6f"), so a value read
 # from it is the exact metric rounded to 5e-7; 1e-9 more absorbs the binary->decimal conversion.
 PRINT_TOL = 5e-7 + 1e-9
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def run(args, what, timeout):
@@ -285,12 +276,8 @@ def main():
     check_png(os.path.join(sweep_dir, "curves.png"))
     check_best_and_resumed(sweep_dir, best, rows)
     check_stopped_pruned(sweep_dir, rows)
-    print(f"sweep_e2e: {len(failures)} failures, {time.monotonic() - t_start:.1f} s in all")
-    if failures:
-        print(f"sweep_e2e: kept {WORK} for inspection", file=sys.stderr)
-        return 1
-    shutil.rmtree(WORK, ignore_errors=True)  # ~0.5 GB of checkpoints
-    return 0
+    # WORK holds ~0.5 GB of checkpoints: removed when everything passed
+    return testlib.finish("sweep_e2e", [WORK], f"{time.monotonic() - t_start:.1f} s in all")
 
 
 if __name__ == "__main__":

@@ -22,17 +22,15 @@ import shutil
 import subprocess
 import sys
 
-BIN = os.environ.get("SIMTUNE_BIN")
-SRC = os.environ.get("SIMTUNE_SOURCE_DIR")
-if not BIN or not SRC:
-    print("SIMTUNE_BIN and SIMTUNE_SOURCE_DIR must be set (ctest sets them)", file=sys.stderr)
-    sys.exit(1)
+import testlib
+from testlib import BIN, SRC, check
+
+testlib.inputs(env=("SIMTUNE_BIN", "SIMTUNE_SOURCE_DIR"))
 WORK = os.path.abspath("sweep_examples_work")
 EXAMPLE = "configs/sweep_example.yaml"
 # one trial (max_resource 1: a single bracket of one 1-epoch trial), tv_resnet18 at 32 px
 SMALL = ["--set", "hyperband.max_resource=1",
          "--set", "parameters.model={value: {arch: tv_resnet18, weights: null, image_size: 32}}"]
-failures = []
 
 # What each documented --set does to the --dry-run table of the example sweep.
 EFFECTS = {
@@ -47,13 +45,6 @@ EFFECTS = {
         lambda out: "validation: open-set, 0.5 of the classes held out (data.val_classes)" in out,
     "parameters=null": lambda out: "(none: every trial is the base config with its own seed)" in out,
 }
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def run(args, timeout=300):
@@ -220,12 +211,7 @@ def main():
     test_null_overrides()
     commands = command_lines(read("README.md"), None) + command_lines(read(EXAMPLE), "#")
     test_commands(commands)
-    print(f"sweep_examples: {len(failures)} failures")
-    if failures:
-        print(f"sweep_examples: kept {WORK} for inspection", file=sys.stderr)
-        return 1
-    shutil.rmtree(WORK, ignore_errors=True)
-    return 0
+    return testlib.finish("sweep_examples", [WORK])
 
 
 if __name__ == "__main__":

@@ -20,14 +20,12 @@ import subprocess
 import sys
 import time
 
-BIN = os.environ.get("SIMTUNE_BIN")
-if not BIN or len(sys.argv) != 2:
-    print("usage: SIMTUNE_BIN=simtune sweep_locks.py MAKE_SYNTHETIC (ctest sets both)", file=sys.stderr)
-    sys.exit(1)
-MAKE_SYNTHETIC = sys.argv[1]
+import testlib
+from testlib import BIN, check
+
+MAKE_SYNTHETIC, = testlib.inputs(["MAKE_SYNTHETIC"])
 WORK = os.path.abspath("sweep_locks_work")
 HOST = socket.gethostname()
-failures = []
 
 BASE_YAML = """\
 model: {arch: tv_resnet18, weights: null, image_size: 32, pool: avg, embed_dim: 16}
@@ -54,13 +52,6 @@ hyperband: {max_resource: 1}
 parameters:
   optimizer.lr: {values: [1.0e-3]}
 """
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def run(args, timeout=300):
@@ -157,12 +148,7 @@ def main():
             f.write(text)
     test_train()
     test_sweep()
-    print(f"sweep_locks: {len(failures)} failures")
-    if failures:
-        print(f"sweep_locks: kept {WORK} for inspection", file=sys.stderr)
-        return 1
-    shutil.rmtree(WORK, ignore_errors=True)
-    return 0
+    return testlib.finish("sweep_locks", [WORK])
 
 
 if __name__ == "__main__":

@@ -72,18 +72,18 @@ static void test_valid(void) {
     TEST_CHECK(c.data.n_train == 2 && !strcmp(c.data.train[0].name, "orl"), "datasets");
     TEST_CHECK(!strcmp(c.data.train[1].path, "/abs/coil.tsv") && !strcmp(c.data.train[1].name, "coil"),
                "dataset shorthand: path %s name %s", c.data.train[1].path, c.data.train[1].name);
-    TEST_CHECK(c.data.pk_p == 6 && c.data.pk_k == 3 && st_config_batch_size(&c) == 18, "pk and batch size %d",
+    TEST_CHECK(c.data.sampler.p == 6 && c.data.sampler.k == 3 && st_config_batch_size(&c) == 18, "pk and batch size %d",
                st_config_batch_size(&c));
     TEST_CHECK(c.data.crop_scale[0] == 0.5 && c.data.crop_scale[1] == 1.0 && !c.data.flip, "augment");
     TEST_CHECK(c.data.preprocess == ST_PREPROCESS_TORCH, "preprocess");
-    TEST_CHECK(c.loss.type == ST_LOSS_TRIPLET && c.loss.soft_margin && !c.loss.normalize, "loss");
-    TEST_CHECK(c.optimizer.type == ST_OPT_ADAMW && c.optimizer.lr == 3.0e-4 && c.optimizer.betas[1] == 0.99,
+    TEST_CHECK(c.loss.kind == ST_LOSS_TRIPLET && c.loss.soft_margin && !c.loss.normalize, "loss");
+    TEST_CHECK(c.optimizer.kind == ST_OPT_ADAMW && c.optimizer.lr == 3.0e-4 && c.optimizer.beta2 == 0.99,
                "optimizer");
-    TEST_CHECK(c.schedule.type == ST_SCHED_STEP && c.schedule.gamma == 0.5, "schedule");
+    TEST_CHECK(c.schedule.kind == ST_LR_STEP && c.schedule.gamma == 0.5, "schedule");
     TEST_CHECK(c.n_phases == 2 && c.epochs == 8, "phases %d, epochs %d (sum of phases)", c.n_phases, c.epochs);
     if (c.n_phases == 2) {
         /* phases inherit the top level and override their own keys */
-        TEST_CHECK(c.phases[0].optimizer.lr == 0.01 && c.phases[0].optimizer.type == ST_OPT_ADAMW &&
+        TEST_CHECK(c.phases[0].optimizer.lr == 0.01 && c.phases[0].optimizer.kind == ST_OPT_ADAMW &&
                        c.phases[0].optimizer.weight_decay == 0.05,
                    "phase 0 optimizer inherits type/decay and overrides lr");
         TEST_CHECK(!strcmp(c.phases[0].freeze_until, "all") && !strcmp(c.phases[1].freeze_until, "conv4_block2_out"),
@@ -133,7 +133,7 @@ static void test_errors(void) {
     snprintf(text, sizeof text, "%sloss:\n  type: arcface\n", base_yaml);
     expect_error("err_enum.yaml", text, NULL,
                  "err_enum.yaml:5:9: loss.type: 'arcface' is not one of: cross_entropy, triplet");
-    /* architecture names come from infer/arch.c */
+    /* architecture names come from infer/model/arch.c */
     expect_error("err_arch.yaml", "model: {arch: resnet51}\ndata: {train: [d]}\n", NULL,
                  "err_arch.yaml:1:15: model.arch: unknown architecture 'resnet51' (HINT: one of resnet50");
     /* a section that is not a mapping, a bool that is not a bool, a list that is not a list */
@@ -216,7 +216,7 @@ static void test_set(void) {
     TEST_CHECK(rc == 0, "--set rejected: %s", st_error_get());
     if (rc == 0) {
         TEST_CHECK(c.optimizer.lr == 0.05, "optimizer.lr %g", c.optimizer.lr);
-        TEST_CHECK(c.data.pk_p == 8 && c.data.pk_k == 4, "data.pk.p %d k %d", c.data.pk_p, c.data.pk_k);
+        TEST_CHECK(c.data.sampler.p == 8 && c.data.sampler.k == 4, "data.pk.p %d k %d", c.data.sampler.p, c.data.sampler.k);
         TEST_CHECK(c.model.pool == ST_GPOOL_GEM, "model.pool");
         TEST_CHECK(c.validation.n_metrics == 2 && !strcmp(c.validation.metrics[1], "map@5") && c.validation.k == 5,
                    "metrics list");
@@ -267,7 +267,7 @@ static void test_round_trip(void) {
         TEST_CHECK(file_bytes("roundtrip.yaml", t1, sizeof t1) > 0 &&
                        file_bytes("roundtrip2.yaml", t2, sizeof t2) > 0 && !strcmp(t1, t2),
                    "written files differ");
-        b.optimizer.betas[1] = 0.5;
+        b.optimizer.beta2 = 0.5;
         TEST_CHECK(!st_config_equal(&a, &b), "st_config_equal misses a changed beta");
         st_config_free(&b);
     }

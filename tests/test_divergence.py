@@ -31,9 +31,10 @@ import subprocess
 import sys
 import time
 
-BIN = os.environ.get("SIMTUNE_BIN")
-SHIM = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else None
-FAILURES = []
+import testlib
+from testlib import BIN, check
+
+SHIM = os.path.abspath(testlib.inputs(["SHIM"], status=77)[0])  # tests/enospc_shim.c, built
 
 BASE = """model: {arch: tv_resnet18, image_size: 32}
 data:
@@ -54,13 +55,6 @@ PHASES = """phases:
   - {name: warm, epochs: 1, optimizer: {lr: 0.001}}
   - {name: boom, epochs: 5, optimizer: {lr: 100}}
 """
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def run(args, env=None):
@@ -191,16 +185,12 @@ def test_best_verified():
 
 
 def main():
-    if not BIN or not SHIM:
-        print("SKIP: SIMTUNE_BIN or the shim path is missing", file=sys.stderr)
-        sys.exit(77)
     shutil.rmtree("div_runs", ignore_errors=True)
     t0 = time.time()
     test_exploding_and_non_finite()
     test_resume_fallback()
     test_best_verified()
-    print(f"test_divergence: {time.time() - t0:.1f} s, {len(FAILURES)} failures")
-    sys.exit(1 if FAILURES else 0)
+    sys.exit(testlib.finish("test_divergence", note=f"{time.time() - t0:.1f} s"))
 
 
 if __name__ == "__main__":

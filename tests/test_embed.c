@@ -20,7 +20,7 @@
 #include "data/synthetic.h"
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"
-#include "infer/model.h"
+#include "infer/model/model.h"
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
 #include "test_util.h"

@@ -28,6 +28,8 @@ absent), people s1..s12. Wall time about 25 s on 2 idle cores.
      string (a metadata value with <script>); --embed-thumbnails writes data: URIs that are
      JPEGs; an index built with other weights gives a warning naming both weights_ids, the
      same weights none; `embed` reports progress on stderr.
+  4. Escaping (issue 14 item 4): a class name with < & " > from a CSV manifest shows escaped on
+     search's page and exactly in its --json.
 Exit 0 on success, 1 on the first failure list, 77 when the data, h5py or SIMTUNE_BIN are absent.
 """
 import base64
@@ -40,23 +42,16 @@ import subprocess
 import sys
 import urllib.parse
 
+import testlib
+from testlib import BIN, check
+
 try:
     import h5py
     import numpy as np
 except ImportError as e:
-    print(f"test_embed_cli.py: {e}", file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
+    testlib.missing_oracle("test_embed_cli.py", e)
 
-BIN = os.environ.get("SIMTUNE_BIN")
-ORL = os.path.join(os.environ.get("SIMTUNE_SHARED_DIR", ""), "datasets", "orl_faces")
-FAILURES = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
+ORL = os.path.join(testlib.SHARED, "datasets", "orl_faces")
 
 
 def run(args):
@@ -321,6 +316,28 @@ def test_search(weights):
           f"no model-mismatch warning: {r.stderr!r}")
 
 
+def test_label_escaping(weights):
+    """Issue 14 item 4: a class name with HTML specials, from a CSV manifest, is escaped on search's
+    page (query caption and result caption) and given back exactly by --json."""
+    label = 'pump <&"> model'
+    with open("special.csv", "w") as f:
+        f.write("path,label\n")
+        for i in (1, 2):
+            f.write(f'{orl(3, i)},"{label.replace(chr(34), chr(34) * 2)}"\n')
+    embed(["--weights", weights, "--images", "special.csv", "--out", "special.h5"])
+    r = run(["search", "--index", "special.h5", "--weights", weights, "--image", orl(3, 1), "-k", "2", "--json",
+             "--html", "special.html", "--threads", "2"])
+    if not check(r.returncode == 0, f"search of special.h5: {r.stderr}"):
+        return
+    out = json.loads(r.stdout)
+    check(out["query_label"] == label and [x["label"] for x in out["results"]] == [label, label],
+          f"--json labels {out['query_label']!r} {[x['label'] for x in out['results']]}")
+    with open("special.html") as f:
+        text = f.read()
+    check(text.count("pump &lt;&amp;&quot;&gt; model") == 3 and label not in text,
+          "the label is not escaped on the page (query and both results)")
+
+
 def test_progress(weights):
     r = embed(["--weights", weights, "--images", "orl_train.tsv", "--out", "progress.h5", "--batch", "8"])
     lines = [l for l in r.stderr.splitlines() if l.startswith("  embed ")]
@@ -337,12 +354,9 @@ def main():
     if weights:
         test_sources(weights)
         test_search(weights)
+        test_label_escaping(weights)
         test_progress(weights)
-    if FAILURES:
-        print(f"{len(FAILURES)} failure(s)", file=sys.stderr)
-        return 1
-    print("test_embed_cli: all checks passed")
-    return 0
+    return testlib.finish("test_embed_cli")
 
 
 if __name__ == "__main__":

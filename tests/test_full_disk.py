@@ -32,9 +32,10 @@ import subprocess
 import sys
 import time
 
-BIN = os.environ.get("SIMTUNE_BIN")
-SHIM = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else None
-FAILURES = []
+import testlib
+from testlib import BIN, check
+
+SHIM = os.path.abspath(testlib.inputs(["SHIM"], status=77)[0])  # tests/enospc_shim.c, built
 NO_SPACE = "No space left on device"
 
 CONFIG = """model: {arch: tv_resnet18, image_size: 32}
@@ -52,13 +53,6 @@ device: cpu
 threads: 2
 output: {dir: OUTDIR, keep_last: 0}
 """
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def train(outdir, name, budget=None, report=None, resume=False):
@@ -161,9 +155,6 @@ def mount_tmpfs(path, size):
 
 
 def main():
-    if not BIN or not SHIM:
-        print("SKIP: SIMTUNE_BIN or the shim path is missing", file=sys.stderr)
-        sys.exit(77)
     for d in ("fd_ref", "fd_metrics", "fd_ckpt", "fd_export"):
         shutil.rmtree(d, ignore_errors=True)
     t0 = time.time()
@@ -190,8 +181,7 @@ def main():
                 subprocess.run(["umount", "fd_tmpfs"])
     else:
         print("tmpfs case skipped: cannot mount a tmpfs here (not root); the shim cases ran")
-    print(f"test_full_disk: {time.time() - t0:.1f} s, {len(FAILURES)} failures")
-    sys.exit(1 if FAILURES else 0)
+    sys.exit(testlib.finish("test_full_disk", note=f"{time.time() - t0:.1f} s"))
 
 
 if __name__ == "__main__":

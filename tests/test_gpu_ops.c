@@ -224,23 +224,48 @@ static void test_dense(void) {
 
 /* ---- convolution ---------------------------------------------------------------------- */
 
+/* A conv kernel on both backends, each in its own layout (imported from host HWIO, or left
+ * zero when hwio is NULL); bytes is unused, the two sizes may differ. */
+static twin twin_kernel(st_conv_plan *pr, st_conv_plan *pd, const float *hwio) {
+    twin t = {ref->alloc(ref, ref->conv_weights_numel(ref, pr) * sizeof(float)),
+              dev->alloc(dev, dev->conv_weights_numel(dev, pd) * sizeof(float)), 0};
+    if (hwio) {
+        ref->conv_weights_import(ref, pr, hwio, t.ref);
+        dev->conv_weights_import(dev, pd, hwio, t.dev);
+    }
+    return t;
+}
+
+/* The HWIO values (nw floats) of a kernel twin as a plain twin, for the comparisons. */
+static twin twin_kernel_hwio(twin k, st_conv_plan *pr, st_conv_plan *pd, size_t nw) {
+    twin t = twin_floats(NULL, nw);
+    float *h = ST_MALLOC(nw * sizeof *h);
+    ref->conv_weights_export(ref, pr, R(k), h);
+    ref->upload(ref, t.ref, h, nw * sizeof *h);
+    dev->conv_weights_export(dev, pd, D(k), h);
+    dev->upload(dev, t.dev, h, nw * sizeof *h);
+    free(h);
+    return t;
+}
+
 static void check_conv(st_conv_desc d, int with_bias) {
     st_conv_desc_finish(&d);
     size_t nx = (size_t)d.n * d.h * d.w * d.c, ny = (size_t)d.n * d.p * d.q * d.k;
     size_t nw = (size_t)d.r * d.s * d.c * d.k;
     float *hx = host_random(nx, -1, 1), *hw = host_random(nw, -0.5f, 0.5f);
     float *hb = host_random(d.k, -0.5f, 0.5f), *hdy = host_random(ny, -1, 1);
-    twin x = twin_floats(hx, nx), w = twin_floats(hw, nw), b = twin_floats(hb, d.k);
-    twin y = twin_floats(NULL, ny), dy = twin_floats(hdy, ny), dx = twin_floats(NULL, nx);
-    twin dw = twin_floats(NULL, nw), db = twin_floats(NULL, d.k);
     st_conv_plan *pr = ref->conv_plan(ref, &d), *pd = dev->conv_plan(dev, &d);
     TEST_CHECK(dev->conv_plan(dev, &d) == pd, "conv plan is not cached per shape");
+    twin x = twin_floats(hx, nx), w = twin_kernel(pr, pd, hw), b = twin_floats(hb, d.k);
+    twin y = twin_floats(NULL, ny), dy = twin_floats(hdy, ny), dx = twin_floats(NULL, nx);
+    twin dw_layout = twin_kernel(pr, pd, NULL), db = twin_floats(NULL, d.k);
     ref->conv_forward(ref, pr, R(x), R(w), with_bias ? R(b) : NULL, R(y));
     dev->conv_forward(dev, pd, D(x), D(w), with_bias ? D(b) : NULL, D(y));
     ref->conv_backward_data(ref, pr, R(dy), R(w), R(dx));
     dev->conv_backward_data(dev, pd, D(dy), D(w), D(dx));
-    ref->conv_backward_filter(ref, pr, R(x), R(dy), R(dw), R(db));
-    dev->conv_backward_filter(dev, pd, D(x), D(dy), D(dw), D(db));
+    ref->conv_backward_filter(ref, pr, R(x), R(dy), R(dw_layout), R(db));
+    dev->conv_backward_filter(dev, pd, D(x), D(dy), D(dw_layout), D(db));
+    twin dw = twin_kernel_hwio(dw_layout, pr, pd, nw);
     char name[160];
     snprintf(name, sizeof name, "conv %dx%d s%dx%d pad %d,%d,%d,%d relu=%d bias=%d", d.r, d.s,
              d.stride_h, d.stride_w, d.pad_top, d.pad_bottom, d.pad_left, d.pad_right, d.relu,
@@ -254,7 +279,7 @@ static void check_conv(st_conv_desc d, int with_bias) {
     compare_norm(what, dw, TOL_REDUCE);
     snprintf(what, sizeof what, "%s dbias", name);
     compare_norm(what, db, TOL_REDUCE);
-    twin parts[] = {x, w, b, y, dy, dx, dw, db};
+    twin parts[] = {x, w, b, y, dy, dx, dw_layout, dw, db};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
     free(hx);
     free(hw);
@@ -283,22 +308,24 @@ static void test_fold_bn(void) {
     float *hw = host_random(nw, -1, 1), *hb = host_random(d.k, -1, 1);
     float *hg = host_random(d.k, 0.5f, 1.5f), *hbeta = host_random(d.k, -1, 1);
     float *hmean = host_random(d.k, -1, 1), *hvar = host_random(d.k, 0.1f, 2.0f);
-    twin w = twin_floats(hw, nw), b = twin_floats(hb, d.k), g = twin_floats(hg, d.k);
+    st_conv_plan *pr = ref->conv_plan(ref, &d), *pd = dev->conv_plan(dev, &d);
+    twin w = twin_kernel(pr, pd, hw), b = twin_floats(hb, d.k), g = twin_floats(hg, d.k);
     twin beta = twin_floats(hbeta, d.k), mean = twin_floats(hmean, d.k);
-    twin var = twin_floats(hvar, d.k), w_out = twin_floats(NULL, nw);
+    twin var = twin_floats(hvar, d.k), w_out = twin_kernel(pr, pd, NULL);
     twin b_out = twin_floats(NULL, d.k);
-    ref->conv_fold_bn(ref, &d, R(w), R(b), R(g), R(beta), R(mean), R(var), 1.001e-5f, R(w_out),
+    ref->conv_fold_bn(ref, pr, R(w), R(b), R(g), R(beta), R(mean), R(var), 1.001e-5f, R(w_out),
                       R(b_out));
-    dev->conv_fold_bn(dev, &d, D(w), D(b), D(g), D(beta), D(mean), D(var), 1.001e-5f, D(w_out),
+    dev->conv_fold_bn(dev, pd, D(w), D(b), D(g), D(beta), D(mean), D(var), 1.001e-5f, D(w_out),
                       D(b_out));
-    compare("fold_bn weights", w_out, 1e-7, TOL_ELEM);
+    twin w_out_hwio = twin_kernel_hwio(w_out, pr, pd, nw);
+    compare("fold_bn weights", w_out_hwio, 1e-7, TOL_ELEM);
     compare("fold_bn bias", b_out, 1e-7, TOL_ELEM);
-    ref->conv_fold_bn(ref, &d, R(w), NULL, R(g), R(beta), R(mean), R(var), 1e-5f, R(w_out),
+    ref->conv_fold_bn(ref, pr, R(w), NULL, R(g), R(beta), R(mean), R(var), 1e-5f, R(w_out),
                       R(b_out));
-    dev->conv_fold_bn(dev, &d, D(w), NULL, D(g), D(beta), D(mean), D(var), 1e-5f, D(w_out),
+    dev->conv_fold_bn(dev, pd, D(w), NULL, D(g), D(beta), D(mean), D(var), 1e-5f, D(w_out),
                       D(b_out));
     compare("fold_bn bias without conv bias", b_out, 1e-7, TOL_ELEM);
-    twin parts[] = {w, b, g, beta, mean, var, w_out, b_out};
+    twin parts[] = {w, b, g, beta, mean, var, w_out, w_out_hwio, b_out};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
     free(hw);
     free(hb);

@@ -78,7 +78,7 @@
 #include "kernels/backend.h"
 #include "kernels/check.h"
 #include "test_util.h"
-#include "train/backward.h"
+#include "infer/model/model.h"
 #include "train/loss.h"
 #include "train/optim.h"
 
@@ -103,6 +103,13 @@ static float urand(float lo, float hi) { return lo + (hi - lo) * (float)test_uni
 static float *download(st_backend *be, const float *src, size_t n) {
     float *h = ST_MALLOC(n * sizeof *h);
     be->download(be, h, src, n * sizeof *h);
+    return h;
+}
+
+/* Host copy (file layout, p->numel floats) of a parameter-shaped device buffer of m. */
+static float *param_download(const st_model *m, const st_param *p, const float *device) {
+    float *h = ST_MALLOC(p->numel * sizeof *h);
+    st_param_download(m, p, device, h);
     return h;
 }
 
@@ -169,7 +176,7 @@ static void noisy_conv_backward_filter(st_backend *be, st_conv_plan *p, const fl
     (void)be;
     const st_conv_desc *d = noisy_desc(p);
     noisy_inner->conv_backward_filter(noisy_inner, p, x, dy, dw, dbias);
-    add_rounding_noise(dw, (size_t)d->r * d->s * d->c * d->k);
+    add_rounding_noise(dw, noisy_inner->conv_weights_numel(noisy_inner, p)); /* backend layout */
     if (dbias) add_rounding_noise(dbias, (size_t)d->k);
 }
 
@@ -243,9 +250,9 @@ static void randomize_parameters(st_model *m) {
         }
         float damping = ends_residual_branch(m, p) ? 0.1f : 1.0f;
         if (kernel && damping == 1.0f) continue;
-        float *h = download(m->backend, p->value, p->numel);
+        float *h = param_download(m, p, p->value);
         for (size_t j = 0; j < p->numel; j++) h[j] = damping * (kernel ? h[j] : urand(lo, hi));
-        m->backend->upload(m->backend, p->value, h, p->numel * sizeof *h);
+        st_param_upload(m, p, h, p->value);
         free(h);
     }
     st_model_weights_changed(m);
@@ -265,8 +272,8 @@ static void check_same_init(st_model *a, st_model *b, const char *what) {
                a->n_params, a->backend->name, b->n_params, b->backend->name);
     for (int i = 0; i < a->n_params; i++) {
         st_param *p = &a->params[i], *q = twin_param(b, p, what);
-        float *x = download(a->backend, p->value, p->numel);
-        float *y = download(b->backend, q->value, q->numel);
+        float *x = param_download(a, p, p->value);
+        float *y = param_download(b, q, q->value);
         TEST_CHECK(memcmp(x, y, p->numel * sizeof *x) == 0,
                    "%s: %s/%s: same seed, different init on %s", what, p->layer, p->weight,
                    b->backend->name);
@@ -279,8 +286,8 @@ static void check_same_init(st_model *a, st_model *b, const char *what) {
 static void copy_params_by_name(st_model *dst, st_model *src, const char *what) {
     for (int i = 0; i < src->n_params; i++) {
         st_param *p = &src->params[i], *q = twin_param(dst, p, what);
-        float *h = download(src->backend, p->value, p->numel);
-        dst->backend->upload(dst->backend, q->value, h, p->numel * sizeof *h);
+        float *h = param_download(src, p, p->value);
+        st_param_upload(dst, q, h, q->value);
         free(h);
     }
     st_model_weights_changed(dst);
@@ -290,7 +297,7 @@ static void copy_params_by_name(st_model *dst, st_model *src, const char *what) 
 static float **snapshot_values(st_model *m) {
     float **s = ST_MALLOC((size_t)m->n_params * sizeof *s);
     for (int i = 0; i < m->n_params; i++)
-        s[i] = download(m->backend, m->params[i].value, m->params[i].numel);
+        s[i] = param_download(m, &m->params[i], m->params[i].value);
     return s;
 }
 
@@ -298,7 +305,7 @@ static float **snapshot_values(st_model *m) {
 static void restore_values(st_model *m, const st_model *src, float **s, const char *what) {
     for (int i = 0; i < src->n_params; i++) {
         st_param *q = twin_param(m, &src->params[i], what);
-        m->backend->upload(m->backend, q->value, s[i], q->numel * sizeof(float));
+        st_param_upload(m, q, s[i], q->value);
     }
     st_model_weights_changed(m);
 }
@@ -391,8 +398,8 @@ static void check_gradients(st_model *mr, st_model *md, int kink_layer, const ch
         TEST_CHECK(!p->grad == !q->grad, "%s: %s/%s has a gradient on one backend only", what,
                    p->layer, p->weight);
         if (!p->grad || !q->grad) continue;
-        t.want[i] = download(ref, p->grad, p->numel);
-        t.got[i] = download(dev, q->grad, q->numel);
+        t.want[i] = param_download(mr, p, p->grad);
+        t.got[i] = param_download(md, q, q->grad);
         n_grads++;
     }
     TEST_CHECK(n_grads > 0, "%s: no trainable parameter", what);
@@ -445,8 +452,8 @@ static void check_sgd_step(st_model *mr, st_model *md, float **before, int kink_
                      ST_MALLOC((size_t)mr->n_params * sizeof(float *))};
     for (int i = 0; i < mr->n_params; i++) {
         st_param *p = &mr->params[i], *q = twin_param(md, p, what);
-        float *after_ref = download(ref, p->value, p->numel);
-        float *after_dev = download(dev, q->value, q->numel);
+        float *after_ref = param_download(mr, p, p->value);
+        float *after_dev = param_download(md, q, q->value);
         t.want[i] = t.got[i] = NULL;
         if (!p->grad) { /* moving statistics moved in the forward, checked there */
             if (strncmp(p->weight, "moving_", 7) != 0)
@@ -479,8 +486,8 @@ static void check_adam_step(st_model *mr, st_model *md, float **before, const ch
     for (int i = 0; i < mr->n_params; i++) {
         st_param *p = &mr->params[i], *q = twin_param(md, p, what);
         if (!p->grad || !q->grad) continue;
-        float *g = download(ref, p->grad, p->numel);
-        dev->upload(dev, q->grad, g, p->numel * sizeof *g);
+        float *g = param_download(mr, p, p->grad);
+        st_param_upload(md, q, g, q->grad);
         free(g);
     }
     st_optim_config oc = st_optim_config_default(ST_OPT_ADAM);
@@ -493,7 +500,7 @@ static void check_adam_step(st_model *mr, st_model *md, float **before, const ch
     st_optimizer_step(opt_dev, ADAM_LR);
     for (int i = 0; i < mr->n_params; i++) {
         st_param *p = &mr->params[i], *q = twin_param(md, p, what);
-        float *want = download(ref, p->value, p->numel), *got = download(dev, q->value, q->numel);
+        float *want = param_download(mr, p, p->value), *got = param_download(md, q, q->value);
         char label[200];
         snprintf(label, sizeof label, "%s Adam: %s/%s", what, p->layer, p->weight);
         TEST_CLOSE(label, got, want, p->numel, ADAM_ATOL, ADAM_RTOL);

@@ -116,6 +116,7 @@ typedef struct {
     st_conv_desc d;
     st_conv_plan *plan;
     float *x, *w, *bias, *y, *g;
+    float *wb; /* w in the backend layout (the ops read it; w is HWIO, as the checks perturb it) */
 } conv_case;
 
 static size_t conv_in_size(const st_conv_desc *d) { return (size_t)d->n * d->h * d->w * d->c; }
@@ -124,7 +125,8 @@ static size_t conv_w_size(const st_conv_desc *d) { return (size_t)d->r * d->s * 
 
 static double conv_loss(void *ctx) {
     conv_case *t = ctx;
-    be->conv_forward(be, t->plan, t->x, t->w, t->bias, t->y);
+    be->conv_weights_import(be, t->plan, t->w, t->wb);
+    be->conv_forward(be, t->plan, t->x, t->wb, t->bias, t->y);
     return dot(t->y, t->g, conv_out_size(&t->d));
 }
 
@@ -161,6 +163,8 @@ static void test_conv(const char *name, st_conv_desc d, int with_bias) {
     t.g = random_buffer(conv_out_size(&d), -1, 1);
     t.plan = be->conv_plan(be, &t.d);
     TEST_CHECK(be->conv_plan(be, &t.d) == t.plan, "%s: plan not cached", name);
+    const size_t nwb = be->conv_weights_numel(be, t.plan);
+    t.wb = buffer(nwb);
 
     float *ref = buffer(conv_out_size(&d));
     conv_loss(&t);
@@ -174,15 +178,16 @@ static void test_conv(const char *name, st_conv_desc d, int with_bias) {
     dr.relu = 1;
     st_conv_plan *relu_plan = be->conv_plan(be, &dr);
     TEST_CHECK(relu_plan != t.plan, "%s: relu and plain plans must differ", name);
-    be->conv_forward(be, relu_plan, t.x, t.w, t.bias, t.y);
+    be->conv_forward(be, relu_plan, t.x, t.wb, t.bias, t.y);
     conv_reference(&dr, t.x, t.w, t.bias, ref);
     TEST_CHECK(test_rel_error(t.y, ref, conv_out_size(&d)) <= TOL_FORWARD,
                "%s: fused relu forward differs from direct loops", name);
 
     float *dx = nan_buffer(conv_in_size(&d)), *dw = nan_buffer(conv_w_size(&d));
-    float *db = with_bias ? nan_buffer((size_t)d.k) : NULL;
-    be->conv_backward_data(be, t.plan, t.g, t.w, dx);
-    be->conv_backward_filter(be, t.plan, t.x, t.g, dw, db);
+    float *db = with_bias ? nan_buffer((size_t)d.k) : NULL, *dwb = nan_buffer(nwb);
+    be->conv_backward_data(be, t.plan, t.g, t.wb, dx);
+    be->conv_backward_filter(be, t.plan, t.x, t.g, dwb, db);
+    be->conv_weights_export(be, t.plan, dwb, dw);
     check_grad("dx", t.x, dx, conv_in_size(&d), 5e-2f, conv_loss, &t);
     check_grad("dw", t.w, dw, conv_w_size(&d), 5e-2f, conv_loss, &t);
     if (with_bias) check_grad("dbias", t.bias, db, (size_t)d.k, 5e-2f, conv_loss, &t);
@@ -191,10 +196,10 @@ static void test_conv(const char *name, st_conv_desc d, int with_bias) {
     float *gamma = random_buffer((size_t)d.k, 0.5f, 1.5f);
     float *beta = random_buffer((size_t)d.k, -1, 1);
     float *mean = random_buffer((size_t)d.k, -1, 1), *var = random_buffer((size_t)d.k, 0.5f, 2);
-    float *wf = buffer(conv_w_size(&d)), *bf = buffer((size_t)d.k);
+    float *wf = buffer(nwb), *bf = buffer((size_t)d.k);
     float *bn_out = buffer(conv_out_size(&d));
-    be->conv_fold_bn(be, &d, t.w, t.bias, gamma, beta, mean, var, 1e-3f, wf, bf);
-    be->conv_forward(be, t.plan, t.x, t.w, t.bias, t.y);
+    be->conv_fold_bn(be, t.plan, t.wb, t.bias, gamma, beta, mean, var, 1e-3f, wf, bf);
+    be->conv_forward(be, t.plan, t.x, t.wb, t.bias, t.y);
     st_bn_desc bd = {.rows = (long)d.n * d.p * d.q, .c = d.k, .eps = 1e-3f, .momentum = 0.1f};
     be->bn_forward_infer(be, &bd, t.y, gamma, beta, mean, var, bn_out);
     be->conv_forward(be, t.plan, t.x, wf, bf, t.y);

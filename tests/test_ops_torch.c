@@ -73,11 +73,15 @@ static void run_conv(FILE *cf) {
     float *y = output(ny), *g = output(ny), *dx = output(nx), *dw = output(nw);
     float *db = output((size_t)d.k);
     st_conv_plan *plan = be->conv_plan(be, &d);
-    be->conv_forward(be, plan, x, w, b, y);
+    size_t nwb = be->conv_weights_numel(be, plan);
+    float *wb = output(nwb), *dwb = output(nwb);
+    be->conv_weights_import(be, plan, w, wb); /* w.bin is HWIO, the ops read the backend layout */
+    be->conv_forward(be, plan, x, wb, b, y);
     if (d.relu) be->relu_backward(be, y, dy, g, ny);
     else be->copy(be, g, dy, ny * sizeof(float));
-    be->conv_backward_data(be, plan, g, w, dx);
-    be->conv_backward_filter(be, plan, x, g, dw, db);
+    be->conv_backward_data(be, plan, g, wb, dx);
+    be->conv_backward_filter(be, plan, x, g, dwb, db);
+    be->conv_weights_export(be, plan, dwb, dw);
     save("y", y, ny);
     save("dx", dx, nx);
     save("dw", dw, nw);

@@ -26,26 +26,20 @@ import subprocess
 import sys
 import tempfile
 
+import testlib
+from testlib import check
+
 FORWARD_TOL = 1e-5
 BACKWARD_TOL = 1e-4
-
-
-def skip_or_fail(reason):
-    if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1":
-        print(f"FAIL: {reason}, and SIMTUNE_REQUIRE_ORACLES=1 forbids skipping", file=sys.stderr)
-        sys.exit(1)
-    print(f"SKIP: {reason}", file=sys.stderr)
-    sys.exit(77)
-
 
 try:
     import numpy as np
     import torch
     import torch.nn.functional as F
 except ImportError as e:
-    skip_or_fail(f"PyTorch oracle unavailable ({e}); run with Debian's /usr/bin/python3")
+    testlib.missing_oracle("test_ops_torch.py",
+                           f"PyTorch oracle unavailable ({e}); run with Debian's /usr/bin/python3")
 
-failures = []
 rng = np.random.default_rng(20261122)
 
 
@@ -61,8 +55,7 @@ def run_case(op, params, inputs, outputs):
         for name, arr in inputs.items():
             np.ascontiguousarray(arr, dtype=np.float32).tofile(os.path.join(d, name + ".bin"))
         res = subprocess.run([sys.argv[1], d], capture_output=True, text=True)
-        if res.returncode != 0:
-            failures.append(f"{op} {params}: runner exit {res.returncode}: {res.stderr.strip()}")
+        if not check(res.returncode == 0, f"{op} {params}: runner exit {res.returncode}: {res.stderr.strip()}"):
             return None
         return {n: np.fromfile(os.path.join(d, n + ".bin"), dtype=np.float32) for n in outputs}
 
@@ -70,15 +63,13 @@ def run_case(op, params, inputs, outputs):
 def compare(case, name, ours, ref, tol):
     ref = np.asarray(ref, dtype=np.float64).ravel()
     ours = np.asarray(ours, dtype=np.float64).ravel()
-    if ours.shape != ref.shape:
-        failures.append(f"{case}: {name}: {ours.size} values, expected {ref.size}")
+    if not check(ours.shape == ref.shape, f"{case}: {name}: {ours.size} values, expected {ref.size}"):
         return
     den = np.linalg.norm(ref)
     err = np.linalg.norm(ours - ref) / (den if den > 0 else 1e-30)
     status = "ok" if err <= tol else "FAIL"
     print(f"  {name:18s} rel err {err:.2e} (tol {tol:.0e}) {status}")
-    if not err <= tol:
-        failures.append(f"{case}: {name}: relative error {err:.3g} > {tol:g}")
+    check(err <= tol, f"{case}: {name}: relative error {err:.3g} > {tol:g}")
 
 
 def t64(a, requires_grad=False):
@@ -213,12 +204,7 @@ def main():
     gpool_case("avg", 4, 49, 32, 0)
     gpool_case("max", 4, 49, 32, 1)
     gpool_case("GeM p=3", 4, 49, 32, 2)
-    if failures:
-        print(f"test_ops_torch: {len(failures)} failures:", file=sys.stderr)
-        for f in failures:
-            print("  " + f, file=sys.stderr)
-        sys.exit(1)
-    print("test_ops_torch: all comparisons passed")
+    sys.exit(testlib.finish("test_ops_torch"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 /*
  * test_resnet_memory.c: the activations arena of a training model holds what backward reads and
- * little more (infer/resnet.c: mark_kept, plan_inplace_adds, the slot plans).
+ * little more (infer/model/memory.c: mark_kept, plan_inplace_adds, the slot plans).
  *
  * The budget is stated independently of the planner, as the tensors PyTorch's autograd saves
  * for the same network: the input of every convolution, batch norm, pooling and dense layer,
@@ -13,15 +13,20 @@
  *
  * Also checked: a residual branch's last output is not kept (st_model_layer_output gives no
  * data) and the add writes over it in place; forward and backward still run on the layout.
+ * A model built for inference (training = 0: embed, eval, search, demo, bench infer) has no
+ * gradient memory: an empty grads arena, no d_* head gradients, no backward scratch, a smaller
+ * activations arena than the same model built for training, and st_model_backward on it stops
+ * with ST_CHECK (non-zero exit, checked in a child process) instead of writing anywhere.
  * The budget models are only laid out (their activations are committed, never touched), so the
  * 224 px ones cost their parameters' initialisation only.
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-#include "../infer/layer.h"
+#include "../infer/model/layer.h"
 #include "../kernels/check.h"
-#include "../train/backward.h"
 #include "test_util.h"
 
 enum { WORKING_SET_TENSORS = 6 }; /* see the header: 3 gradients, scratch, 1 forward, 1 margin */
@@ -109,6 +114,70 @@ static st_model *training_model(st_backend *be, const char *arch, int size, int 
     return m;
 }
 
+/* st_model_backward on an inference model must stop the process with a non-zero exit status
+ * (ST_CHECK), not crash on a signal nor return. Runs in a child so the test survives; the child
+ * runs no forward first: OpenMP (libgomp) parallel regions hang in a child forked after the
+ * parent's thread pool started, and backward's check comes before any computation anyway. */
+static void check_backward_refused(st_model *inference) {
+    fflush(NULL);
+    pid_t child = fork();
+    TEST_CHECK(child >= 0, "fork failed");
+    if (child < 0) return;
+    if (child == 0) {
+        st_model_backward(inference, 1);
+        _exit(0); /* reached only when backward returned: the failure the parent reports */
+    }
+    int status = 0;
+    TEST_CHECK(waitpid(child, &status, 0) == child, "waitpid failed");
+    TEST_CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 0,
+               "backward on an inference model: %s %d, expected a non-zero exit (ST_CHECK)",
+               WIFEXITED(status) ? "exit status" : "signal",
+               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
+/* No gradient memory in the inference model, and fewer activations than in training. */
+static void compare_memory(const st_model *inference, const st_model *training) {
+    const char *arch = inference->config.arch;
+    printf("%s 224x224 batch 16: inference activations %.1f MB, grads %zu B; training "
+           "activations %.1f MB, grads %.1f MB\n", arch, inference->acts_arena.capacity / 1e6,
+           inference->grads_arena.capacity, training->acts_arena.capacity / 1e6,
+           training->grads_arena.capacity / 1e6);
+    TEST_CHECK(inference->grads_arena.capacity == 0 && inference->grads_arena.used == 0,
+               "%s inference: gradient arena of %zu bytes, expected 0", arch,
+               inference->grads_arena.capacity);
+    TEST_CHECK(training->grads_arena.capacity > 0, "%s training: no gradient arena", arch);
+    TEST_CHECK(inference->acts_arena.capacity < training->acts_arena.capacity,
+               "%s: inference activations %zu bytes, not fewer than training's %zu", arch,
+               inference->acts_arena.capacity, training->acts_arena.capacity);
+    TEST_CHECK(!inference->d_features.data && !inference->d_logits.data &&
+                   !inference->d_embedding.data,
+               "%s inference: head gradient buffers allocated", arch);
+    for (int i = 0; i < inference->n_layers; i++) {
+        const st_layer *l = &inference->layers[i];
+        TEST_CHECK(!l->grad && !l->step.scratch && !l->step.save_mean && !l->step.save_rstd,
+                   "%s inference: %s has gradient or saved-statistics memory", arch, l->name);
+    }
+    for (int i = 0; i < inference->n_params; i++)
+        TEST_CHECK(!inference->params[i].grad, "%s inference: %s/%s has a gradient", arch,
+                   inference->params[i].layer, inference->params[i].weight);
+}
+
+/* The same architecture built for inference and for training (the benchmark's 224 px, batch 16;
+ * laid out only, never run). */
+static void check_inference_memory(st_backend *be, const char *arch) {
+    st_model_config cfg = {.arch = arch, .batch = 16, .height = 224, .width = 224, .training = 0,
+                           .pool = ST_GPOOL_AVG, .num_classes = 1000};
+    st_model *inference = st_model_create(be, &cfg, 1);
+    TEST_CHECK(inference != NULL, "%s inference: %s", arch, st_error_get());
+    st_model *training = training_model(be, arch, 224, 16);
+    if (inference && training) {
+        compare_memory(inference, training);
+        check_backward_refused(inference);
+    }
+    st_model_free(inference);
+    st_model_free(training);
+}
+
 /* Budget, in-place add and one step at a small size (64 px, batch 2). */
 static void check_arch(st_backend *be, const char *arch, const char *branch_last,
                        const char *block_out) {
@@ -131,6 +200,7 @@ int main(void) {
     check_arch(be, "tv_resnet50", "conv3_block2_3_bn", "conv3_block2_out");
     check_arch(be, "resnet50v2", "conv2_block2_3_conv", "conv2_block2_out");
     check_arch(be, "tv_resnet18", "conv2_block2_2_bn", "conv2_block2_out");
+    check_inference_memory(be, "resnet50");
     st_backend_close(be);
     return test_finish("test_resnet_memory");
 }

@@ -1,7 +1,7 @@
 /*
- * test_resnet_model.c: the ResNet builder without any oracle (infer/resnet.c).
+ * test_resnet_model.c: the ResNet builder without any oracle (infer/model/).
  *
- * Checks, for every architecture of infer/arch.c:
+ * Checks, for every architecture of infer/model/arch.c:
  *   - layer names: Keras names of weighted and weightless layers (conv4_block6_out, post_bn,
  *     max_pooling2d, conv1_pad ...), torchvision BasicBlocks without _3_conv
  *   - layer counts equal Keras len(model.layers) (docs/resnet-weights-hdf5.md 2.5)
@@ -14,14 +14,16 @@
  *   - the deterministic initialisation (same seed, same weights; He-normal scale)
  *   - an inference model keeps the freeze_until layer's output (st_model_layer_output)
  *   - backward stops at the delimiting layer and loses nothing above it.
+ *   - every parameter (conv and dense kernels, biases, BN vectors) and every gradient buffer
+ *     round-trips exactly through st_param_upload / st_param_download, whatever the backend's
+ *     storage layout, and takes at least its file numel (st_param_storage_numel).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../infer/layer.h"
-#include "../train/backward.h"
+#include "../infer/model/layer.h"
 #include "../kernels/check.h"
 #include "test_util.h"
 
@@ -348,8 +350,8 @@ static void check_stop_at_delimiter(st_backend *be) {
             TEST_CHECK(b->grad != NULL, "%s/%s lost its gradient", b->layer, b->weight);
             if (!b->grad) continue;
             float *ga = malloc(a->numel * sizeof(float)), *gb = malloc(a->numel * sizeof(float));
-            be->download(be, ga, a->grad, a->numel * sizeof(float));
-            be->download(be, gb, b->grad, a->numel * sizeof(float));
+            st_param_download(m[0], a, a->grad, ga);
+            st_param_download(m[1], b, b->grad, gb);
             /* same kernels on the same values in the same order: equal up to the conv
              * library's run-to-run rounding */
             double err = test_rel_error(gb, ga, a->numel);
@@ -378,9 +380,9 @@ static void check_init(st_backend *be) {
         const st_param *pc = st_model_find_param(c, "conv3_block1_2_conv", "kernel");
         size_t n = pa->numel; /* (3, 3, 128, 128) */
         float *wa = malloc(n * sizeof(float)), *wb = malloc(n * sizeof(float)), *wc = malloc(n * sizeof(float));
-        be->download(be, wa, pa->value, n * sizeof(float));
-        be->download(be, wb, pb->value, n * sizeof(float));
-        be->download(be, wc, pc->value, n * sizeof(float));
+        st_param_download(a, pa, pa->value, wa);
+        st_param_download(b, pb, pb->value, wb);
+        st_param_download(c, pc, pc->value, wc);
         TEST_CHECK(memcmp(wa, wb, n * sizeof(float)) == 0, "same seed gave different weights");
         TEST_CHECK(memcmp(wa, wc, n * sizeof(float)) != 0, "seeds 5 and 6 gave the same weights");
         double sum = 0, sq = 0;
@@ -403,6 +405,40 @@ static void check_init(st_backend *be) {
     st_model_free(c);
 }
 
+/* Host (file layout) -> device -> host is the identity for one buffer of p's storage. */
+static int round_trips(const st_model *m, const st_param *p, float *device) {
+    float *host = malloc(p->numel * sizeof(float)), *back = malloc(p->numel * sizeof(float));
+    for (size_t i = 0; i < p->numel; i++) host[i] = (float)(2.0 * test_uniform() - 1.0);
+    st_param_upload(m, p, host, device);
+    st_param_download(m, p, device, back);
+    int same = memcmp(host, back, p->numel * sizeof(float)) == 0;
+    free(host);
+    free(back);
+    return same;
+}
+
+/* Every parameter of a training model with a head, values and gradients. */
+static void check_param_copies(st_backend *be) {
+    st_model_config cfg = base_config("tv_resnet18", 2, 32, 32);
+    cfg.training = 1;
+    cfg.embed_dim = 8;
+    cfg.num_classes = 3;
+    st_model *m = st_model_create(be, &cfg, 3);
+    TEST_CHECK(m != NULL, "tv_resnet18: %s", st_error_get());
+    if (!m) return;
+    for (int i = 0; i < m->n_params; i++) {
+        const st_param *p = &m->params[i];
+        TEST_CHECK(st_param_storage_numel(m, p) >= p->numel, "%s/%s: storage %zu < numel %zu",
+                   p->layer, p->weight, st_param_storage_numel(m, p), p->numel);
+        TEST_CHECK(round_trips(m, p, p->value), "%s/%s: value does not round-trip", p->layer,
+                   p->weight);
+        if (p->grad)
+            TEST_CHECK(round_trips(m, p, p->grad), "%s/%s: gradient buffer does not round-trip",
+                       p->layer, p->weight);
+    }
+    st_model_free(m);
+}
+
 int main(void) {
     st_backend *be = st_backend_open("cpu", 2);
     TEST_CHECK(be != NULL, "cpu backend: %s", st_error_get());
@@ -415,6 +451,7 @@ int main(void) {
     check_init(be);
     check_layer_output(be);
     check_stop_at_delimiter(be);
+    check_param_copies(be);
     st_backend_close(be);
     return test_finish("test_resnet_model");
 }

@@ -26,9 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../infer/layer.h"
+#include "../infer/model/layer.h"
 #include "../kernels/check.h"
-#include "../train/backward.h"
 #include "test_util.h"
 
 enum { BATCH = 2, SIZE = 64 };
@@ -103,7 +102,6 @@ static long read_int_attr(hid_t obj, const char *name) {
 
 /* Copy every parameter of the model from the fixture (Keras layout) into device memory. */
 static int load_weights(st_model *m, hid_t file, const char *fixture) {
-    st_backend *be = m->backend;
     for (int i = 0; i < m->n_params; i++) {
         st_param *p = &m->params[i];
         char path[256];
@@ -116,7 +114,7 @@ static int load_weights(st_model *m, hid_t file, const char *fixture) {
             free(host);
             return -1;
         }
-        be->upload(be, p->value, host, numel * sizeof(float));
+        st_param_upload(m, p, host, p->value);
         free(host);
     }
     st_model_weights_changed(m);
@@ -191,8 +189,9 @@ static void check_eval(st_backend *be, const fixture *fx) {
  * kernel gradient and our float32 value is rounding noise, so such a bias is measured against the
  * kernel gradient's norm instead of its own. */
 static double grad_error(const fixture *fx, const char *group, const st_param *p, const float *ref,
-                         st_backend *be) {
-    float *got = download(be, p->grad, p->numel);
+                         const st_model *m) {
+    float *got = malloc(p->numel * sizeof *got);
+    st_param_download(m, p, p->grad, got);
     double err = test_rel_error(got, ref, p->numel);
     if (strcmp(p->weight, "bias") == 0 && p->rank == 1) {
         char path[256];
@@ -276,7 +275,7 @@ static void check_step(st_backend *be, const fixture *fx, const char *group) {
             free(ref);
             continue;
         }
-        double err = grad_error(fx, group, p, ref, be);
+        double err = grad_error(fx, group, p, ref, m);
         free(ref);
         TEST_CHECK(err <= GRAD_TOL, "%s: %s gradient %s/%s: relative error %.3g > %.3g", fx->path,
                    group, p->layer, p->weight, err, GRAD_TOL);

@@ -11,7 +11,7 @@
 
 #include "kernels/check.h"
 #include "test_util.h"
-#include "train/backward.h"
+#include "infer/model/model.h"
 #include "train/loss.h"
 #include "train/optim.h"
 

@@ -44,15 +44,8 @@ import subprocess
 import sys
 import time
 
-BIN = os.environ.get("SIMTUNE_BIN")
-FAILURES = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
+import testlib
+from testlib import BIN, check
 
 
 def run(args, **kw):
@@ -183,20 +176,11 @@ def train_until_interrupted(config, name):
 def weights_bytes(path, finite_only=False):
     """Every float dataset's raw bytes, via h5py and numpy when present (else None: not compared).
     finite_only: True when every float32 value of the model weights is finite, else False."""
-    try:
-        import h5py
-        import numpy as np
-    except ImportError:
-        check(os.environ.get("SIMTUNE_REQUIRE_ORACLES") != "1", "h5py/numpy missing under SIMTUNE_REQUIRE_ORACLES=1")
+    out = testlib.float32_datasets(path)
+    if out is None:
         return None
-    out = {}
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.dtype == np.float32:
-            out[name] = obj[()]
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
     if finite_only:
+        import numpy as np  # importable: float32_datasets read the file with it
         weights = [v for k, v in out.items() if not k.startswith("state/")]
         return len(weights) > 0 and all(np.isfinite(v).all() for v in weights)
     return {k: v.tobytes() for k, v in out.items()}
@@ -331,9 +315,7 @@ def test_default_name():
 
 
 def main():
-    if not BIN:
-        print("SKIP: SIMTUNE_BIN is not set", file=sys.stderr)
-        sys.exit(77)
+    testlib.inputs(status=77)
     shutil.rmtree("cli_runs", ignore_errors=True)
     t0 = time.time()
     test_help_and_usage()
@@ -344,8 +326,7 @@ def main():
     test_extend()
     test_check()
     test_default_name()
-    print(f"test_trainer_cli: {time.time() - t0:.1f} s, {len(FAILURES)} failures")
-    sys.exit(1 if FAILURES else 0)
+    sys.exit(testlib.finish("test_trainer_cli", note=f"{time.time() - t0:.1f} s"))
 
 
 if __name__ == "__main__":

@@ -20,13 +20,16 @@
  *   - metrics.jsonl of B and C equal to A line by line (D: to its own straight run) (train/loss, lr, val metrics ...), wall
  *     time fields removed;
  *   - every parameter of best_weights.h5 (the final weights: restore_best is off) and of the
- *     final checkpoint bit-identical to A's.
+ *     final checkpoint bit-identical to A's;
+ *   - B's checkpoints carry the config the trainer holds in memory, not config.yaml's text on
+ *     disk (edited between the two parts).
  */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 
+#include "train/checkpoint.h"
 #include "trainer_fixture.h"
 
 static const char *CONFIG =
@@ -114,6 +117,19 @@ static void compare_metrics(const char *ref_dir, const char *dir, int epochs) {
     fixture_free_lines(got, n_got);
 }
 
+/* The config a checkpoint carries is the run's config as the trainer holds it in memory. */
+static void check_checkpoint_config(st_backend *be, const st_train_config *cfg, const char *path) {
+    st_model *m = fixture_load_model(be, cfg, NULL, 0, NULL);
+    char *want = st_config_yaml_text(cfg);
+    st_checkpoint ck;
+    int rc = m ? st_checkpoint_load(&ck, m, path) : -1;
+    TEST_CHECK(rc == 0 && want && ck.config_yaml && !strcmp(ck.config_yaml, want),
+               "%s: config_yaml is not the run's config in memory (%s)", path, rc ? st_error_get() : "differs");
+    if (rc == 0) st_checkpoint_free(&ck);
+    free(want);
+    st_model_free(m);
+}
+
 static void compare_weights(st_backend *be, const st_train_config *cfg, const char *ref_file, const char *file) {
     st_model *a = fixture_load_model(be, cfg, NULL, 0, ref_file);
     st_model *b = fixture_load_model(be, cfg, NULL, 0, file);
@@ -155,6 +171,10 @@ int main(void) {
     ST_CHECK(log, "cannot append to resume_runs/epoch_end/metrics.jsonl");
     fputs("{\"epoch\": 2, \"phase\": \"main\", \"step\": 7, \"train/loss\": 1}\n", log);
     fclose(log);
+    FILE *yaml = fopen("resume_runs/epoch_end/config.yaml", "a"); /* checkpoints must not copy it */
+    ST_CHECK(yaml, "cannot append to resume_runs/epoch_end/config.yaml");
+    fputs("# edited on disk between the two parts\n", yaml);
+    fclose(yaml);
     train(&cfg, "resume_runs/epoch_end", 1, 0, stdout, &res);
     TEST_CHECK(res.epochs_done == 2 && res.steps_done == steps, "epoch_end: %d epochs %ld steps", res.epochs_done,
                res.steps_done);
@@ -180,6 +200,8 @@ int main(void) {
     char ref[128], got[128];
     snprintf(ref, sizeof ref, "resume_runs/straight/ckpt-%ld.h5", steps);
     const char *runs[2] = {"resume_runs/epoch_end", "resume_runs/mid_epoch"};
+    snprintf(got, sizeof got, "resume_runs/epoch_end/ckpt-%ld.h5", steps);
+    check_checkpoint_config(be, &cfg, got);
     for (int i = 0; i < 2; i++) {
         snprintf(got, sizeof got, "%s/best_weights.h5", runs[i]);
         compare_weights(be, &cfg, "resume_runs/straight/best_weights.h5", got);

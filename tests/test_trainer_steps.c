@@ -29,7 +29,7 @@
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
 #include "test_util.h"
-#include "train/backward.h"
+#include "infer/model/model.h"
 #include "train/loss.h"
 #include "train/optim.h"
 

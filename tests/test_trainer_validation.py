@@ -26,19 +26,13 @@ import shutil
 import subprocess
 import sys
 
-BIN = os.environ.get("SIMTUNE_BIN")
-SHARED = os.path.join(os.environ.get("SIMTUNE_SHARED_DIR", "../shared"), "datasets")
-ORL = os.path.abspath(os.path.join(SHARED, "orl_faces"))
-COIL = os.path.abspath(os.path.join(SHARED, "coil100"))
+import testlib
+from testlib import BIN, check
+
+DATASETS = os.path.join(testlib.SHARED, "datasets")
+ORL = os.path.abspath(os.path.join(DATASETS, "orl_faces"))
+COIL = os.path.abspath(os.path.join(DATASETS, "coil100"))
 WORK = os.path.abspath("validation_runs")
-FAILURES = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def write(path, text):
@@ -104,20 +98,8 @@ def validation_line(stdout):
 def backbone_weights(path):
     """Every float weight of a weight file but the classifier head's ('predictions'), as bytes;
     None without h5py/numpy (then not compared)."""
-    try:
-        import h5py
-        import numpy as np
-    except ImportError:
-        check(os.environ.get("SIMTUNE_REQUIRE_ORACLES") != "1", "h5py/numpy missing under SIMTUNE_REQUIRE_ORACLES=1")
-        return None
-    out = {}
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.dtype == np.float32 and "predictions" not in name:
-            out[name] = obj[()].tobytes()
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
-    return out
+    out = testlib.float32_datasets(path, keep=lambda name: "predictions" not in name)
+    return None if out is None else {k: v.tobytes() for k, v in out.items()}
 
 
 def held_out_names(stdout):
@@ -211,11 +193,9 @@ def test_sequential():
 
 
 def main():
-    if not BIN:
-        print("SIMTUNE_BIN is not set", file=sys.stderr)
-        return 77
+    testlib.inputs(status=77)
     if not (os.path.isdir(ORL) and os.path.isdir(COIL)):
-        print("skipped: the shared ORL / COIL-100 datasets are absent (%s)" % SHARED)
+        print("skipped: the shared ORL / COIL-100 datasets are absent (%s)" % DATASETS)
         return 77
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -223,11 +203,7 @@ def main():
     test_holdout_rules(held, split)
     test_cross()
     test_sequential()
-    if FAILURES:
-        print("%d failure(s)" % len(FAILURES), file=sys.stderr)
-        return 1
-    print("ok")
-    return 0
+    return testlib.finish("test_trainer_validation")
 
 
 if __name__ == "__main__":

@@ -21,21 +21,15 @@ import os
 import subprocess
 import sys
 
+import testlib
+from testlib import check
+
 try:
     import h5py
     import numpy as np
     import torch
 except ImportError as e:
-    print(f"test_weights_cli.py: {e}", file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
-
-FAILURES = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, file=sys.stderr)
+    testlib.missing_oracle("test_weights_cli.py", e)
 
 
 def run(*args):
@@ -214,11 +208,7 @@ def main():
     test_converter(fx, tmp)
     test_export(export)
     test_recipe(simtune, fx, export, tmp)
-    if FAILURES:
-        print(f"test_weights_cli: {len(FAILURES)} checks failed", file=sys.stderr)
-        return 1
-    print("test_weights_cli: all checks passed")
-    return 0
+    return testlib.finish("test_weights_cli")
 
 
 if __name__ == "__main__":

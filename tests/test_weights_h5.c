@@ -46,7 +46,7 @@ static float *download_params(st_model *m, size_t *total) {
     for (int i = 0; i < m->n_params; i++) n += m->params[i].numel;
     float *all = ST_MALLOC(n * sizeof *all), *at = all;
     for (int i = 0; i < m->n_params; i++) {
-        m->backend->download(m->backend, at, m->params[i].value, m->params[i].numel * sizeof *at);
+        st_param_download(m, &m->params[i], m->params[i].value, at);
         at += m->params[i].numel;
     }
     *total = n;
@@ -54,7 +54,8 @@ static float *download_params(st_model *m, size_t *total) {
 }
 
 static void zero_params(st_model *m) {
-    for (int i = 0; i < m->n_params; i++) m->backend->fill(m->backend, m->params[i].value, 0.0f, m->params[i].numel);
+    for (int i = 0; i < m->n_params; i++)
+        m->backend->fill(m->backend, m->params[i].value, 0.0f, st_param_storage_numel(m, &m->params[i]));
 }
 
 static int contains(const char *s, const char *part) { return strstr(s, part) != NULL; }

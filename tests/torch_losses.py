@@ -20,15 +20,15 @@ float64 with direct differences (no expanded form), so they carry no float32 rou
 """
 import os
 import struct
-import sys
+
+import testlib
 
 try:
     import numpy as np
     import torch
     import torch.nn.functional as F
-except ImportError as exc:  # oracle missing
-    print(f"SKIP: torch/numpy not importable ({exc}); use /usr/bin/python3", file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
+except ImportError as exc:
+    testlib.missing_oracle("torch_losses.py", f"torch/numpy not importable ({exc}); use /usr/bin/python3")
 
 DTYPES = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 EPS = 1e-12

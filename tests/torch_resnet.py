@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """torch_resnet.py: PyTorch oracle for the ResNet parity test (tests/test_resnet_parity.c).
 
-Builds the SAME networks as infer/resnet.c in PyTorch, with random weights and non-trivial BN
+Builds the SAME networks as infer/model/ in PyTorch, with random weights and non-trivial BN
 statistics, and writes one HDF5 fixture per model into the output directory:
 
   resnet_parity_<arch>.h5
@@ -34,6 +34,8 @@ max-pool, BN eps 1.001e-5). Usage: torch_resnet.py [OUTDIR]. Exit 77 when torch/
 import os
 import sys
 
+import testlib
+
 try:
     import h5py
     import numpy as np
@@ -41,9 +43,8 @@ try:
     import torch.nn as nn
     import torch.nn.functional as F
     import torchvision
-except ImportError as e:  # the oracle is missing
-    print(f"torch_resnet.py: {e}", file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
+except ImportError as e:
+    testlib.missing_oracle("torch_resnet.py", e)
 
 N, H, W = 2, 64, 64
 MOMENTUM = 0.1

@@ -25,6 +25,8 @@ import sys
 
 sys.dont_write_bytecode = True  # importing torch_resnet must not write into the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testlib  # noqa: E402  (after the path line, for a script imported from elsewhere)
+
 try:
     import h5py
     import numpy as np
@@ -32,9 +34,8 @@ try:
     import torch.nn as nn
     import torch.nn.functional as F
     import torch_resnet as tr
-except ImportError as e:  # the oracle is missing
-    print(f"torch_train_steps.py: {e}", file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
+except ImportError as e:
+    testlib.missing_oracle("torch_train_steps.py", e)
 
 STEPS, N, H, W, K = 10, 8, 48, 48, 4
 LR, MOMENTUM, WEIGHT_DECAY, BN_MOMENTUM = 0.01, 0.9, 0.05, 0.1  # large decay: its grouping shows

@@ -33,12 +33,13 @@ References (NHWC input (2, 64, 64, 3), pooled features in inference mode):
 Exit 77 without torch/h5py (1 when SIMTUNE_REQUIRE_ORACLES=1).
 """
 import os
-import shutil
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import testlib  # noqa: E402  (after the path line, for a script imported from elsewhere)
+
 try:
     import h5py
     import numpy as np
@@ -47,8 +48,7 @@ try:
     import keras_h5
     import torch_resnet
 except ImportError as e:
-    print(f"weights_fixtures.py: {e}", file=sys.stderr)
-    sys.exit(1 if os.environ.get("SIMTUNE_REQUIRE_ORACLES") == "1" else 77)
+    testlib.missing_oracle("weights_fixtures.py", e)
 
 SEED = 1
 N, H, W = 2, 64, 64

@@ -10,7 +10,7 @@
 # The CUDA toolkit, cuDNN and cuBLAS are not Debian packages; the build uses them when present.
 set -eu
 MAIN="build-essential cmake pkg-config libopenblas-dev liblapacke-dev libdnnl-dev libhdf5-dev
-  libpng-dev libjpeg62-turbo-dev libyaml-dev libcairo2-dev"
+  libpng-dev libjpeg62-turbo-dev libyaml-dev libcairo2-dev libjansson-dev"
 TESTS="hdf5-tools python3 python3-numpy python3-h5py python3-torch python3-torchvision
   python3-faiss python3-yaml python3-pil clang libclang-rt-14-dev valgrind"
 case "${1:-}" in

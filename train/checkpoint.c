@@ -119,7 +119,7 @@ static uint64_t params_checksum(const st_model *m) {
     uint64_t h = CHECKSUM_SEED;
     for (int i = 0; i < m->n_params; i++) {
         const st_param *p = &m->params[i];
-        m->backend->download(m->backend, host, p->value, p->numel * sizeof *host);
+        st_param_download(m, p, p->value, host);
         h = checksum_update(h, host, p->numel * sizeof *host);
     }
     free(host);
@@ -223,7 +223,7 @@ static const st_param *non_finite_param(const st_model *m, size_t *at, float *va
     const st_param *found = NULL;
     for (int i = 0; i < m->n_params && !found; i++) {
         const st_param *p = &m->params[i];
-        m->backend->download(m->backend, host, p->value, p->numel * sizeof *host);
+        st_param_download(m, p, p->value, host);
         *at = first_non_finite(host, p->numel);
         if (*at < p->numel) {
             found = p;
@@ -356,28 +356,15 @@ static int read_header(hid_t file, st_checkpoint *ck, uint64_t *params_sum, cons
     return read_u64_attr(file, "params_checksum", params_sum, path, "/");
 }
 
-int st_checkpoint_load(st_checkpoint *ck, st_model *m, const char *path) {
+/* Header and state of path into ck (initialised here), every blob's checksum checked and the
+ * float blobs finite; the parameters' checksum into *params_sum. 0, or -1 with ck empty. */
+static int read_checkpoint(st_checkpoint *ck, const char *path, uint64_t *params_sum) {
     st_checkpoint_init(ck);
     hid_t file = st_h5_open_read(path);
     if (file < 0) return -1;
-    uint64_t params_sum = 0;
-    int rc = read_header(file, ck, &params_sum, path);
+    int rc = read_header(file, ck, params_sum, path);
     if (rc == 0) rc = read_state(file, ck, path);
     H5Fclose(file);
-    if (rc == 0) {
-        st_weights_report rep;
-        rc = st_weights_load(m, path, &rep);
-        if (rc == 0 && (rep.n_kept || rep.n_ignored))
-            rc = st_error_set("%s: the checkpoint's head does not fit the model (%s%s); HINT: resume "
-                              "with the config the run was started with",
-                              path, rep.n_ignored ? "ignored " : "not in the file: ",
-                              rep.n_ignored ? rep.ignored[0] : rep.kept[0]);
-        st_weights_report_free(&rep);
-    }
-    if (rc == 0 && params_checksum(m) != params_sum)
-        rc = st_error_set("%s: /model_weights: parameter checksum mismatch, the data is corrupt; "
-                          "HINT: resume from an older checkpoint of the run",
-                          path);
     /* the parameters' finiteness is checked by st_weights_load; here the optimizer state's */
     size_t at;
     const st_checkpoint_blob *b = rc == 0 ? non_finite_blob(ck, &at) : NULL;
@@ -388,6 +375,41 @@ int st_checkpoint_load(st_checkpoint *ck, st_model *m, const char *path) {
     if (rc != 0) st_checkpoint_free(ck);
     return rc;
 }
+
+/* The parameters of path into m, all of them (the head must fit) and matching params_sum. */
+static int load_params(st_model *m, const char *path, uint64_t params_sum) {
+    st_weights_report rep;
+    int rc = st_weights_load(m, path, &rep);
+    if (rc == 0 && (rep.n_kept || rep.n_ignored))
+        rc = st_error_set("%s: the checkpoint's head does not fit the model (%s%s); HINT: resume "
+                          "with the config the run was started with",
+                          path, rep.n_ignored ? "ignored " : "not in the file: ",
+                          rep.n_ignored ? rep.ignored[0] : rep.kept[0]);
+    st_weights_report_free(&rep);
+    if (rc == 0 && params_checksum(m) != params_sum)
+        rc = st_error_set("%s: /model_weights: parameter checksum mismatch, the data is corrupt; "
+                          "HINT: resume from an older checkpoint of the run",
+                          path);
+    return rc;
+}
+
+/* read_checkpoint, then the parameters into the model model_for builds for it. */
+static int load_for(st_checkpoint *ck, st_checkpoint_model_fn model_for, void *user, const char *path) {
+    uint64_t params_sum = 0;
+    if (read_checkpoint(ck, path, &params_sum)) return -1;
+    st_model *m = model_for(ck, path, user);
+    int rc = m ? load_params(m, path, params_sum) : -1;
+    if (rc != 0) st_checkpoint_free(ck);
+    return rc;
+}
+
+static st_model *given_model(const st_checkpoint *ck, const char *path, void *model) {
+    (void)ck;
+    (void)path;
+    return model;
+}
+
+int st_checkpoint_load(st_checkpoint *ck, st_model *m, const char *path) { return load_for(ck, given_model, m, path); }
 
 /* ---- run folder ------------------------------------------------------------------------ */
 
@@ -495,8 +517,8 @@ int st_checkpoint_latest(const char *run_dir, char *path_out, size_t size) {
     return 1;
 }
 
-int st_checkpoint_load_latest(st_checkpoint *ck, st_model *m, const char *run_dir, char *path_out,
-                              size_t size, FILE *log) {
+int st_checkpoint_resume_latest(st_checkpoint *ck, st_checkpoint_model_fn model_for, void *user, const char *run_dir,
+                                char *path_out, size_t size, FILE *log) {
     long long *steps;
     int n = list_steps(run_dir, &steps);
     if (n <= 0) return n;
@@ -504,7 +526,7 @@ int st_checkpoint_load_latest(st_checkpoint *ck, st_model *m, const char *run_di
     char newest_error[1024] = "";
     for (int i = n - 1; i >= 0 && rc != 0; i--) {
         snprintf(path_out, size, "%s/ckpt-%lld.h5", run_dir, steps[i]);
-        rc = st_checkpoint_load(ck, m, path_out);
+        rc = load_for(ck, model_for, user, path_out);
         if (rc == 0) break;
         if (i == n - 1) snprintf(newest_error, sizeof newest_error, "%s", st_error_get());
         if (log)
@@ -516,4 +538,9 @@ int st_checkpoint_load_latest(st_checkpoint *ck, st_model *m, const char *run_di
         return st_error_set("%s: none of its %d checkpoints can be resumed from; the newest: %s",
                             run_dir, n, newest_error);
     return 1;
+}
+
+int st_checkpoint_load_latest(st_checkpoint *ck, st_model *m, const char *run_dir, char *path_out,
+                              size_t size, FILE *log) {
+    return st_checkpoint_resume_latest(ck, given_model, m, run_dir, path_out, size, log);
 }

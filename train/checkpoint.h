@@ -30,7 +30,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../infer/model.h"
+#include "../infer/model/model.h"
 
 typedef enum { ST_BLOB_F32, ST_BLOB_U64, ST_BLOB_I32 } st_blob_kind;
 
@@ -92,5 +92,13 @@ int st_checkpoint_latest(const char *run_dir, char *path_out, size_t size);
  * message names the run folder and the newest one's problem). */
 int st_checkpoint_load_latest(st_checkpoint *ck, st_model *m, const char *run_dir, char *path_out,
                               size_t size, FILE *log);
+
+/* The model a checkpoint's parameters go into, chosen from its state (a trainer builds the
+ * model of the phase the checkpoint was written in); NULL with st_error_set() when none fits. */
+typedef st_model *(*st_checkpoint_model_fn)(const st_checkpoint *ck, const char *path, void *user);
+/* st_checkpoint_load_latest where the model is built only once the state is read and checked:
+ * model_for is called per checkpoint tried, before its parameters are loaded. */
+int st_checkpoint_resume_latest(st_checkpoint *ck, st_checkpoint_model_fn model_for, void *user, const char *run_dir,
+                                char *path_out, size_t size, FILE *log);
 
 #endif

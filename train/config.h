@@ -16,6 +16,10 @@
  * Phases: each phase is stored fully resolved (top-level optimizer/schedule/early_stopping/
  * freeze_until with the phase's own keys applied on top).
  *
+ * Sections are the modules' own structs (st_loss_config, st_optim_config, st_lr_schedule,
+ * st_sampler_config), filled by the key tables (train/keytable.h), so a setting passes from the
+ * file to the module in one struct.
+ *
  * Ownership: the struct owns its strings and arrays; st_config_free() releases them.
  * Callers: cmd_train / train/trainer.c (training), train/sweep.c (trial configs), tests.
  */
@@ -24,20 +28,19 @@
 
 #include <stdint.h>
 
-#include "../infer/model.h"
+#include "../data/sampler.h"
+#include "../infer/model/model.h"
 #include "loss.h"
+#include "optim.h"
 #include "yaml_tree.h"
 
 enum { ST_CONFIG_PREPROCESS_AUTO = -1 };
 
 typedef enum { ST_STRATEGY_SINGLE, ST_STRATEGY_CROSS, ST_STRATEGY_SEQUENTIAL } st_data_strategy;
-typedef enum { ST_SAMPLER_SHUFFLE, ST_SAMPLER_PK, ST_SAMPLER_BALANCED } st_sampler_kind;
-typedef enum { ST_MINING_BATCH_HARD, ST_MINING_BATCH_ALL } st_mining_kind;
-typedef enum { ST_SCHED_CONSTANT, ST_SCHED_STEP, ST_SCHED_COSINE, ST_SCHED_PLATEAU } st_schedule_kind;
 typedef enum { ST_DEVICE_AUTO, ST_DEVICE_CPU, ST_DEVICE_CUDA } st_device_kind; /* auto: cuda when built and present */
 
 typedef struct st_model_section {
-    char *arch;     /* an infer/arch.c name */
+    char *arch;     /* an infer/model/arch.c name */
     char *weights;  /* absolute path of an HDF5 weight file; NULL = random init */
     int image_size; /* square input side, >= 32 */
     st_gpool_kind pool;
@@ -68,9 +71,10 @@ typedef struct st_data_section {
     st_class_holdout val_classes; /* open-set validation; replaces val_fraction when set */
     char *split_file; /* absolute; NULL: the split is computed from split_seed each run. A missing
                        * file is written with the computed split on first use */
-    int batch_size;   /* 0: auto (p*k with the pk sampler, else 32) */
-    int pk_p, pk_k;   /* classes per batch, images per class */
-    st_sampler_kind sampler;
+    /* data/sampler.h's config: mode (data.sampler: shuffle, pk or balanced), batch_size
+     * (data.batch_size; 0: auto, st_config_batch_size), p and k (data.pk). The trainer sets
+     * batch_size, drop_last and seed when it opens a loader. */
+    st_sampler_config sampler;
     int random_resized_crop;
     double crop_scale[2]; /* min, max area fraction, 0 < min <= max <= 1 */
     int flip;
@@ -79,39 +83,6 @@ typedef struct st_data_section {
     int workers;         /* decoding threads; 0 = auto */
 } st_data_section;
 
-typedef struct st_loss_section {
-    st_loss_kind type;      /* train/loss.h: ST_LOSS_XENT (cross_entropy) or ST_LOSS_TRIPLET */
-    double label_smoothing; /* cross-entropy, [0, 1) */
-    st_mining_kind mining;
-    int soft_margin; /* 1: softplus(d_ap - d_an), margin unused */
-    double margin;   /* hinge margin when soft_margin == 0, > 0 */
-    int normalize;   /* L2-normalize embeddings before distances */
-} st_loss_section;
-
-typedef struct st_optimizer_config {
-    st_opt_kind type; /* kernels/backend.h */
-    double lr;
-    double momentum;      /* sgd, rmsprop */
-    double alpha;         /* rmsprop smoothing constant */
-    int nesterov;         /* sgd */
-    double betas[2];      /* adam, adamw */
-    double eps;           /* adam, adamw, rmsprop */
-    double weight_decay;  /* L2 for sgd/adam/rmsprop, decoupled for adamw */
-    int no_decay_bn_bias; /* exclude BN gamma/beta and biases from weight decay */
-    double head_lr_mult;  /* lr multiplier of the new head (embedding, predictions) */
-    double grad_clip;     /* global L2 norm clip; 0 = off */
-} st_optimizer_config;
-
-typedef struct st_schedule_config {
-    st_schedule_kind type;
-    double warmup_epochs; /* linear warmup from 0, may be fractional */
-    int step_size;        /* step: epochs between decays */
-    double gamma;         /* step: decay factor */
-    double min_lr;        /* cosine floor, plateau floor */
-    int patience;         /* plateau: epochs without improvement before decay */
-    double factor;        /* plateau: decay factor */
-} st_schedule_config;
-
 typedef struct st_early_stopping_config {
     char *metric;     /* "val/map@10", "val/loss", "train/loss" ... */
     int maximize;     /* goal: 1 maximize, 0 minimize */
@@ -119,12 +90,16 @@ typedef struct st_early_stopping_config {
     int restore_best; /* reload the best checkpoint at the end */
 } st_early_stopping_config;
 
+/* A phase: the module structs themselves. optimizer is train/optim.h's (optimizer.lr is its
+ * lr); schedule is train/optim.h's st_lr_schedule with the keys type (kind), warmup_epochs
+ * (warmup), step_size, gamma, min_lr, patience, factor; the trainer sets base_lr, total and
+ * mode_max from the phase when it opens it. */
 typedef struct st_phase_config {
     char *name;
     int epochs;
     char *freeze_until;
-    st_optimizer_config optimizer;
-    st_schedule_config schedule;
+    st_optim_config optimizer;
+    st_lr_schedule schedule;
     char **data; /* dataset names this phase trains on */
     int n_data;
     st_early_stopping_config early_stopping;
@@ -147,9 +122,9 @@ typedef struct st_output_config {
 typedef struct st_train_config {
     st_model_section model;
     st_data_section data;
-    st_loss_section loss;
-    st_optimizer_config optimizer;
-    st_schedule_config schedule;
+    st_loss_config loss; /* train/loss.h's; loss.triplet.mining is batch_all */
+    st_optim_config optimizer;
+    st_lr_schedule schedule;
     char *freeze_until; /* "none", "all" or a layer name (checked when the model is built) */
     st_phase_config *phases;
     int n_phases;
@@ -180,8 +155,11 @@ st_ynode *st_config_parse_set(const char *assignment, char *key, size_t key_size
 /* Validate a tree and fill cfg from it (cfg need not be initialised). */
 int st_config_from_tree(const st_ynode *root, st_train_config *cfg);
 
-/* The full effective config as a tree (every key, explicit), and written to a file atomically. */
+/* The full effective config as a tree (every key, explicit), as YAML text (caller frees; NULL
+ * with st_error_get() when the emitter refuses a string), and written to a file atomically:
+ * the file holds exactly the text. */
 st_ynode *st_config_to_tree(const st_train_config *cfg);
+char *st_config_yaml_text(const st_train_config *cfg);
 int st_config_write_yaml(const st_train_config *cfg, const char *path);
 
 /* 1 when both configs have the same value for every key. */
@@ -193,11 +171,9 @@ int st_config_batch_size(const st_train_config *cfg);
 /* Check that input files exist (weights, datasets): -1 with st_error_set naming the key. */
 int st_config_check_files(const st_train_config *cfg);
 
-/* Input-path keys (model.weights, data.split_file, data.train.N.path): 1 when key_path is one.
- * st_config_resolve_path: the absolute path of a scalar node, resolved against the directory of
- * the file it was written in (the current directory when it came from --set). Caller frees. */
+/* Input-path keys (model.weights, data.split_file, data.train.N.path): 1 when key_path is one
+ * (their values are resolved by train/keytable.h's st_key_resolve_path). */
 int st_config_key_is_path(const char *key_path);
-char *st_config_resolve_path(const st_ynode *node);
 
 /* A metric name a trainer reports: "train/loss", "val/loss" or "val/<m>" with m one of the
  * validation metrics. Returns 0 when cfg reports it, else -1 with a message listing them. */

@@ -110,7 +110,7 @@ static float logits_accuracy(st_loss *l, int n, const int32_t *labels) {
 static st_loss_stats xent(st_loss *l, int n, const int32_t *labels) {
     st_model *m = l->model;
     st_backend *be = m->backend;
-    const float eps = l->config.label_smoothing;
+    const float eps = (float)l->config.label_smoothing;
     const int k = m->config.num_classes;
     be->xent_forward(be, n, k, m->logits.data, l->labels, eps, l->probs, l->loss_rows);
     be->xent_backward(be, n, k, l->probs, l->labels, eps, 1.0f / (float)n, m->d_logits.data);
@@ -129,7 +129,7 @@ static st_loss_stats triplet(st_loss *l, int n) {
     const float *input = on_embedding ? m->embedding.data : m->features.data;
     float *d_input = on_embedding ? m->d_embedding.data : m->d_features.data;
     st_triplet_desc d = {.n = n, .d = l->dim, .batch_all = l->config.batch_all,
-                         .soft_margin = l->config.soft_margin, .margin = l->config.margin,
+                         .soft_margin = l->config.soft_margin, .margin = (float)l->config.margin,
                          .eps = 1e-12f};
     st_triplet_stats ts;
     if (l->config.normalize) {

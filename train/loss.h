@@ -13,7 +13,7 @@
  *                    back-propagates through it; the model's own embedding is already
  *                    L2-normalised by its embedding_norm layer, so this is meant for features.
  *
- * The input is the model's final output because train/backward.h starts there; so the triplet
+ * The input is the model's final output because st_model_backward (infer/model/model.h) starts there; so the triplet
  * loss refuses a model with a classifier (its final output would be the logits).
  *
  * Stats per call: loss; accuracy (top-1 of the logits, ties to the lower class) with the
@@ -28,16 +28,16 @@
 
 #include <stdint.h>
 
-#include "../infer/model.h"
+#include "../infer/model/model.h"
 
 typedef enum { ST_LOSS_XENT, ST_LOSS_TRIPLET } st_loss_kind;
 
 typedef struct st_loss_config {
     st_loss_kind kind;
-    float label_smoothing; /* XENT: epsilon in [0, 1) */
+    double label_smoothing; /* XENT: epsilon in [0, 1) (float32 in the kernel) */
     int batch_all;         /* TRIPLET: 0 batch hard, 1 batch all */
     int soft_margin;       /* TRIPLET: softplus instead of the hinge */
-    float margin;          /* TRIPLET hinge margin (> 0) */
+    double margin;         /* TRIPLET hinge margin (> 0) (float32 in the kernel) */
     int normalize;         /* TRIPLET: L2-normalise the input inside the loss */
 } st_loss_config;
 

@@ -31,6 +31,9 @@ st_lr_schedule st_lr_schedule_default(st_lr_kind kind, double base_lr) {
     return s;
 }
 
+/* W of the cosine warmup: a fractional warmup warms up for the whole tick it starts. */
+static int warmup_ticks(const st_lr_schedule *s) { return (int)ceil(s->warmup); }
+
 int st_lr_schedule_validate(const st_lr_schedule *s, const char *what) {
     if (!(s->base_lr > 0) || !isfinite(s->base_lr))
         return st_error_set("%s: learning rate %g must be > 0", what, s->base_lr);
@@ -43,8 +46,8 @@ int st_lr_schedule_validate(const st_lr_schedule *s, const char *what) {
             return st_error_set("%s: gamma %g must be in (0, 1]", what, s->gamma);
         return 0;
     case ST_LR_COSINE:
-        if (s->warmup < 0 || s->total <= s->warmup)
-            return st_error_set("%s: cosine needs 0 <= warmup (%d) < total (%d)", what, s->warmup,
+        if (!(s->warmup >= 0) || s->total <= warmup_ticks(s))
+            return st_error_set("%s: cosine needs 0 <= warmup (%g) < total (%d)", what, s->warmup,
                                 s->total);
         if (!(s->min_lr >= 0 && s->min_lr <= s->base_lr))
             return st_error_set("%s: min_lr %g must be in [0, lr]", what, s->min_lr);
@@ -66,9 +69,10 @@ double st_lr_at(const st_lr_schedule *s, long tick) {
     case ST_LR_PLATEAU: return s->base_lr;
     case ST_LR_STEP: return s->base_lr * pow(s->gamma, (double)(tick / s->step_size));
     case ST_LR_COSINE: {
-        if (tick < s->warmup) return s->base_lr * (double)(tick + 1) / (double)(s->warmup + 1);
-        long span = s->total - s->warmup;
-        long u = tick - s->warmup < span ? tick - s->warmup : span;
+        long w = warmup_ticks(s);
+        if (tick < w) return s->base_lr * (double)(tick + 1) / (double)(w + 1);
+        long span = s->total - w;
+        long u = tick - w < span ? tick - w : span;
         return s->min_lr +
                (s->base_lr - s->min_lr) * (1.0 + cos(M_PI * (double)u / (double)span)) / 2.0;
     }
@@ -150,7 +154,7 @@ static int optim_config_validate(const st_optim_config *c) {
 }
 
 static int kind_uses_m(const st_optim_config *c) {
-    return c->kind == ST_OPT_ADAM || c->kind == ST_OPT_ADAMW || c->momentum > 0;
+    return c->kind == ST_OPT_ADAM || c->kind == ST_OPT_ADAMW || (float)c->momentum > 0;
 }
 
 static int kind_uses_v(const st_optim_config *c) { return c->kind != ST_OPT_SGD; }
@@ -169,8 +173,9 @@ static void layout_state(st_optimizer *o) {
     st_arena_rewind(&o->state_arena);
     for (int i = 0; i < o->n_slots; i++) {
         st_optim_slot *s = &o->slots[i];
-        s->m = kind_uses_m(&o->config) ? st_arena_take(&o->state_arena, s->param->numel) : NULL;
-        s->v = kind_uses_v(&o->config) ? st_arena_take(&o->state_arena, s->param->numel) : NULL;
+        size_t numel = st_param_storage_numel(o->model, s->param); /* as the grads arena */
+        s->m = kind_uses_m(&o->config) ? st_arena_take(&o->state_arena, numel) : NULL;
+        s->v = kind_uses_v(&o->config) ? st_arena_take(&o->state_arena, numel) : NULL;
     }
 }
 
@@ -192,7 +197,7 @@ st_optimizer *st_optimizer_create(st_model *m, const st_optim_config *cfg) {
         if (!p->grad) continue;
         st_optim_slot *s = &o->slots[o->n_slots++];
         s->param = p;
-        s->lr_mult = is_head_layer(p->layer) ? cfg->head_lr_mult : 1.0f;
+        s->lr_mult = is_head_layer(p->layer) ? (float)cfg->head_lr_mult : 1.0f;
         s->decay = cfg->decay_norm_and_bias || !is_norm_or_bias(p->weight);
     }
     o->state_arena.name = "optimizer";
@@ -215,7 +220,8 @@ static double global_grad_norm(const st_optimizer *o) {
     st_backend *be = o->model->backend;
     double sum = 0;
     for (int i = 0; i < o->n_slots; i++)
-        sum += be->sum_squares(be, o->slots[i].param->grad, o->slots[i].param->numel);
+        sum += be->sum_squares(be, o->slots[i].param->grad,
+                               st_param_storage_numel(o->model, o->slots[i].param));
     return sqrt(sum);
 }
 
@@ -227,26 +233,28 @@ double st_optimizer_step(st_optimizer *o, float lr) {
         o->skipped_steps++;
         return norm;
     }
-    if (c->clip_norm > 0) {
-        double coef = (double)c->clip_norm / (norm + 1e-6); /* torch clip_grad_norm_ */
+    if ((float)c->clip_norm > 0) {
+        double coef = (double)(float)c->clip_norm / (norm + 1e-6); /* torch clip_grad_norm_, max_norm in float32 */
         if (coef < 1.0)
             for (int i = 0; i < o->n_slots; i++)
-                be->scale(be, o->slots[i].param->grad, (float)coef, o->slots[i].param->numel);
+                be->scale(be, o->slots[i].param->grad, (float)coef,
+                          st_param_storage_numel(o->model, o->slots[i].param));
     }
     o->step++;
     for (int i = 0; i < o->n_slots; i++) {
         const st_optim_slot *s = &o->slots[i];
         st_optim_desc d = {.kind = c->kind,
                            .lr = lr * s->lr_mult,
-                           .momentum = c->momentum,
+                           .momentum = (float)c->momentum,
                            .nesterov = c->nesterov,
-                           .beta1 = c->beta1,
-                           .beta2 = c->beta2,
-                           .eps = c->eps,
-                           .alpha = c->alpha,
-                           .weight_decay = s->decay ? c->weight_decay : 0.0f,
+                           .beta1 = (float)c->beta1,
+                           .beta2 = (float)c->beta2,
+                           .eps = (float)c->eps,
+                           .alpha = (float)c->alpha,
+                           .weight_decay = s->decay ? (float)c->weight_decay : 0.0f,
                            .step = o->step};
-        be->optim_step(be, &d, s->param->value, s->param->grad, s->m, s->v, s->param->numel);
+        be->optim_step(be, &d, s->param->value, s->param->grad, s->m, s->v,
+                       st_param_storage_numel(o->model, s->param));
     }
     return norm;
 }
@@ -265,6 +273,7 @@ st_optim_blob st_optimizer_blob(const st_optimizer *o, int index) {
     snprintf(b.name, sizeof b.name, "%s/%s/%s", is_v ? "v" : "m", s->param->layer,
              s->param->weight);
     b.data = is_v ? s->v : s->m;
+    b.param = s->param;
     b.numel = s->param->numel;
     return b;
 }

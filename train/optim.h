@@ -37,7 +37,7 @@
 #ifndef ST_TRAIN_OPTIM_H
 #define ST_TRAIN_OPTIM_H
 
-#include "../infer/model.h"
+#include "../infer/model/model.h"
 
 /* ---- learning-rate schedules ---------------------------------------------------------- */
 
@@ -48,7 +48,7 @@ typedef struct st_lr_schedule {
     double base_lr;
     int step_size;     /* step: ticks between decays (>= 1) */
     double gamma;      /* step: decay factor */
-    int warmup;        /* cosine: W linear warmup ticks (0: none) */
+    double warmup;     /* cosine: linear warmup ticks, may be fractional: W = ceil(warmup) (0: none) */
     int total;         /* cosine: T ticks in all, T > W */
     double min_lr;     /* cosine: eta_min; plateau: lower bound */
     int mode_max;      /* plateau: 1 the metric should increase (accuracy, mAP), 0 decrease */
@@ -78,16 +78,19 @@ double st_plateau_update(st_plateau *p, const st_lr_schedule *s, double metric);
 
 /* ---- optimizer ------------------------------------------------------------------------ */
 
+/* Hyperparameters as configured (doubles, so a config reads and writes back exactly); a step
+ * runs with each rounded to float32, as the backend's st_optim_desc holds them. */
 typedef struct st_optim_config {
     st_opt_kind kind;
-    float momentum;            /* SGD, RMSprop (0: none) */
+    double lr;                 /* base learning rate: the schedule's start (a step takes the lr in force) */
+    double momentum;           /* SGD, RMSprop (0: none) */
     int nesterov;              /* SGD, needs momentum > 0 */
-    float beta1, beta2, eps;   /* Adam/AdamW; eps also RMSprop */
-    float alpha;               /* RMSprop smoothing constant */
-    float weight_decay;        /* L2 (SGD, Adam, RMSprop) or decoupled (AdamW) */
+    double beta1, beta2, eps;  /* Adam/AdamW; eps also RMSprop */
+    double alpha;              /* RMSprop smoothing constant */
+    double weight_decay;       /* L2 (SGD, Adam, RMSprop) or decoupled (AdamW) */
     int decay_norm_and_bias;   /* 1: decay every tensor (torch default); 0: kernels only */
-    float head_lr_mult;        /* lr multiplier of layers `embedding` and `predictions` */
-    float clip_norm;           /* > 0: clip the global gradient norm to this */
+    double head_lr_mult;       /* lr multiplier of layers `embedding` and `predictions` */
+    double clip_norm;          /* > 0: clip the global gradient norm to this */
 } st_optim_config;
 
 /* Torch's defaults for a kind (lr is passed per step). */
@@ -122,8 +125,9 @@ double st_optimizer_step(st_optimizer *o, float lr);
 /* Checkpoint view of the state: 2 blobs per slot at most. */
 typedef struct st_optim_blob {
     char name[160];     /* "m/<layer>/<weight>" or "v/<layer>/<weight>" */
-    float *data;        /* device memory in the optimizer arena */
-    size_t numel;
+    float *data;        /* device memory in the optimizer arena, in param's storage layout */
+    const st_param *param; /* the parameter it belongs to: copy through st_param_upload/download */
+    size_t numel;       /* host (file layout) floats */
 } st_optim_blob;
 
 int st_optimizer_blob_count(const st_optimizer *o);

@@ -12,7 +12,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,21 +19,13 @@
 
 #include "../data/fileio.h"
 #include "../data/rng.h"
+#include "../infer/json.h"
 #include "../kernels/check.h"
+#include "keytable.h"
 #include "lock.h"
 #include "plot.h"
 
 /* ---- small helpers ------------------------------------------------------------------------- */
-
-static int where_error(const st_ynode *node, const char *key, const char *fmt, ...) ST_PRINTF(3, 4);
-static int where_error(const st_ynode *node, const char *key, const char *fmt, ...) {
-    char where[1200], msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return st_error_set("%s: %s: %s", st_ynode_where(node, where, sizeof where), key, msg);
-}
 
 /* st_error_get() is the buffer st_error_set writes into: copy before re-wrapping a message. */
 static int wrap_error(const char *fmt_prefix, const char *arg) {
@@ -58,116 +49,59 @@ static const char *metric_text(double v, char *buf, size_t size) {
 
 /* ---- reading the sweep file ------------------------------------------------------------------- */
 
-static int read_int_key(const st_ynode *node, const char *key, long long lo, long long hi, long long *out) {
-    long long v = 0;
-    if (node->kind != ST_YNODE_SCALAR || st_yaml_parse_int(node->value, &v) != 0)
-        return where_error(node, key, "expected an integer");
-    if (v < lo || v > hi) return where_error(node, key, "%lld is out of range: must be in [%lld, %lld]", v, lo, hi);
-    *out = v;
-    return 0;
-}
-
-static int read_number_key(const st_ynode *node, const char *key, double *out) {
-    if (node->kind != ST_YNODE_SCALAR || st_yaml_parse_float(node->value, out) != 0)
-        return where_error(node, key, "expected a number");
-    return 0;
-}
-
-static int read_name_key(const st_ynode *node, const char *key, const char *const *names, int *out) {
-    if (node->kind == ST_YNODE_SCALAR)
-        for (int i = 0; names[i]; i++)
-            if (!strcmp(node->value, names[i])) {
-                *out = i;
-                return 0;
-            }
-    char list[256] = "";
-    for (int i = 0; names[i]; i++) {
-        size_t used = strlen(list);
-        snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", names[i]);
-    }
-    return where_error(node, key, "expected one of: %s", list);
-}
-
-static int check_keys(const st_ynode *map, const char *section, const char *const *allowed) {
-    if (map->kind != ST_YNODE_MAP) return where_error(map, section[0] ? section : "(top level)", "expected a mapping");
-    for (int i = 0; i < map->n; i++) {
-        int ok = 0;
-        for (int j = 0; allowed[j] && !ok; j++) ok = !strcmp(map->keys[i]->value, allowed[j]);
-        if (!ok) {
-            char list[512] = "";
-            for (int j = 0; allowed[j]; j++) {
-                size_t used = strlen(list);
-                snprintf(list + used, sizeof list - used, "%s%s", j ? ", " : "", allowed[j]);
-            }
-            char key[300];
-            snprintf(key, sizeof key, "%s%s%s", section, section[0] ? "." : "", map->keys[i]->value);
-            return where_error(map->keys[i], key, "unknown key (HINT: the keys here are: %s)", list);
-        }
-    }
-    return 0;
-}
-
+/* clang-format off: the key tables read as a reference, one key per line */
 static const char *const goal_names[] = {"minimize", "maximize", NULL};
-static const char *const bool_names[] = {"false", "true", NULL};
 static const char *const rounding_names[] = {"algorithm", "paper", NULL};
 static const char *const distribution_names[] = {"uniform", "log_uniform", "int_uniform", "q_uniform", NULL};
-static const char *const spec_fields[] = {"values", "value", "distribution", "min", "max", "q", NULL};
 
-static int read_metric(const st_ynode *node, st_sweep_config *sc) {
-    if (node->kind == ST_YNODE_SCALAR) { /* shorthand: metric: val/map@10 */
-        free(sc->metric);
-        sc->metric = ST_STRDUP(node->value);
-        return 0;
-    }
-    static const char *const keys[] = {"name", "goal", NULL};
-    if (check_keys(node, "metric", keys)) return -1;
-    const st_ynode *name = st_ynode_get(node, "name"), *goal = st_ynode_get(node, "goal");
-    if (name) {
-        if (name->kind != ST_YNODE_SCALAR) return where_error(name, "metric.name", "expected a metric name");
-        free(sc->metric);
-        sc->metric = ST_STRDUP(name->value);
-    }
-    return goal ? read_name_key(goal, "metric.goal", goal_names, &sc->maximize) : 0;
-}
+#define STRUCT st_sweep_config
+static const st_key metric_keys[] = { /* metric: val/map@10 is the shorthand of {name: val/map@10} */
+    ST_KEY("name", ST_KEY_STR, metric, 0, 0, 0),
+    ST_KEY_ENUM_OF("goal", maximize, goal_names, 0),
+    ST_KEY_END};
+#undef STRUCT
 
-static int read_hyperband(const st_ynode *node, st_hyperband_config *hb) {
-    static const char *const keys[] = {"max_resource", "min_resource", "eta", "iterations", "rounding", NULL};
-    if (check_keys(node, "hyperband", keys)) return -1;
-    long long v = 0;
-    const st_ynode *n;
-    if ((n = st_ynode_get(node, "max_resource"))) {
-        if (read_int_key(n, "hyperband.max_resource", 1, ST_HB_MAX_RESOURCE, &v)) return -1;
-        hb->max_resource = (int)v;
-    }
-    if ((n = st_ynode_get(node, "min_resource"))) {
-        if (read_int_key(n, "hyperband.min_resource", 1, ST_HB_MAX_RESOURCE, &v)) return -1;
-        hb->min_resource = (int)v;
-    }
-    if ((n = st_ynode_get(node, "eta"))) {
-        if (read_int_key(n, "hyperband.eta", 2, 1000, &v)) return -1;
-        hb->eta = (int)v;
-    }
-    if ((n = st_ynode_get(node, "iterations"))) {
-        if (read_int_key(n, "hyperband.iterations", 1, ST_HB_MAX_ITERATIONS, &v)) return -1;
-        hb->iterations = (int)v;
-    }
-    if ((n = st_ynode_get(node, "rounding"))) {
-        int r = 0;
-        if (read_name_key(n, "hyperband.rounding", rounding_names, &r)) return -1;
-        hb->rounding = (st_hb_rounding)r;
-    }
-    if (hb->min_resource > hb->max_resource)
-        return where_error(node, "hyperband.min_resource", "%d is larger than max_resource %d", hb->min_resource,
-                           hb->max_resource);
-    return 0;
-}
+#define STRUCT st_hyperband_config
+static const st_key hyperband_keys[] = {
+    ST_KEY("max_resource", ST_KEY_INT, max_resource, 1, ST_HB_MAX_RESOURCE, 0),
+    ST_KEY("min_resource", ST_KEY_INT, min_resource, 1, ST_HB_MAX_RESOURCE, 0),
+    ST_KEY("eta", ST_KEY_INT, eta, 2, 1000, 0),
+    ST_KEY("iterations", ST_KEY_INT, iterations, 1, ST_HB_MAX_ITERATIONS, 0),
+    ST_KEY_ENUM_OF("rounding", rounding, rounding_names, 0),
+    ST_KEY_END};
+#undef STRUCT
+
+#define STRUCT st_sweep_config
+static const st_key sweep_keys[] = {
+    ST_KEY("base", ST_KEY_PATH, base_path, 0, 0, 0),
+    {.name = "metric", .type = ST_KEY_SECTION, .sub = metric_keys, .flags = ST_KEY_SHORTHAND},
+    ST_KEY("seed", ST_KEY_U64, seed, 0, 0, 0),
+    ST_KEY("dir", ST_KEY_STR, dir, 0, 0, 0),
+    ST_KEY("keep_checkpoints", ST_KEY_BOOL, keep_checkpoints, 0, 0, 0),
+    ST_KEY_SUB("hyperband", hyperband, hyperband_keys, 0),
+    ST_KEY_CALLER("parameters"), /* read_parameters: keys are train-config key paths */
+    ST_KEY_END};
+#undef STRUCT
+
+/* A parameter's spec; values and value are YAML values, checked against the base config. */
+#define STRUCT st_sweep_param
+static const st_key spec_keys[] = {
+    ST_KEY_CALLER("values"),
+    ST_KEY_CALLER("value"),
+    ST_KEY_ENUM_OF("distribution", kind, distribution_names, ST_SWEEP_UNIFORM),
+    ST_KEY("min", ST_KEY_FLOAT, min, -HUGE_VAL, HUGE_VAL, 0),
+    ST_KEY("max", ST_KEY_FLOAT, max, -HUGE_VAL, HUGE_VAL, 0),
+    ST_KEY("q", ST_KEY_FLOAT, q, -HUGE_VAL, HUGE_VAL, 0),
+    ST_KEY_END};
+#undef STRUCT
+/* clang-format on */
 
 /* Input paths inside parameter values become absolute now, resolved against the sweep file, so
  * the effective sweep.yaml written into the sweep folder means the same thing. */
 static void absolutize_paths(st_ynode *node, const char *key_path) {
     if (node->kind == ST_YNODE_SCALAR) {
         if (!st_ynode_is_null(node) && st_config_key_is_path(key_path)) {
-            char *abs = st_config_resolve_path(node);
+            char *abs = st_key_resolve_path(node);
             free(node->value);
             node->value = abs;
             node->plain = 0;
@@ -206,65 +140,64 @@ static int reserved_key(const char *key) {
            !strcmp(key, "output.name") || !strcmp(key, "early_stopping.metric") || !strcmp(key, "early_stopping.goal");
 }
 
+/* values: [...] or value: x; each candidate checked against the base. */
+static int read_candidates(const st_sweep_config *sc, const st_ynode *spec, const char *label, st_sweep_param *p) {
+    const st_ynode *values = st_ynode_get(spec, "values"), *value = st_ynode_get(spec, "value");
+    if (values && (values->kind != ST_YNODE_SEQ || values->n == 0))
+        return st_key_error(values, label, "values: expected a non-empty list");
+    p->kind = values ? ST_SWEEP_VALUES : ST_SWEEP_VALUE;
+    p->n_values = values ? values->n : 1;
+    p->values = ST_CALLOC((size_t)p->n_values, sizeof *p->values);
+    for (int i = 0; i < p->n_values; i++) {
+        p->values[i] = st_ynode_copy(values ? values->items[i] : value);
+        absolutize_paths(p->values[i], p->key);
+        if (check_candidate(sc, p->key, p->values[i])) return -1;
+    }
+    return 0;
+}
+
+/* distribution, min, max (q): the range checked, and both of its ends against the base. */
+static int check_range(const st_sweep_config *sc, const st_ynode *spec, const char *label, const st_sweep_param *p) {
+    const st_ynode *min = st_ynode_get(spec, "min"), *max = st_ynode_get(spec, "max"), *q = st_ynode_get(spec, "q");
+    if (!min || !max)
+        return st_key_error(spec, label, "%s needs min and max", distribution_names[p->kind - ST_SWEEP_UNIFORM]);
+    if (!(p->min <= p->max)) return st_key_error(spec, label, "min %g is larger than max %g", p->min, p->max);
+    if (p->kind == ST_SWEEP_LOG_UNIFORM && !(p->min > 0))
+        return st_key_error(min, label, "log_uniform needs min > 0 (min and max are values, not exponents)");
+    if (p->kind == ST_SWEEP_Q_UNIFORM && !(p->q > 0)) return st_key_error(q ? q : spec, label, "q must be > 0");
+    long long imin = 0, imax = 0;
+    if (p->kind == ST_SWEEP_INT_UNIFORM &&
+        (st_yaml_parse_int(min->value, &imin) != 0 || st_yaml_parse_int(max->value, &imax) != 0))
+        return st_key_error(spec, label, "int_uniform needs integer min and max");
+    const st_ynode *ends[2] = {min, max};
+    for (int i = 0; i < 2; i++)
+        if (check_candidate(sc, p->key, ends[i])) return -1;
+    return 0;
+}
+
 static int read_parameter(st_sweep_config *sc, const st_ynode *key_node, const st_ynode *spec, st_sweep_param *p) {
     const char *key = key_node->value;
     char label[600];
     snprintf(label, sizeof label, "parameters.%.500s", key);
     p->key = ST_STRDUP(key);
     if (reserved_key(key))
-        return where_error(key_node, label,
-                           "set by the sweep runner (epochs = hyperband.max_resource, output.dir and output.name = "
-                           "the trial folder, early_stopping metric/goal = the sweep metric)");
-    if (check_keys(spec, label, spec_fields)) return -1;
+        return st_key_error(key_node, label,
+                            "set by the sweep runner (epochs = hyperband.max_resource, output.dir and output.name = "
+                            "the trial folder, early_stopping metric/goal = the sweep metric)");
+    p->q = 1;
+    if (st_keys_read(spec, spec_keys, p, label)) return -1;
     const st_ynode *values = st_ynode_get(spec, "values"), *value = st_ynode_get(spec, "value"),
                    *dist = st_ynode_get(spec, "distribution");
     if (!!values + !!value + !!dist != 1)
-        return where_error(spec, label, "give exactly one of values: [...], value: x, distribution: NAME");
+        return st_key_error(spec, label, "give exactly one of values: [...], value: x, distribution: NAME");
     if (!dist && (st_ynode_get(spec, "min") || st_ynode_get(spec, "max") || st_ynode_get(spec, "q")))
-        return where_error(spec, label, "min/max/q go with a distribution");
-    if (values || value) {
-        if (values && (values->kind != ST_YNODE_SEQ || values->n == 0))
-            return where_error(values, label, "values: expected a non-empty list");
-        p->kind = values ? ST_SWEEP_VALUES : ST_SWEEP_VALUE;
-        p->n_values = values ? values->n : 1;
-        p->values = ST_CALLOC((size_t)p->n_values, sizeof *p->values);
-        for (int i = 0; i < p->n_values; i++) {
-            p->values[i] = st_ynode_copy(values ? values->items[i] : value);
-            absolutize_paths(p->values[i], key);
-            if (check_candidate(sc, key, p->values[i])) return -1;
-        }
-        return 0;
-    }
-    int d = 0;
-    if (read_name_key(dist, "distribution", distribution_names, &d)) return -1;
-    p->kind = (st_sweep_param_kind)(ST_SWEEP_UNIFORM + d);
-    const st_ynode *min = st_ynode_get(spec, "min"), *max = st_ynode_get(spec, "max"), *q = st_ynode_get(spec, "q");
-    if (!min || !max) return where_error(spec, label, "%s needs min and max", distribution_names[d]);
-    char min_key[620], max_key[620], q_key[620];
-    snprintf(min_key, sizeof min_key, "%s.min", label);
-    snprintf(max_key, sizeof max_key, "%s.max", label);
-    snprintf(q_key, sizeof q_key, "%s.q", label);
-    if (read_number_key(min, min_key, &p->min) || read_number_key(max, max_key, &p->max)) return -1;
-    p->q = 1;
-    if (q && read_number_key(q, q_key, &p->q)) return -1;
-    if (!(p->min <= p->max)) return where_error(spec, label, "min %g is larger than max %g", p->min, p->max);
-    if (p->kind == ST_SWEEP_LOG_UNIFORM && !(p->min > 0))
-        return where_error(min, label, "log_uniform needs min > 0 (min and max are values, not exponents)");
-    if (p->kind == ST_SWEEP_Q_UNIFORM && !(p->q > 0)) return where_error(q, label, "q must be > 0");
-    long long imin = 0, imax = 0;
-    if (p->kind == ST_SWEEP_INT_UNIFORM &&
-        (st_yaml_parse_int(min->value, &imin) != 0 || st_yaml_parse_int(max->value, &imax) != 0))
-        return where_error(spec, label, "int_uniform needs integer min and max");
-    /* both ends of the range must make a valid config */
-    const st_ynode *ends[2] = {min, max};
-    for (int i = 0; i < 2; i++)
-        if (check_candidate(sc, key, ends[i])) return -1;
-    return 0;
+        return st_key_error(spec, label, "min/max/q go with a distribution");
+    return dist ? check_range(sc, spec, label, p) : read_candidates(sc, spec, label, p);
 }
 
 static int read_parameters(st_sweep_config *sc, const st_ynode *node) {
     if (node->kind != ST_YNODE_MAP)
-        return where_error(node, "parameters", "expected a mapping KEY.PATH: {values: [...]}");
+        return st_key_error(node, "parameters", "expected a mapping KEY.PATH: {values: [...]}");
     sc->params = ST_CALLOC((size_t)node->n, sizeof *sc->params);
     for (int i = 0; i < node->n; i++) {
         sc->n_params = i + 1;
@@ -282,64 +215,51 @@ static char *default_dir(const char *sweep_path) {
     return dir;
 }
 
-static int read_sweep_tree(const st_ynode *root, const char *path, st_sweep_config *sc) {
-    static const char *const keys[] = {"base", "metric", "seed", "dir", "keep_checkpoints", "hyperband", "parameters",
-                                       NULL};
-    if (check_keys(root, "", keys)) return -1;
-    const st_ynode *n = st_ynode_get(root, "base");
-    if (!n || n->kind != ST_YNODE_SCALAR || st_ynode_is_null(n))
-        return where_error(n ? n : root, "base", "the base train config is required (HINT: base: train.yaml)");
-    sc->base_path = st_config_resolve_path(n);
-    sc->base = st_yaml_load_file(sc->base_path);
-    if (!sc->base) return -1;
-    st_train_config base_cfg;
-    if (st_config_from_tree(sc->base, &base_cfg)) return -1;
-    sc->hyperband.max_resource = base_cfg.epochs; /* default: the base config's epochs */
-    if ((n = st_ynode_get(root, "metric")) && read_metric(n, sc)) goto fail;
-    if ((n = st_ynode_get(root, "seed"))) {
-        long long v = 0;
-        if (read_int_key(n, "seed", 0, INT64_MAX, &v)) goto fail;
-        sc->seed = (uint64_t)v;
-    }
-    if ((n = st_ynode_get(root, "dir"))) {
-        if (n->kind != ST_YNODE_SCALAR || st_ynode_is_null(n)) {
-            where_error(n, "dir", "expected a folder path");
-            goto fail;
-        }
-        free(sc->dir);
-        sc->dir = ST_STRDUP(n->value);
-    } else {
-        sc->dir = default_dir(path);
-    }
-    if ((n = st_ynode_get(root, "keep_checkpoints")) &&
-        read_name_key(n, "keep_checkpoints", bool_names, &sc->keep_checkpoints))
-        goto fail;
-    if ((n = st_ynode_get(root, "hyperband")) && read_hyperband(n, &sc->hyperband)) goto fail;
-    if (st_config_check_metric(&base_cfg, sc->metric)) {
+/* The checks that need the base config: hyperband's defaults and ranges, the sweep metric. */
+static int check_against_base(const st_ynode *root, const char *path, const st_train_config *base, st_sweep_config *sc) {
+    st_hyperband_config *hb = &sc->hyperband;
+    if (hb->max_resource == 0) hb->max_resource = base->epochs; /* default: the base config's epochs */
+    const st_ynode *node = st_ynode_get(root, "hyperband");
+    if (hb->min_resource > hb->max_resource)
+        return st_key_error(node ? node : root, "hyperband.min_resource", "%d is larger than max_resource %d",
+                            hb->min_resource, hb->max_resource);
+    if (st_config_check_metric(base, sc->metric)) {
         const st_ynode *m = st_ynode_get(root, "metric");
         char where[1200];
         snprintf(where, sizeof where, "%s", path);
         if (m) st_ynode_where(m, where, sizeof where);
-        wrap_error("%s: metric: %s", where);
-        goto fail;
+        return wrap_error("%s: metric: %s", where);
     }
-    st_config_free(&base_cfg);
     st_hb_plan plan;
-    if (st_hyperband_plan(&sc->hyperband, &plan)) return wrap_error("%s: %s", path);
+    if (st_hyperband_plan(hb, &plan)) return wrap_error("%s: %s", path);
     st_hb_plan_free(&plan);
-    /* `parameters:` with nothing under it (or --set parameters=null): every trial is the base */
-    if ((n = st_ynode_get(root, "parameters")) && !st_ynode_is_null(n) && read_parameters(sc, n)) return -1;
     return 0;
-fail:
+}
+
+static int read_sweep_tree(const st_ynode *root, const char *path, st_sweep_config *sc) {
+    if (st_keys_read(root, sweep_keys, sc, "")) return -1;
+    if (!sc->base_path) {
+        const st_ynode *n = st_ynode_get(root, "base");
+        return st_key_error(n ? n : root, "base", "the base train config is required (HINT: base: train.yaml)");
+    }
+    if (!sc->dir) sc->dir = default_dir(path);
+    sc->base = st_yaml_load_file(sc->base_path);
+    if (!sc->base) return -1;
+    st_train_config base_cfg;
+    if (st_config_from_tree(sc->base, &base_cfg)) return -1;
+    int rc = check_against_base(root, path, &base_cfg, sc);
     st_config_free(&base_cfg);
-    return -1;
+    if (rc) return -1;
+    /* `parameters:` with nothing under it (or --set parameters=null): every trial is the base */
+    const st_ynode *n = st_ynode_get(root, "parameters");
+    return n && !st_ynode_is_null(n) ? read_parameters(sc, n) : 0;
 }
 
 /* ---- --set on a sweep file ------------------------------------------------------------------ */
 
 static int is_spec_field(const char *segment, size_t len) {
-    for (int i = 0; spec_fields[i]; i++)
-        if (strlen(spec_fields[i]) == len && !strncmp(segment, spec_fields[i], len)) return 1;
+    for (const st_key *k = spec_keys; k->name; k++)
+        if (strlen(k->name) == len && !strncmp(segment, k->name, len)) return 1;
     return 0;
 }
 
@@ -392,7 +312,7 @@ static st_ynode *parameters_of(st_ynode *root, const char *label) {
         params = st_ynode_get(root, "parameters");
     }
     if (params->kind != ST_YNODE_MAP) {
-        where_error(params, "parameters", "expected a mapping KEY.PATH: {values: [...]} (cannot apply %s)", label);
+        st_key_error(params, "parameters", "expected a mapping KEY.PATH: {values: [...]} (cannot apply %s)", label);
         return NULL;
     }
     return params;
@@ -449,8 +369,9 @@ static void sweep_defaults(st_sweep_config *sc) {
     memset(sc, 0, sizeof *sc);
     sc->metric = ST_STRDUP("val/map@10");
     sc->maximize = 1;
+    /* max_resource 0: not given, the base config's epochs (check_against_base) */
     sc->hyperband = (st_hyperband_config){
-        .max_resource = 81, .min_resource = 1, .eta = 3, .iterations = 1, .rounding = ST_HB_ROUNDING_ALGORITHM};
+        .max_resource = 0, .min_resource = 1, .eta = 3, .iterations = 1, .rounding = ST_HB_ROUNDING_ALGORITHM};
 }
 
 int st_sweep_load(const char *path, const char *const *sets, int n_sets, st_sweep_config *sc) {
@@ -478,9 +399,7 @@ void st_sweep_free(st_sweep_config *sc) {
     free(sc->params);
     st_ynode_free(sc->base);
     free(sc->path);
-    free(sc->base_path);
-    free(sc->metric);
-    free(sc->dir);
+    st_keys_free(sweep_keys, sc); /* base_path, metric, dir */
     memset(sc, 0, sizeof *sc);
 }
 
@@ -630,21 +549,13 @@ int st_sweep_write(const st_sweep_config *sc, const char *dir) {
     st_config_free(&base);
     if (rc) return -1;
 
-    st_ynode *root = st_ynode_new_map(), *metric = st_ynode_new_map(), *hb = st_ynode_new_map(),
-             *params = st_ynode_new_map();
-    st_ynode_map_add(root, "base", st_ynode_new_scalar("base.yaml", 0));
-    st_ynode_map_add(metric, "name", st_ynode_new_scalar(sc->metric, 0));
-    st_ynode_map_add(metric, "goal", st_ynode_new_scalar(goal_names[sc->maximize], 1));
-    st_ynode_map_add(root, "metric", metric);
-    st_ynode_map_add(root, "seed", st_ynode_new_int((long long)sc->seed));
-    st_ynode_map_add(root, "dir", st_ynode_new_scalar(dir, 0));
-    st_ynode_map_add(root, "keep_checkpoints", st_ynode_new_scalar(bool_names[sc->keep_checkpoints], 1));
-    st_ynode_map_add(hb, "max_resource", st_ynode_new_int(sc->hyperband.max_resource));
-    st_ynode_map_add(hb, "min_resource", st_ynode_new_int(sc->hyperband.min_resource));
-    st_ynode_map_add(hb, "eta", st_ynode_new_int(sc->hyperband.eta));
-    st_ynode_map_add(hb, "iterations", st_ynode_new_int(sc->hyperband.iterations));
-    st_ynode_map_add(hb, "rounding", st_ynode_new_scalar(rounding_names[sc->hyperband.rounding], 1));
-    st_ynode_map_add(root, "hyperband", hb);
+    /* the sweep's own keys as read, with the base and folder as they are in dir */
+    st_ynode *root = st_keys_write(sweep_keys, sc), *params = st_ynode_new_map();
+    st_ynode *base_name = st_ynode_new_scalar("base.yaml", 0), *dir_name = st_ynode_new_scalar(dir, 0);
+    st_ynode_set_path(root, "base", base_name);
+    st_ynode_set_path(root, "dir", dir_name);
+    st_ynode_free(base_name);
+    st_ynode_free(dir_name);
     for (int i = 0; i < sc->n_params; i++) st_ynode_map_add(params, sc->params[i].key, param_spec_tree(&sc->params[i]));
     st_ynode_map_add(root, "parameters", params);
     snprintf(path, sizeof path, "%s/sweep.yaml", dir);
@@ -664,16 +575,19 @@ int st_sweep_load_dir(const char *dir, st_sweep_config *sc) {
     return st_sweep_load(path, NULL, 0, sc);
 }
 
+/* A bracket's rungs as [{"n": trials, "r": epochs}]. */
+static json_t *plan_rungs(const st_hb_bracket *br) {
+    json_t *rungs = json_array();
+    for (int i = 0; i < br->n_rungs; i++)
+        json_array_append_new(rungs, json_pack("{s:i, s:i}", "n", br->rungs[i].n, "r", br->rungs[i].r));
+    return rungs;
+}
+
 void st_sweep_plan_json(FILE *out, const st_hb_plan *plan) {
-    fputc('[', out);
-    for (int b = 0; b < plan->n_brackets; b++) {
-        const st_hb_bracket *br = &plan->brackets[b];
-        fputs(b ? ", [" : "[", out);
-        for (int i = 0; i < br->n_rungs; i++)
-            fprintf(out, "%s{\"n\": %d, \"r\": %d}", i ? ", " : "", br->rungs[i].n, br->rungs[i].r);
-        fputc(']', out);
-    }
-    fputs("]\n", out);
+    json_t *brackets = json_array();
+    for (int b = 0; b < plan->n_brackets; b++) json_array_append_new(brackets, plan_rungs(&plan->brackets[b]));
+    st_json_print(out, brackets, 0); /* a closed stdout is the shell's business, as with printf */
+    json_decref(brackets);
 }
 
 /* ---- the runner: state -------------------------------------------------------------------------- */
@@ -739,32 +653,65 @@ static int last_done_rung(const runner *r, int t) {
     return last;
 }
 
-static int save_state(const runner *r) {
-    char path[4200], tmp[4300];
-    snprintf(path, sizeof path, "%s/state.json", r->dir);
+/* Write doc atomically (infer/json.h), with lines = 1 each item of the array doc on a line of
+ * its own (JSON Lines). Takes the reference to doc. */
+static int write_json_file(const char *path, json_t *doc, int lines) {
+    int rc = 0;
+    if (!lines) {
+        rc = st_json_write_file(path, doc, 0);
+        json_decref(doc);
+        return rc;
+    }
+    char tmp[4400];
     FILE *f = st_atomic_open(path, tmp, sizeof tmp);
+    size_t i;
+    json_t *item;
+    json_array_foreach(doc, i, item) {
+        if (f && rc == 0) rc = st_json_print(f, item, 0);
+    }
+    json_decref(doc);
     if (!f) return -1;
-    fprintf(f, "{\"version\": 1, \"n_trials\": %d, \"evaluations\": [", r->n_trials);
-    int first = 1;
+    if (rc == 0) return st_atomic_commit(f, tmp, path);
+    st_atomic_abort(f, tmp);
+    return st_error_set("%s: cannot write JSON", path);
+}
+static int save_state(const runner *r) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/state.json", r->dir);
+    json_t *evals = json_array();
     for (int t = 0; t < r->n_trials; t++)
         for (int i = 0; i < r->max_rungs; i++) {
             const evaluation *e = eval_at(r, t, i);
             if (!e->done) continue;
             const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
-            fprintf(f, "%s\n  {\"trial\": %d, \"rung\": %d, \"epochs\": %d, \"metric\": ", first ? "" : ",", t, i,
-                    br->rungs[i].r);
-            st_json_write_number(f, e->metric);
-            fputc('}', f);
-            first = 0;
+            json_array_append_new(evals, json_pack("{s:i, s:i, s:i, s:o}", "trial", t, "rung", i, "epochs",
+                                                   br->rungs[i].r, "metric", st_json_number(e->metric)));
         }
-    fputs("\n]}\n", f);
-    return st_atomic_commit(f, tmp, path);
+    return write_json_file(path, json_pack("{s:i, s:i, s:o}", "version", 1, "n_trials", r->n_trials, "evaluations", evals),
+                           0);
 }
 
-static int state_int(const st_ynode *item, const char *key, long long lo, long long hi, long long *out) {
-    const st_ynode *n = st_ynode_get(item, key);
-    if (!n || n->kind != ST_YNODE_SCALAR || st_yaml_parse_int(n->value, out) != 0 || *out < lo || *out > hi)
-        return where_error(n ? n : item, key, "missing or out of range [%lld, %lld]", lo, hi);
+/* An integer of state.json in [lo, hi] into *out: 0, or -1 with st_error_set naming key. */
+static int state_int(const json_t *item, const char *key, long long lo, long long hi, long long *out) {
+    const json_t *n = json_object_get(item, key);
+    *out = json_is_integer(n) ? (long long)json_integer_value(n) : lo - 1;
+    if (*out < lo || *out > hi) return st_error_set("%s: missing or out of range [%lld, %lld]", key, lo, hi);
+    return 0;
+}
+
+/* One finished evaluation of state.json, checked against the plan, into the table. */
+static int load_evaluation(runner *r, const json_t *item, int index) {
+    long long t = 0, i = 0, epochs = 0;
+    const json_t *m = json_object_get(item, "metric");
+    char where[64];
+    snprintf(where, sizeof where, "evaluations[%d]", index);
+    if (state_int(item, "trial", 0, r->n_trials - 1, &t)) return wrap_error("%s: %s", where);
+    const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+    if (state_int(item, "rung", 0, br->n_rungs - 1, &i) ||
+        state_int(item, "epochs", br->rungs[i].r, br->rungs[i].r, &epochs))
+        return wrap_error("%s: %s", where);
+    if (!json_is_number(m) && !json_is_null(m)) return st_error_set("%s: metric: expected a number or null", where);
+    *eval_at(r, (int)t, (int)i) = (evaluation){1, json_is_null(m) ? NAN : json_number_value(m)};
     return 0;
 }
 
@@ -772,27 +719,15 @@ static int load_state(runner *r) {
     char path[4200];
     snprintf(path, sizeof path, "%s/state.json", r->dir);
     if (!file_exists(path)) return 0; /* killed before the first evaluation finished */
-    st_ynode *root = st_yaml_load_file(path);
-    if (!root) return -1;
-    long long v = 0;
-    int rc = state_int(root, "n_trials", r->n_trials, r->n_trials, &v);
-    const st_ynode *list = st_ynode_get(root, "evaluations");
-    if (rc == 0 && (!list || list->kind != ST_YNODE_SEQ)) rc = where_error(root, "evaluations", "expected a list");
-    for (int k = 0; rc == 0 && k < list->n; k++) {
-        const st_ynode *item = list->items[k], *m = st_ynode_get(item, "metric");
-        long long t = 0, i = 0, epochs = 0;
-        double metric = NAN;
-        if ((rc = state_int(item, "trial", 0, r->n_trials - 1, &t)) != 0) break;
-        const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
-        if ((rc = state_int(item, "rung", 0, br->n_rungs - 1, &i)) != 0) break;
-        if ((rc = state_int(item, "epochs", br->rungs[i].r, br->rungs[i].r, &epochs)) != 0) break;
-        if (!m || (!st_ynode_is_null(m) && st_yaml_parse_float(m->value, &metric) != 0)) {
-            rc = where_error(m ? m : item, "metric", "expected a number or null");
-            break;
-        }
-        *eval_at(r, (int)t, (int)i) = (evaluation){1, metric};
-    }
-    st_ynode_free(root);
+    json_error_t error;
+    json_t *root = json_load_file(path, 0, &error);
+    if (!root) return st_error_set("%s:%d:%d: %s", path, error.line, error.column, error.text);
+    long long n = 0;
+    int rc = state_int(root, "n_trials", r->n_trials, r->n_trials, &n);
+    const json_t *list = json_object_get(root, "evaluations");
+    if (rc == 0 && !json_is_array(list)) rc = st_error_set("evaluations: expected a list");
+    for (size_t k = 0; rc == 0 && k < json_array_size(list); k++) rc = load_evaluation(r, json_array_get(list, k), (int)k);
+    json_decref(root);
     if (rc != 0) return wrap_error("%s: does not match this sweep's plan: %s", path);
     return 0;
 }
@@ -897,38 +832,34 @@ static void write_csv_row(const runner *r, FILE *f, int rank, int t, const char 
     fputc('\n', f);
 }
 
-static void write_json_row(const runner *r, FILE *f, int rank, int t, const char *status) {
+/* A trial's finished evaluations, as [{"rung", "epochs", metric_key: value}]. */
+static json_t *trial_history(const runner *r, int t, const char *metric_key) {
+    const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+    json_t *history = json_array();
+    for (int i = 0; i < br->n_rungs; i++)
+        if (eval_at(r, t, i)->done)
+            json_array_append_new(history, json_pack("{s:i, s:i, s:o}", "rung", i, "epochs", br->rungs[i].r,
+                                                     metric_key, st_json_number(eval_at(r, t, i)->metric)));
+    return history;
+}
+
+static json_t *json_row(const runner *r, int rank, int t, const char *status) {
     int b = r->bracket_of[t], last = last_done_rung(r, t);
     const st_hb_bracket *br = &r->plan.brackets[b];
-    fprintf(f,
-            "{\"rank\": %d, \"trial\": %d, \"bracket\": %d, \"s\": %d, \"iteration\": %d, \"rung\": %d, "
-            "\"epochs\": %d, \"metric\": ",
-            rank, t, b, br->s, br->iteration, last, last >= 0 ? br->rungs[last].r : 0);
-    st_json_write_number(f, last >= 0 ? eval_at(r, t, last)->metric : NAN);
-    fprintf(f, ", \"status\": \"%s\", \"seed\": %llu, \"params\": ", status, (unsigned long long)r->seeds[t]);
-    st_ynode_write_json(f, r->params[t]);
-    fputs(", \"history\": [", f);
-    for (int i = 0, first = 1; i <= last; i++) {
-        if (!eval_at(r, t, i)->done) continue;
-        fprintf(f, "%s{\"rung\": %d, \"epochs\": %d, \"metric\": ", first ? "" : ", ", i, br->rungs[i].r);
-        st_json_write_number(f, eval_at(r, t, i)->metric);
-        fputc('}', f);
-        first = 0;
-    }
-    fputs("]}\n", f);
+    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:o, s:s, s:I, s:o, s:o}", "rank", rank, "trial", t,
+                     "bracket", b, "s", br->s, "iteration", br->iteration, "rung", last, "epochs",
+                     last >= 0 ? br->rungs[last].r : 0, "metric",
+                     st_json_number(last >= 0 ? eval_at(r, t, last)->metric : NAN), "status", status, "seed",
+                     (json_int_t)r->seeds[t], "params", st_ynode_to_json(r->params[t]), "history",
+                     trial_history(r, t, "metric"));
 }
 
 static int write_leaderboard(const runner *r) {
-    char csv_path[4200], json_path[4200], csv_tmp[4300], json_tmp[4300];
+    char csv_path[4200], json_path[4200], csv_tmp[4300];
     snprintf(csv_path, sizeof csv_path, "%s/trials.csv", r->dir);
     snprintf(json_path, sizeof json_path, "%s/trials.jsonl", r->dir);
     FILE *csv = st_atomic_open(csv_path, csv_tmp, sizeof csv_tmp);
     if (!csv) return -1;
-    FILE *json = st_atomic_open(json_path, json_tmp, sizeof json_tmp);
-    if (!json) {
-        fclose(csv);
-        return -1;
-    }
     fputs("rank,trial,bracket,s,iteration,rung,epochs,metric,status,seed", csv);
     for (int p = 0; p < r->sc->n_params; p++) {
         fputc(',', csv);
@@ -938,32 +869,25 @@ static int write_leaderboard(const runner *r) {
     int *order = leaderboard_order(r);
     const char **status = ST_MALLOC((size_t)r->n_trials * sizeof *status);
     trial_statuses(r, status);
+    json_t *rows = json_array();
     for (int k = 0; k < r->n_trials; k++) {
         write_csv_row(r, csv, k + 1, order[k], status[order[k]]);
-        write_json_row(r, json, k + 1, order[k], status[order[k]]);
+        json_array_append_new(rows, json_row(r, k + 1, order[k], status[order[k]]));
     }
     free(status);
     free(order);
-    int rc = st_atomic_commit(csv, csv_tmp, csv_path);
-    if (rc == 0) return st_atomic_commit(json, json_tmp, json_path);
-    fclose(json);
-    return -1;
+    if (st_atomic_commit(csv, csv_tmp, csv_path)) {
+        json_decref(rows);
+        return -1;
+    }
+    return write_json_file(json_path, rows, 1);
 }
 
 static int write_trial_metrics(const runner *r, int t) {
-    char dir[4200], path[4300], tmp[4400];
+    char dir[4200], path[4300];
     trial_dir_of(r, t, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
-    if (!f) return -1;
-    const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
-    for (int i = 0; i < br->n_rungs; i++) {
-        if (!eval_at(r, t, i)->done) continue;
-        fprintf(f, "{\"rung\": %d, \"epochs\": %d, \"%s\": ", i, br->rungs[i].r, r->sc->metric);
-        st_json_write_number(f, eval_at(r, t, i)->metric);
-        fputs("}\n", f);
-    }
-    return st_atomic_commit(f, tmp, path);
+    return write_json_file(path, trial_history(r, t, r->sc->metric), 1);
 }
 
 /* best.yaml: the leader's config, ready to train from scratch to max_resource. */
@@ -1027,27 +951,21 @@ static int write_plot(const runner *r) {
 }
 
 static int write_plan_json(const runner *r) {
-    char path[4200], tmp[4300];
+    char path[4200];
     snprintf(path, sizeof path, "%s/plan.json", r->dir);
-    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
-    if (!f) return -1;
     const st_hyperband_config *c = &r->plan.config;
-    fprintf(f,
-            "{\"s_max\": %d, \"eta\": %d, \"max_resource\": %d, \"min_resource\": %d, \"iterations\": %d, "
-            "\"rounding\": \"%s\", \"n_trials\": %d, \"epochs_continued\": %lld, \"epochs_from_scratch\": %lld,\n"
-            " \"brackets\": [",
-            r->plan.s_max, c->eta, c->max_resource, c->min_resource, c->iterations, rounding_names[c->rounding],
-            r->n_trials, st_hb_total_epochs(&r->plan, 1), st_hb_total_epochs(&r->plan, 0));
+    json_t *brackets = json_array();
     for (int b = 0; b < r->plan.n_brackets; b++) {
         const st_hb_bracket *br = &r->plan.brackets[b];
-        fprintf(f, "%s\n  {\"s\": %d, \"iteration\": %d, \"first_trial\": %d, \"rungs\": [", b ? "," : "", br->s,
-                br->iteration, br->first_trial);
-        for (int i = 0; i < br->n_rungs; i++)
-            fprintf(f, "%s{\"n\": %d, \"r\": %d}", i ? ", " : "", br->rungs[i].n, br->rungs[i].r);
-        fputs("]}", f);
+        json_array_append_new(brackets, json_pack("{s:i, s:i, s:i, s:o}", "s", br->s, "iteration", br->iteration,
+                                                  "first_trial", br->first_trial, "rungs", plan_rungs(br)));
     }
-    fputs("\n]}\n", f);
-    return st_atomic_commit(f, tmp, path);
+    json_t *plan = json_pack("{s:i, s:i, s:i, s:i, s:i, s:s, s:i, s:I, s:I, s:o}", "s_max", r->plan.s_max, "eta",
+                             c->eta, "max_resource", c->max_resource, "min_resource", c->min_resource, "iterations",
+                             c->iterations, "rounding", rounding_names[c->rounding], "n_trials", r->n_trials,
+                             "epochs_continued", (json_int_t)st_hb_total_epochs(&r->plan, 1), "epochs_from_scratch",
+                             (json_int_t)st_hb_total_epochs(&r->plan, 0), "brackets", brackets);
+    return write_json_file(path, plan, 0);
 }
 
 static int write_derived(const runner *r, int *best_trial) {

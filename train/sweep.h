@@ -6,12 +6,15 @@
  * dir (output folder, default checkpoints/<sweep file stem>), keep_checkpoints (default false),
  * hyperband {max_resource, min_resource, eta, iterations, rounding}, parameters {KEY.PATH:
  * {values: [...]} | {value: x} | {distribution: uniform|log_uniform|int_uniform|q_uniform, min, max, q}}.
+ * The file, each parameter's spec included, is read and written back by key tables over the
+ * engine train configs use (train/keytable.h), so its keys are checked and reported alike.
  *
  * Trials are numbered bracket by bracket (hyperband.h); trial t's parameters and its training
  * seed come only from (sweep seed, t), so the same seed gives the same trials in any run order.
  *
  * The runner drives a trial function (the trainer) and owns the sweep folder:
  *   sweep.yaml base.yaml plan.json state.json trials.csv trials.jsonl best.yaml curves.png
+ *   (the JSON files written with libjansson, infer/json.h; a NaN metric is null)
  *   trials/NNNN/{config.yaml, metrics.jsonl, checkpoints/ (the trainer's)}
  * state.json (every finished evaluation) is rewritten atomically after each one, so after a
  * kill at any moment `--resume` re-runs only the evaluation that was in flight; promoted trials

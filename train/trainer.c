@@ -2,9 +2,13 @@
  * trainer.c: one training run (train/trainer.h): data -> model -> loss -> backward -> optimizer,
  * phase by phase, epoch by epoch, with validation, checkpoints and early stopping.
  *
- * The pieces it drives: data/loader.h (batches), infer/model.h + train/backward.h (the network),
+ * The pieces it drives: data/loader.h (batches), infer/model/model.h (the network),
  * train/loss.h, train/optim.h (update and lr schedules), infer/eval.h (validation metrics),
  * train/checkpoint.h (state), infer/weights_h5.h (import/export), train/plot.h (curves).
+ *
+ * Every checkpoint carries the effective config as the run holds it in memory (config.yaml's
+ * text, the extended one after --epochs grows the run). Resume reads the newest checkpoint's
+ * state first and builds the model once, for the phase it was written in.
  *
  * Checkpoint blobs written besides the model (all restored on --resume):
  *   optimizer/<m|v>/<layer>/<weight>   optimizer state tensors
@@ -22,6 +26,7 @@
 #include "trainer.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -35,10 +40,11 @@
 #include "../data/fileio.h"
 #include "../data/loader.h"
 #include "../infer/eval.h"
+#include "../infer/json.h"
 #include "../infer/metrics.h"
 #include "../infer/weights_h5.h"
 #include "../kernels/check.h"
-#include "backward.h"
+#include "../infer/model/model.h"
 #include "checkpoint.h"
 #include "lock.h"
 #include "loss.h"
@@ -58,17 +64,6 @@ static void on_stop_signal(int sig) {
 
 enum { MAX_CURVE = 4096 };
 
-typedef struct phase_view {
-    const char *name;
-    int epochs;
-    const char *freeze_until;
-    const st_optimizer_config *optimizer;
-    const st_schedule_config *schedule;
-    const st_early_stopping_config *early_stopping;
-    char **data;   /* dataset names, NULL = all */
-    int n_data;
-} phase_view;
-
 typedef struct position {
     int phase;            /* phase in progress */
     int phase_epochs;     /* epochs finished in it */
@@ -86,11 +81,13 @@ typedef struct trainer {
     const st_train_options *opt;
     char run_dir[4096];
     st_lock run_lock;     /* held from start_run_folder to the end of st_train_run */
+    char *config_yaml;    /* the effective config as YAML, carried by every checkpoint */
     st_backend *be;
     st_dataset all, train, val;
     int have_val;
     int open_set;         /* validation classes are never trained on (cross, val_classes) */
-    phase_view *phases;
+    st_phase_config *phases; /* the config's, or the one (sequential: per dataset) it implies;
+                              * shallow copies: strings and lists belong to cfg */
     int n_phases;
     int global_epoch;     /* epochs finished in all phases */
     long step;            /* optimizer steps in all phases */
@@ -284,7 +281,7 @@ static void describe_validation(const trainer *t) {
 /* The images of t->train that belong to the phase's datasets (class names "name/..." when
  * several datasets are combined; a single dataset keeps its own class names, and the config
  * only lets a phase name that one). */
-static void phase_dataset(trainer *t, const phase_view *ph, st_dataset *out) {
+static void phase_dataset(trainer *t, const st_phase_config *ph, st_dataset *out) {
     int *keep = ST_MALLOC((size_t)t->train.n * sizeof *keep);
     int n = 0;
     for (int i = 0; i < t->train.n; i++) {
@@ -333,13 +330,8 @@ static int workers_of(const trainer *t) {
 
 static int open_loader(trainer *t, const st_dataset *ds, int phase) {
     const st_train_config *cfg = t->cfg;
-    st_sampler_config sc = {0};
+    st_sampler_config sc = cfg->data.sampler;
     sc.batch_size = st_config_batch_size(cfg);
-    switch (cfg->data.sampler) {
-    case ST_SAMPLER_PK: sc.mode = ST_SAMPLE_PK; sc.p = cfg->data.pk_p; sc.k = cfg->data.pk_k; break;
-    case ST_SAMPLER_BALANCED: sc.mode = ST_SAMPLE_BALANCED; break;
-    default: sc.mode = ST_SAMPLE_SHUFFLE; break;
-    }
     /* A final partial batch would break batch norm statistics with one image; drop it. */
     sc.drop_last = 1;
     st_transform tr = train_transform(t);
@@ -349,10 +341,9 @@ static int open_loader(trainer *t, const st_dataset *ds, int phase) {
     lc.strict = t->opt->strict_data;
     return st_loader_create(&lc, &t->loader);
 }
-
 /* ---- model, loss, optimizer ------------------------------------------------------------ */
 
-static int is_xent(const trainer *t) { return t->cfg->loss.type == (int)ST_LOSS_XENT; }
+static int is_xent(const trainer *t) { return t->cfg->loss.kind == ST_LOSS_XENT; }
 
 static st_model *build_model(trainer *t, const char *freeze_until) {
     const st_train_config *cfg = t->cfg;
@@ -378,54 +369,23 @@ static void copy_weights(st_model *dst, st_model *src) {
         st_param *d = st_model_find_param(dst, s->layer, s->weight);
         if (!d || d->numel != s->numel) continue;
         float *host = ST_MALLOC(s->numel * sizeof *host);
-        src->backend->download(src->backend, host, s->value, s->numel * sizeof *host);
-        dst->backend->upload(dst->backend, d->value, host, s->numel * sizeof *host);
+        st_param_download(src, s, s->value, host);
+        st_param_upload(dst, d, host, d->value);
         free(host);
     }
     st_model_weights_changed(dst);
 }
 
-static st_lr_schedule schedule_of(const st_schedule_config *s, const st_optimizer_config *o, const st_early_stopping_config *es,
-                                  int epochs) {
-    static const st_lr_kind kinds[] = {ST_LR_CONSTANT, ST_LR_STEP, ST_LR_COSINE, ST_LR_PLATEAU};
-    st_lr_schedule lr = st_lr_schedule_default(kinds[s->type], o->lr);
-    lr.step_size = s->step_size > 0 ? s->step_size : 1;
-    lr.gamma = s->gamma;
-    lr.warmup = (int)ceil(s->warmup_epochs);
-    lr.total = epochs > lr.warmup ? epochs : lr.warmup + 1;
-    lr.min_lr = s->min_lr;
-    lr.patience = s->patience;
-    lr.factor = s->factor;
-    lr.mode_max = es->maximize;
+/* The phase's schedule with what the phase decides: its lr, its length (epochs, which an
+ * extended run grows) and the goal of its early-stopping metric (plateau). */
+static st_lr_schedule phase_schedule(const st_phase_config *ph, int epochs) {
+    st_lr_schedule lr = ph->schedule;
+    int warmup = (int)ceil(lr.warmup);
+    lr.base_lr = ph->optimizer.lr;
+    lr.total = epochs > warmup ? epochs : warmup + 1;
+    lr.mode_max = ph->early_stopping.maximize;
     return lr;
 }
-
-static st_optim_config optim_config_of(const st_optimizer_config *o) {
-    st_optim_config c = st_optim_config_default(o->type);
-    c.momentum = (float)o->momentum;
-    c.nesterov = o->nesterov;
-    c.beta1 = (float)o->betas[0];
-    c.beta2 = (float)o->betas[1];
-    c.eps = (float)o->eps;
-    c.alpha = (float)o->alpha;
-    c.weight_decay = (float)o->weight_decay;
-    c.decay_norm_and_bias = !o->no_decay_bn_bias;
-    c.head_lr_mult = (float)o->head_lr_mult;
-    c.clip_norm = (float)o->grad_clip;
-    return c;
-}
-
-static st_loss_config loss_config_of(const st_loss_section *l) {
-    st_loss_config c = {0};
-    c.kind = l->type == (int)ST_LOSS_XENT ? ST_LOSS_XENT : ST_LOSS_TRIPLET;
-    c.label_smoothing = (float)l->label_smoothing;
-    c.batch_all = l->mining == ST_MINING_BATCH_ALL;
-    c.soft_margin = l->soft_margin;
-    c.margin = (float)l->margin;
-    c.normalize = l->normalize;
-    return c;
-}
-
 static void free_phase_objects(trainer *t) {
     st_loader_destroy(t->loader);
     st_optimizer_free(t->optimizer);
@@ -438,7 +398,7 @@ static void free_phase_objects(trainer *t) {
 
 /* A phase's training images fill a batch, and with the pk sampler hold P classes that have a
  * positive pair (2 images) for the triplet loss, 1 image otherwise. */
-static int check_phase_data(const trainer *t, const phase_view *ph, const st_dataset *ds) {
+static int check_phase_data(const trainer *t, const st_phase_config *ph, const st_dataset *ds) {
     const st_data_section *d = &t->cfg->data;
     int classes = classes_present(ds);
     if (classes < 2)
@@ -448,49 +408,48 @@ static int check_phase_data(const trainer *t, const phase_view *ph, const st_dat
     if (ds->n < st_config_batch_size(t->cfg))
         return st_error_set("phase '%s': %d training images, fewer than one batch of %d", ph->name, ds->n,
                             st_config_batch_size(t->cfg));
-    if (d->sampler != ST_SAMPLER_PK) return 0;
-    int min_images = t->cfg->loss.type == ST_LOSS_TRIPLET ? 2 : 1;
+    if (d->sampler.mode != ST_SAMPLE_PK) return 0;
+    int min_images = t->cfg->loss.kind == ST_LOSS_TRIPLET ? 2 : 1;
     int *counts = ST_MALLOC((size_t)ds->n_classes * sizeof *counts);
     st_dataset_class_counts(ds, counts);
     int usable = 0;
     for (int c = 0; c < ds->n_classes; c++) usable += counts[c] >= min_images;
     free(counts);
-    if (usable >= d->pk_p) return 0;
+    if (usable >= d->sampler.p) return 0;
     return st_error_set("phase '%s': data.pk.p = %d classes per batch, but the training images have %d class(es) "
                         "with %d or more images (HINT: lower data.pk.p to at most %d)",
-                        ph->name, d->pk_p, usable, min_images, usable);
+                        ph->name, d->sampler.p, usable, min_images, usable);
 }
 
-/* Model (weights carried over from the previous phase), loss, optimizer and loader of phase p. */
-static int open_phase(trainer *t, int p) {
-    const phase_view *ph = &t->phases[p];
+/* Model (weights carried over from the previous phase; for the first phase the config's
+ * weights when initial_weights), loss, optimizer and loader of phase p. */
+static int open_phase(trainer *t, int p, int initial_weights) {
+    const st_phase_config *ph = &t->phases[p];
     st_model *prev = t->model;
     t->model = build_model(t, ph->freeze_until);
     if (!t->model) return -1;
     if (prev) {
         copy_weights(t->model, prev);
         st_model_free(prev);
-    } else if (t->cfg->model.weights) {
+    } else if (initial_weights && t->cfg->model.weights) {
         st_weights_report rep;
         int rc = st_weights_load(t->model, t->cfg->model.weights, &rep);
         if (rc == 0) say(t, "weights: %s (%s, %d tensors, %.2f s)\n", t->cfg->model.weights, rep.arch, rep.n_tensors, rep.seconds);
         st_weights_report_free(&rep);
         if (rc) return -1;
     }
-    st_loss_config lc = loss_config_of(&t->cfg->loss);
-    t->loss = st_loss_create(t->model, &lc);
+    t->loss = st_loss_create(t->model, &t->cfg->loss);
     if (!t->loss) return -1;
-    st_optim_config oc = optim_config_of(ph->optimizer);
-    t->optimizer = st_optimizer_create(t->model, &oc);
+    t->optimizer = st_optimizer_create(t->model, &ph->optimizer);
     if (!t->optimizer) return -1;
-    t->schedule = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, ph->epochs);
+    t->schedule = phase_schedule(ph, ph->epochs);
     if (st_lr_schedule_validate(&t->schedule, "schedule")) return -1;
     phase_dataset(t, ph, &t->phase_data);
     if (check_phase_data(t, ph, &t->phase_data)) return -1;
     return open_loader(t, &t->phase_data, p);
 }
 
-static void describe_phase(const trainer *t, const phase_view *ph, const st_dataset *ds) {
+static void describe_phase(const trainer *t, const st_phase_config *ph, const st_dataset *ds) {
     say(t, "phase '%s': %d epochs on %d images of %d classes, freeze_until %s\n", ph->name, ph->epochs, ds->n,
         classes_present(ds), ph->freeze_until);
 }
@@ -509,24 +468,11 @@ static double double_of(uint64_t u) {
     return x;
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = ST_MALLOC((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    return s;
-}
-
 static void add_optimizer_state(trainer *t, st_checkpoint *ck) {
     for (int i = 0; i < st_optimizer_blob_count(t->optimizer); i++) {
         st_optim_blob b = st_optimizer_blob(t->optimizer, i);
         float *host = ST_MALLOC(b.numel * sizeof *host);
-        t->be->download(t->be, host, b.data, b.numel * sizeof *host);
+        st_param_download(t->optimizer->model, b.param, b.data, host);
         char name[200];
         snprintf(name, sizeof name, "optimizer/%s", b.name);
         st_checkpoint_add_tensor(ck, name, host, b.numel);
@@ -541,11 +487,7 @@ static int save_checkpoint(trainer *t, int is_best) {
     st_checkpoint_init(&ck);
     ck.step = t->step;
     ck.epoch = t->global_epoch;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
-    char *yaml = read_text(path);
-    if (yaml) st_checkpoint_set_config(&ck, yaml);
-    free(yaml);
+    st_checkpoint_set_config(&ck, t->config_yaml);
     add_optimizer_state(t, &ck);
     uint64_t loader_state[ST_LOADER_STATE_WORDS];
     st_loader_save_state(t->loader, loader_state);
@@ -576,7 +518,7 @@ static int restore_optimizer(trainer *t, const st_checkpoint *ck, const char *pa
         size_t n = 0;
         const float *host = st_checkpoint_get_tensor(ck, name, &n);
         if (!host || n != b.numel) return st_error_set("%s: %s: missing or of another size", path, name);
-        t->be->upload(t->be, b.data, host, n * sizeof *host);
+        st_param_upload(t->optimizer->model, b.param, host, b.data);
     }
     size_t n = 0;
     const uint64_t *counters = st_checkpoint_get_u64(ck, "optimizer/counters", &n);
@@ -621,15 +563,10 @@ static int append_metrics_line(trainer *t, const char *json) {
     return st_file_append(path, line);
 }
 
-/* The number after `"key": ` in a metrics line; NaN when absent (or null). */
-static double json_number(const char *line, const char *key) {
-    char pattern[96];
-    snprintf(pattern, sizeof pattern, "\"%s\": ", key);
-    const char *at = strstr(line, pattern);
-    if (!at) return NAN;
-    char *end;
-    double x = strtod(at + strlen(pattern), &end);
-    return end == at + strlen(pattern) ? NAN : x;
+/* The number under key in a metrics line (parsed by json_loads); NaN when absent or null. */
+static double json_number(const json_t *line, const char *key) {
+    const json_t *v = json_object_get(line, key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
 /* On resume: keep the metrics lines of the epochs the checkpoint covers (a kill between an
@@ -645,21 +582,24 @@ static int reload_history(trainer *t) {
         fclose(in);
         return -1;
     }
-    const char *metric = t->phases[t->pos.phase].early_stopping->metric;
+    const char *metric = t->phases[t->pos.phase].early_stopping.metric;
     int dropped = 0;
     while (fgets(line, sizeof line, in)) {
-        double epoch = json_number(line, "epoch");
+        json_t *record = json_loads(line, 0, NULL); /* NULL for a line cut short by a kill: dropped */
+        double epoch = json_number(record, "epoch");
         if (!(epoch <= t->global_epoch)) {
             dropped++;
+            json_decref(record);
             continue;
         }
         fputs(line, out);
         if (t->n_curve < MAX_CURVE) {
             t->curve_epoch[t->n_curve] = epoch;
-            t->curve_loss[t->n_curve] = json_number(line, "train/loss");
-            t->curve_metric[t->n_curve] = json_number(line, metric);
+            t->curve_loss[t->n_curve] = json_number(record, "train/loss");
+            t->curve_metric[t->n_curve] = json_number(record, metric);
             t->n_curve++;
         }
+        json_decref(record);
     }
     fclose(in);
     if (dropped == 0) {
@@ -893,36 +833,33 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
 
 /* ---- phases --------------------------------------------------------------------------- */
 
+/* The config's phases, or without `phases:` the one phase the top level describes (with
+ * strategy sequential, one per dataset, in order). */
 static void resolve_phases(trainer *t) {
     const st_train_config *cfg = t->cfg;
     if (cfg->n_phases > 0) {
         t->n_phases = cfg->n_phases;
-        t->phases = ST_CALLOC((size_t)cfg->n_phases, sizeof *t->phases);
-        for (int i = 0; i < cfg->n_phases; i++) {
-            const st_phase_config *p = &cfg->phases[i];
-            t->phases[i] = (phase_view){p->name, p->epochs, p->freeze_until, &p->optimizer, &p->schedule,
-                                        &p->early_stopping, p->data, p->n_data};
-        }
+        t->phases = ST_MALLOC((size_t)cfg->n_phases * sizeof *t->phases);
+        memcpy(t->phases, cfg->phases, (size_t)cfg->n_phases * sizeof *t->phases);
         return;
     }
     int sequential = cfg->data.strategy == ST_STRATEGY_SEQUENTIAL && cfg->data.n_train > 1;
     t->n_phases = sequential ? cfg->data.n_train : 1;
     t->phases = ST_CALLOC((size_t)t->n_phases, sizeof *t->phases);
     for (int i = 0; i < t->n_phases; i++) {
-        phase_view *ph = &t->phases[i];
-        ph->name = sequential ? cfg->data.train[i].name : "main";
-        ph->epochs = cfg->epochs;
-        ph->freeze_until = cfg->freeze_until;
-        ph->optimizer = &cfg->optimizer;
-        ph->schedule = &cfg->schedule;
-        ph->early_stopping = &cfg->early_stopping;
+        st_phase_config *ph = &t->phases[i];
+        *ph = (st_phase_config){.name = sequential ? cfg->data.train[i].name : "main",
+                                .epochs = cfg->epochs,
+                                .freeze_until = cfg->freeze_until,
+                                .optimizer = cfg->optimizer,
+                                .schedule = cfg->schedule,
+                                .early_stopping = cfg->early_stopping};
         if (sequential) {
             ph->data = &cfg->data.train[i].name;
             ph->n_data = 1;
         }
     }
 }
-
 static int total_epochs(const trainer *t) {
     int sum = 0;
     for (int i = 0; i < t->n_phases; i++) sum += t->phases[i].epochs;
@@ -942,8 +879,8 @@ static int improved(double value, double best, int maximize) {
 
 /* Record one finished epoch: validation, metrics line, early stopping, checkpoint. */
 static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
-    const phase_view *ph = &t->phases[t->pos.phase];
-    const st_early_stopping_config *es = ph->early_stopping;
+    const st_phase_config *ph = &t->phases[t->pos.phase];
+    const st_early_stopping_config *es = &ph->early_stopping;
     t->global_epoch++;
     t->pos.phase_epochs++;
     t->pos.epoch_batches = 0;
@@ -1015,12 +952,12 @@ static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
 }
 
 static void reset_phase_position(trainer *t, int phase) {
-    const phase_view *ph = &t->phases[phase];
+    const st_phase_config *ph = &t->phases[phase];
     memset(&t->pos, 0, sizeof t->pos);
     t->pos.phase = phase;
     t->pos.best_metric = NAN;
     t->pos.last_metric = NAN;
-    t->schedule = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, ph->epochs);
+    t->schedule = phase_schedule(ph, ph->epochs);
     st_plateau_init(&t->pos.plateau, &t->schedule);
 }
 
@@ -1035,7 +972,7 @@ static int restore_best(trainer *t) {
     int rc = st_checkpoint_load(&ck, t->model, path);
     if (rc == 0) {
         say(t, "restored the best weights (epoch %d, %s %.4f)\n", t->pos.best_epoch,
-            t->phases[t->pos.phase].early_stopping->metric, t->pos.best_metric);
+            t->phases[t->pos.phase].early_stopping.metric, t->pos.best_metric);
         st_checkpoint_free(&ck);
     }
     return rc;
@@ -1044,7 +981,7 @@ static int restore_best(trainer *t) {
 /* Train phase p from the position in t->pos until the phase ends, the target is reached, or a
  * signal arrives. 1 phase over, 0 stopped (target or signal), -1 error. */
 static int run_phase(trainer *t, int target) {
-    const phase_view *ph = &t->phases[t->pos.phase];
+    const st_phase_config *ph = &t->phases[t->pos.phase];
     while (!t->pos.phase_finished) {
         /* a signal during the last step, validation or between epochs: the epoch-end
          * checkpoint is already written */
@@ -1059,7 +996,7 @@ static int run_phase(trainer *t, int target) {
         }
         if (finish_epoch(t, &s, lr)) return -1;
     }
-    if (ph->early_stopping->restore_best && t->pos.best_epoch > 0 && restore_best(t)) return -1;
+    if (ph->early_stopping.restore_best && t->pos.best_epoch > 0 && restore_best(t)) return -1;
     return 1;
 }
 
@@ -1067,12 +1004,13 @@ static int run_phase(trainer *t, int target) {
 
 static int start_run_folder(trainer *t) {
     if (st_mkdirs(t->run_dir) || st_lock_acquire(t->run_dir, &t->run_lock)) return -1;
+    t->config_yaml = st_config_yaml_text(t->cfg);
+    if (!t->config_yaml) return -1;
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
     if (t->opt->resume && access(path, R_OK) == 0) return 0;
     return st_config_write_yaml(t->cfg, path);
 }
-
 /* config.yaml of an extended run: the config with `epochs` (and the last phase's) raised, so
  * the checkpoints written from now on, and a later --resume, carry the new length. */
 static int write_extended_config(trainer *t, int target) {
@@ -1093,7 +1031,9 @@ static int write_extended_config(trainer *t, int target) {
     if (rc) return -1;
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
-    rc = st_config_write_yaml(&extended, path);
+    free(t->config_yaml);
+    t->config_yaml = st_config_yaml_text(&extended);
+    rc = t->config_yaml ? st_config_write_yaml(&extended, path) : -1;
     st_config_free(&extended);
     return rc;
 }
@@ -1103,7 +1043,7 @@ static int write_extended_config(trainer *t, int target) {
  * with the reason where the epochs already trained would have gone otherwise with N. */
 static int extend_run(trainer *t, position *p, int epochs_done, int target) {
     int last = t->n_phases - 1;
-    phase_view *ph = &t->phases[last];
+    st_phase_config *ph = &t->phases[last];
     int grown = ph->epochs + target - total_epochs(t);
     if (t->cfg->n_phases == 0 && t->n_phases > 1)
         return st_error_set("--epochs %d: strategy sequential trains `epochs` on each of its %d datasets, so a longer "
@@ -1114,9 +1054,9 @@ static int extend_run(trainer *t, position *p, int epochs_done, int target) {
         if (p->phase_finished && p->phase_epochs < ph->epochs)
             return st_error_set("--epochs %d: the run stopped early at epoch %d (%s did not improve for %d validations); "
                                 "with %d epochs set from the start it would have stopped there too",
-                                target, epochs_done, ph->early_stopping->metric, p->bad_epochs, target);
-        st_lr_schedule was = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, ph->epochs);
-        st_lr_schedule would = schedule_of(ph->schedule, ph->optimizer, ph->early_stopping, grown);
+                                target, epochs_done, ph->early_stopping.metric, p->bad_epochs, target);
+        st_lr_schedule was = phase_schedule(ph, ph->epochs);
+        st_lr_schedule would = phase_schedule(ph, grown);
         int trained = p->phase_epochs + (p->epoch_batches > 0); /* with the epoch in flight */
         for (int e = 0; e < trained; e++)
             if (st_lr_at(&was, e) != st_lr_at(&would, e))
@@ -1128,7 +1068,7 @@ static int extend_run(trainer *t, position *p, int epochs_done, int target) {
                                     target);
         int every = t->cfg->validation.every > 0 ? t->cfg->validation.every : 1;
         int extra_validation = p->phase_finished && p->phase_epochs % every != 0;
-        if (extra_validation && (was.kind == ST_LR_PLATEAU || ph->early_stopping->patience > 0))
+        if (extra_validation && (was.kind == ST_LR_PLATEAU || ph->early_stopping.patience > 0))
             return st_error_set("--epochs %d: epoch %d was validated only because it ended the run (validation.every "
                                 "%d), and the plateau schedule or early stopping counted that validation, which a "
                                 "longer run would not have made",
@@ -1141,34 +1081,44 @@ static int extend_run(trainer *t, position *p, int epochs_done, int target) {
     return 0;
 }
 
-/* Resume: the newest checkpoint's phase, weights, optimizer and loader position. 1 resumed,
- * 0 nothing to resume, -1 error. */
+/* The model of a checkpoint (st_checkpoint_model_fn): its position says the phase, which decides
+ * the freezing, so that phase is opened, without the config's weights (the checkpoint holds
+ * every parameter); an older checkpoint of the same phase, tried after a corrupt newer one,
+ * reuses it. */
+static st_model *model_for_checkpoint(const st_checkpoint *ck, const char *path, void *user) {
+    trainer *t = user;
+    position p;
+    if (read_position(ck, path, &p)) return NULL;
+    if (p.phase < 0 || p.phase >= t->n_phases) {
+        st_error_set("%s: trainer/position: phase %d, but the config has %d phase(s)", path, p.phase, t->n_phases);
+        return NULL;
+    }
+    if (t->model && t->pos.phase == p.phase) return t->model;
+    free_phase_objects(t);
+    st_model_free(t->model);
+    t->model = NULL;
+    t->pos.phase = p.phase;
+    return open_phase(t, p.phase, 0) ? NULL : t->model;
+}
+
+/* Resume: the newest checkpoint's phase, weights, optimizer and loader position, the model
+ * built once for that phase. 1 resumed, 0 nothing to resume, -1 error. */
 static int resume_from_checkpoint(trainer *t) {
     char path[4200];
-    int found = st_checkpoint_latest(t->run_dir, path, sizeof path);
-    if (found <= 0) return found;
     st_checkpoint ck;
-    st_checkpoint_init(&ck);
     position p;
-    /* The phase decides the model's freezing, so read the position first with a scratch model
-     * built for phase 0; then rebuild for the right phase and load for real. */
-    if (open_phase(t, 0)) return -1;
     /* the newest checkpoint that loads: corrupt or non-finite ones are skipped with a warning */
-    if (st_checkpoint_load_latest(&ck, t->model, t->run_dir, path, sizeof path, progress_of(t)) < 0 ||
-        read_position(&ck, path, &p))
-        return -1;
-    if (p.phase != 0) {
-        free_phase_objects(t);
-        if (open_phase(t, p.phase)) return -1;
+    int found = st_checkpoint_resume_latest(&ck, model_for_checkpoint, t, t->run_dir, path, sizeof path, progress_of(t));
+    if (found <= 0) return found;
+    if (read_position(&ck, path, &p)) {
         st_checkpoint_free(&ck);
-        if (st_checkpoint_load(&ck, t->model, path)) return -1;
+        return -1;
     }
     if (t->opt->epochs_target > total_epochs(t) && extend_run(t, &p, (int)ck.epoch, t->opt->epochs_target)) return -1;
     t->pos = p;
     t->step = ck.step;
     t->global_epoch = (int)ck.epoch;
-    t->schedule = schedule_of(t->phases[p.phase].schedule, t->phases[p.phase].optimizer,
-                              t->phases[p.phase].early_stopping, t->phases[p.phase].epochs);
+    t->schedule = phase_schedule(&t->phases[p.phase], t->phases[p.phase].epochs);
     int rc = 0;
     if (!p.phase_finished) {
         size_t n = 0;
@@ -1186,12 +1136,19 @@ static int resume_from_checkpoint(trainer *t) {
     return rc ? -1 : 1;
 }
 
+/* best_weights.h5 with its provenance as JSON metadata (a run without validation has no best
+ * value: null). */
 static int export_weights(trainer *t) {
-    char path[4200], meta[512];
+    char path[4200];
     snprintf(path, sizeof path, "%s/best_weights.h5", t->run_dir);
-    snprintf(meta, sizeof meta, "{\"epochs\": %d, \"steps\": %ld, \"metric\": \"%s\", \"value\": %.6f}", t->global_epoch,
-             t->step, t->phases[t->pos.phase].early_stopping->metric, t->pos.best_metric);
-    return st_weights_save(t->model, path, meta);
+    json_t *doc = json_pack("{s:i, s:I, s:o, s:o}", "epochs", t->global_epoch, "steps", (json_int_t)t->step, "metric",
+                            st_json_text(t->phases[t->pos.phase].early_stopping.metric), "value",
+                            st_json_number(t->pos.best_metric));
+    char *meta = json_dumps(doc, 0);
+    json_decref(doc);
+    int rc = st_weights_save(t->model, path, meta);
+    free(meta);
+    return rc;
 }
 
 static int open_backend(trainer *t) {
@@ -1225,7 +1182,7 @@ static int run(trainer *t, st_train_result *res) {
     if (target > total_epochs(t)) target = total_epochs(t); /* extended by now when it could be */
     if (!resumed) {
         reset_phase_position(t, 0);
-        if (open_phase(t, 0)) return -1;
+        if (open_phase(t, 0, 1)) return -1;
         describe_phase(t, &t->phases[t->pos.phase], &t->phase_data);
     }
     int rc = 0;
@@ -1236,7 +1193,7 @@ static int run(trainer *t, st_train_result *res) {
         if (next >= t->n_phases) break;
         free_phase_objects(t);
         reset_phase_position(t, next);
-        if (open_phase(t, next)) return -1;
+        if (open_phase(t, next, 1)) return -1;
         describe_phase(t, &t->phases[t->pos.phase], &t->phase_data);
     }
     if (rc < 0) return -1;
@@ -1274,6 +1231,7 @@ st_train_status st_train_run(const st_train_config *cfg, const st_train_options 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     st_lock_release(&t.run_lock);
+    free(t.config_yaml);
     free_phase_objects(&t);
     st_model_free(t.model);
     st_dataset_free(&t.all);
@@ -1287,7 +1245,7 @@ st_train_status st_train_run(const st_train_config *cfg, const st_train_options 
 
 /* freeze_until names a layer of the architecture: a one-image inference model at the smallest
  * input knows its layers (its weights are not needed). */
-static int check_layer_name(trainer *t, const phase_view *ph) {
+static int check_layer_name(trainer *t, const st_phase_config *ph) {
     if (!strcmp(ph->freeze_until, "none") || !strcmp(ph->freeze_until, "all")) return 0;
     st_model_config mc = {0};
     mc.arch = t->cfg->model.arch;
@@ -1332,7 +1290,7 @@ static int check_run(trainer *t) {
     describe_validation(t);
     resolve_phases(t);
     for (int p = 0; p < t->n_phases; p++) {
-        const phase_view *ph = &t->phases[p];
+        const st_phase_config *ph = &t->phases[p];
         st_dataset ds;
         phase_dataset(t, ph, &ds);
         int rc = check_phase_data(t, ph, &ds);

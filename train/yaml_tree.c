@@ -1,6 +1,6 @@
 /*
  * yaml_tree.c: libyaml event stream -> st_ynode tree, tree -> libyaml emitter, and the small
- * helpers around it (dotted-path set with merge, JSON output). Contract in yaml_tree.h.
+ * helpers around it (dotted-path set with merge, JSON values). Contract in yaml_tree.h.
  */
 #include "yaml_tree.h"
 
@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "../infer/json.h"
 #include "../kernels/check.h"
 
 /* ---- nodes ------------------------------------------------------------------------------ */
@@ -471,10 +472,11 @@ static int emit_document(yaml_emitter_t *e, const st_ynode *root, int flow) {
     return emit(e, &ev);
 }
 
-int st_yaml_write_file(const st_ynode *root, const char *path, const char *header) {
-    char tmp[4096];
-    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
-    if (!f) return -1;
+char *st_yaml_text(const st_ynode *root, const char *header) {
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    ST_CHECK(f, "open_memstream failed");
     for (const char *line = header; line && *line;) {
         const char *eol = strchr(line, '\n');
         int len = eol ? (int)(eol - line) : (int)strlen(line);
@@ -488,13 +490,26 @@ int st_yaml_write_file(const st_ynode *root, const char *path, const char *heade
     yaml_emitter_set_unicode(&e, 1);
     int rc = emit_document(&e, root, 0);
     if (rc == 0) rc = yaml_emitter_flush(&e) ? 0 : -1;
-    if (rc != 0) st_error_set("%s: YAML emitter: %s", path, e.problem ? e.problem : "error");
+    if (rc != 0) st_error_set("YAML emitter: %s", e.problem ? e.problem : "error");
     yaml_emitter_delete(&e);
-    if (rc != 0) {
-        st_atomic_abort(f, tmp);
-        return -1;
+    ST_CHECK(fclose(f) == 0, "closing a memory stream failed");
+    if (rc == 0) return text;
+    free(text);
+    return NULL;
+}
+
+int st_yaml_write_file(const st_ynode *root, const char *path, const char *header) {
+    char tmp[4096];
+    char *text = st_yaml_text(root, header);
+    if (!text) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", st_error_get());
+        return st_error_set("%s: %s", path, msg);
     }
-    return st_atomic_commit(f, tmp, path);
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
+    if (f) fputs(text, f);
+    free(text);
+    return f ? st_atomic_commit(f, tmp, path) : -1;
 }
 
 typedef struct {
@@ -530,70 +545,26 @@ const char *st_ynode_flow(const st_ynode *node, char *buf, size_t size) {
 
 /* ---- JSON -------------------------------------------------------------------------------------- */
 
-void st_json_write_string(FILE *out, const char *s) {
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p == '\n')
-            fputs("\\n", out);
-        else if (*p == '\t')
-            fputs("\\t", out);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
-    }
-    fputc('"', out);
-}
-
-void st_json_write_number(FILE *out, double v) {
-    if (!isfinite(v)) {
-        fputs("null", out);
-        return;
-    }
-    char buf[40];
-    shortest_double(buf, sizeof buf, v);
-    fputs(buf, out);
-}
-
-static void write_json_scalar(FILE *out, const st_ynode *n) {
+static json_t *json_of_scalar(const st_ynode *n) {
     long long i;
     double d;
     if (n->plain) {
-        if (st_ynode_is_null(n)) {
-            fputs("null", out);
-            return;
-        }
-        if (!strcmp(n->value, "true") || !strcmp(n->value, "false")) {
-            fputs(n->value, out);
-            return;
-        }
-        if (st_yaml_parse_int(n->value, &i) == 0) {
-            fprintf(out, "%lld", i);
-            return;
-        }
-        if (st_yaml_parse_float(n->value, &d) == 0) {
-            st_json_write_number(out, d);
-            return;
-        }
+        if (st_ynode_is_null(n)) return json_null();
+        if (!strcmp(n->value, "true") || !strcmp(n->value, "false")) return json_boolean(!strcmp(n->value, "true"));
+        if (st_yaml_parse_int(n->value, &i) == 0) return json_integer((json_int_t)i);
+        if (st_yaml_parse_float(n->value, &d) == 0) return st_json_number(d);
     }
-    st_json_write_string(out, n->value);
+    return st_json_text(n->value);
 }
 
-void st_ynode_write_json(FILE *out, const st_ynode *node) {
-    if (node->kind == ST_YNODE_SCALAR) {
-        write_json_scalar(out, node);
-        return;
-    }
-    fputc(node->kind == ST_YNODE_SEQ ? '[' : '{', out);
+json_t *st_ynode_to_json(const st_ynode *node) {
+    if (node->kind == ST_YNODE_SCALAR) return json_of_scalar(node);
+    json_t *out = node->kind == ST_YNODE_SEQ ? json_array() : json_object();
     for (int i = 0; i < node->n; i++) {
-        if (i) fputs(", ", out);
-        if (node->kind == ST_YNODE_MAP) {
-            st_json_write_string(out, node->keys[i]->value);
-            fputs(": ", out);
-        }
-        st_ynode_write_json(out, node->items[i]);
+        if (node->kind == ST_YNODE_SEQ)
+            json_array_append_new(out, st_ynode_to_json(node->items[i]));
+        else
+            json_object_set_new(out, node->keys[i]->value, st_ynode_to_json(node->items[i]));
     }
-    fputc(node->kind == ST_YNODE_SEQ ? ']' : '}', out);
+    return out;
 }

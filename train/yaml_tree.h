@@ -2,8 +2,8 @@
  * yaml_tree.h: a small document tree over libyaml events, with the source and file:line:column of
  * every node, so config errors can say where a value came from.
  *
- * Used by train/config.c (train configs, --set overrides), train/sweep.c (sweep files, the
- * sweep's state.json: JSON is read as YAML flow style) and cmd/sweep.c.
+ * Used by train/keytable.c (the key-table engine of train configs and sweep files), train/config.c
+ * (--set overrides), train/sweep.c (sweep files) and cmd/sweep.c.
  *
  * Ownership: a tree owns all its nodes and strings; st_ynode_free() frees a node and everything
  * below it. Every node records `source` (a file path, or a label such as "--set optimizer.lr=1"
@@ -18,6 +18,7 @@
 #ifndef ST_YAML_TREE_H
 #define ST_YAML_TREE_H
 
+#include <jansson.h>
 #include <stdio.h>
 
 #include "../data/fileio.h" /* st_atomic_open, st_atomic_commit: used with this writer */
@@ -75,19 +76,17 @@ const char *st_ynode_describe(const st_ynode *node, char *buf, size_t size);
 /* 1 when two trees hold the same kinds, keys and scalar texts (positions ignored). */
 int st_ynode_equal(const st_ynode *a, const st_ynode *b);
 
-/* Write as block YAML with libyaml's emitter, atomically (path.tmp, fsync, rename). Plain
- * scalars stay plain; quoted ones are double-quoted when plain text would read differently.
- * header: optional comment lines written first (each line prefixed "# "). */
+/* Block YAML text of a tree by libyaml's emitter (caller frees), NULL with st_error_set() when
+ * the emitter refuses it. Plain scalars stay plain; quoted ones are double-quoted when plain
+ * text would read differently. header: optional comment lines first (each prefixed "# ").
+ * st_yaml_write_file: the same text written atomically (path.tmp, fsync, rename). */
+char *st_yaml_text(const st_ynode *root, const char *header);
 int st_yaml_write_file(const st_ynode *root, const char *path, const char *header);
 /* Compact one-line YAML flow text ("{arch: x, weights: null}") into buf for messages/CSV. */
 const char *st_ynode_flow(const st_ynode *node, char *buf, size_t size);
-/* JSON text of a tree: plain scalars that read as null/bool/int/float stay bare, all else
- * becomes a JSON string. */
-void st_ynode_write_json(FILE *out, const st_ynode *node);
-void st_json_write_string(FILE *out, const char *s);
-/* Shortest decimal that reads back to the same double; NaN and infinities become null. */
-void st_json_write_number(FILE *out, double v);
-
+/* The JSON value of a tree (caller owns the reference): plain scalars that read as
+ * null/bool/int/float become those JSON types, all else a JSON string. */
+json_t *st_ynode_to_json(const st_ynode *node);
 
 /* Plain-scalar number parsing used by every reader: whole text must be consumed. */
 int st_yaml_parse_int(const char *text, long long *out);

@@ -19,32 +19,32 @@
 #include "../math/batchnorm.h"
 #include "cpu_ops.h"
 
-/* Per-thread partial sums: `arrays` arrays of C doubles per thread, zeroed. */
+/* Per-thread partial sums of two per-channel quantities: 2 * C doubles per thread, zeroed. */
 typedef struct {
     double *data;
-    int threads, c, arrays;
+    int threads, c;
 } bn_partials;
 
-static bn_partials partials_new(int c, int arrays) {
+static bn_partials partials_new(int c) {
     bn_partials p;
     p.threads = omp_get_max_threads();
     p.c = c;
-    p.arrays = arrays;
-    p.data = ST_CALLOC((size_t)p.threads * arrays * c, sizeof(double));
+    p.data = ST_CALLOC((size_t)p.threads * 2 * c, sizeof(double));
     return p;
 }
 
-static double *partials_of(const bn_partials *p, int thread, int array) {
-    return p->data + ((size_t)thread * p->arrays + array) * p->c;
+/* The calling thread's two arrays: first quantity at [0, C), second at [C, 2C). */
+static double *partials_mine(const bn_partials *p) {
+    return p->data + (size_t)omp_get_thread_num() * 2 * p->c;
 }
 
-/* total[c] = sum over threads of array `array` */
-static void partials_sum(const bn_partials *p, int array, double *total) {
-    for (int c = 0; c < p->c; c++) total[c] = 0.0;
-    for (int t = 0; t < p->threads; t++) {
-        const double *part = partials_of(p, t, array);
-        for (int c = 0; c < p->c; c++) total[c] += part[c];
-    }
+/* The totals (2 * C, caller frees), added in thread order; the partials are freed. */
+static double *partials_total(bn_partials *p) {
+    double *total = ST_CALLOC((size_t)2 * p->c, sizeof(double));
+    for (int t = 0; t < p->threads; t++)
+        for (int i = 0; i < 2 * p->c; i++) total[i] += p->data[(size_t)t * 2 * p->c + i];
+    free(p->data);
+    return total;
 }
 
 /* y = relu?(x * scale + shift) per channel; scale/shift (C) */
@@ -71,11 +71,10 @@ void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, c
     ST_CHECK(d->rows > 1, "batch norm training needs more than one value per channel (rows=%ld)",
              d->rows);
     const float *pivot = x; /* the first row */
-    bn_partials part = partials_new(C, 2);
+    bn_partials part = partials_new(C);
 #pragma omp parallel
     {
-        double *sum = partials_of(&part, omp_get_thread_num(), 0);
-        double *sum2 = partials_of(&part, omp_get_thread_num(), 1);
+        double *sum = partials_mine(&part), *sum2 = sum + C;
 #pragma omp for schedule(static)
         for (long r = 0; r < d->rows; r++) {
             const float *xr = x + (size_t)r * C;
@@ -86,28 +85,11 @@ void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, c
             }
         }
     }
-    double *sum = ST_MALLOC((size_t)C * 2 * sizeof(double)), *sum2 = sum + C;
-    partials_sum(&part, 0, sum);
-    partials_sum(&part, 1, sum2);
-    free(part.data);
-
+    double *sum = partials_total(&part), *sum2 = sum + C;
     float *scale = ST_MALLOC((size_t)C * 2 * sizeof(float)), *shift = scale + C;
-    const double rows = (double)d->rows;
-    for (int c = 0; c < C; c++) {
-        double mean = st_bn_mean_from_sums(sum[c], pivot[c], rows);
-        double var = st_bn_var_from_sums(sum[c], sum2[c], rows);
-        float rstd = st_bn_rstd((float)var, d->eps);
-        save_mean[c] = (float)mean;
-        save_rstd[c] = rstd;
-        scale[c] = st_bn_scale(gamma[c], rstd);
-        shift[c] = st_bn_shift(beta[c], (float)mean, scale[c]);
-        if (running_mean)
-            running_mean[c] = st_bn_running_update(running_mean[c], (float)mean, d->momentum);
-        if (running_var) {
-            float unbiased = (float)st_bn_unbiased_var(var, rows);
-            running_var[c] = st_bn_running_update(running_var[c], unbiased, d->momentum);
-        }
-    }
+    st_bn_train_out out = {save_mean, save_rstd, scale, shift, running_mean, running_var};
+    for (int c = 0; c < C; c++)
+        st_bn_train_channel(d, c, sum[c], sum2[c], pivot[c], gamma[c], beta[c], &out);
     free(sum);
     bn_apply(d, x, scale, shift, y);
     free(scale);
@@ -135,38 +117,29 @@ void cpu_bn_backward(st_backend *be, const st_bn_desc *d, const float *x, const 
     const int relu = d->relu;
     ST_CHECK(!relu || y, "batch norm backward with fused ReLU needs the forward output y");
     /* pass 1: dbeta = sum g, dgamma = sum g * xhat, with g the (masked) upstream gradient */
-    bn_partials part = partials_new(C, 2);
+    bn_partials part = partials_new(C);
 #pragma omp parallel
     {
-        double *sg = partials_of(&part, omp_get_thread_num(), 0);
-        double *sgx = partials_of(&part, omp_get_thread_num(), 1);
+        double *sg = partials_mine(&part), *sgx = sg + C;
 #pragma omp for schedule(static)
         for (long r = 0; r < d->rows; r++) {
             const float *xr = x + (size_t)r * C, *gr = dy + (size_t)r * C;
             const float *yr = relu ? y + (size_t)r * C : NULL;
             for (int c = 0; c < C; c++) {
-                float g = relu ? st_relu_grad(yr[c], gr[c]) : gr[c];
-                float xhat = (xr[c] - save_mean[c]) * save_rstd[c];
+                float g = st_bn_upstream(yr, gr, (size_t)c);
                 sg[c] += g;
-                sgx[c] += (double)g * xhat;
+                sgx[c] += (double)g * st_bn_xhat(xr[c], save_mean[c], save_rstd[c]);
             }
         }
     }
-    double *sg = ST_MALLOC((size_t)C * 2 * sizeof(double)), *sgx = sg + C;
-    partials_sum(&part, 0, sg);
-    partials_sum(&part, 1, sgx);
-    free(part.data);
+    double *sg = partials_total(&part), *sgx = sg + C;
 
     /* pass 2: dx */
     float *gamma_rstd = ST_MALLOC((size_t)C * 3 * sizeof(float));
     float *mean_g = gamma_rstd + C, *mean_gx = mean_g + C;
-    for (int c = 0; c < C; c++) {
-        dbeta[c] = (float)sg[c];
-        dgamma[c] = (float)sgx[c];
-        gamma_rstd[c] = gamma[c] * save_rstd[c];
-        mean_g[c] = (float)(sg[c] / (double)d->rows);
-        mean_gx[c] = (float)(sgx[c] / (double)d->rows);
-    }
+    st_bn_grad_coef coef = {dgamma, dbeta, gamma_rstd, mean_g, mean_gx};
+    for (int c = 0; c < C; c++)
+        st_bn_backward_channel(c, sg[c], sgx[c], (double)d->rows, gamma[c], save_rstd[c], &coef);
     free(sg);
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < d->rows; r++) {
@@ -174,9 +147,9 @@ void cpu_bn_backward(st_backend *be, const st_bn_desc *d, const float *x, const 
         const float *yr = relu ? y + (size_t)r * C : NULL;
         float *dxr = dx + (size_t)r * C;
         for (int c = 0; c < C; c++) {
-            float g = relu ? st_relu_grad(yr[c], gr[c]) : gr[c];
-            float xhat = (xr[c] - save_mean[c]) * save_rstd[c];
-            dxr[c] = st_bn_backward_dx(g, xhat, gamma_rstd[c], mean_g[c], mean_gx[c]);
+            float xhat = st_bn_xhat(xr[c], save_mean[c], save_rstd[c]);
+            dxr[c] = st_bn_backward_dx(st_bn_upstream(yr, gr, (size_t)c), xhat, gamma_rstd[c],
+                                       mean_g[c], mean_gx[c]);
         }
     }
     free(gamma_rstd);

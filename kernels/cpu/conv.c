@@ -1,21 +1,34 @@
 /*
- * conv.c: 2-D convolution (cross-correlation) through oneDNN, and batch-norm folding.
+ * conv.c: 2-D convolution (cross-correlation) through oneDNN, the conversion of conv kernels
+ * between the file layout (HWIO) and oneDNN's, and batch-norm folding.
  *
- * Layouts in our memory: x (N, H, W, C) NHWC, y (N, P, Q, K) NHWC, w (R, S, C, K) HWIO,
- * bias (K). oneDNN is told the activations are nhwc and the weights "any", so it picks its fast
- * (jit / brgemm) kernels with a blocked weight layout of its choice; each call reorders the HWIO
- * weights into that layout (weights change every training step, so nothing is reused across
- * calls except the reorder primitive), and backward-filter reorders its result back to HWIO.
- * The blocked copies live in ONE scratch buffer shared by every pass of every plan, sized to the
- * largest: a blocked copy only lives during the call that made it, and calls run one at a time,
- * so a ResNet-50 keeps one layer's weights extra instead of three copies of the whole network. Padding is explicit and may be asymmetric (padding_l = top/left,
- * padding_r = bottom/right).
+ * Layouts in our memory: x (N, H, W, C) NHWC, y (N, P, Q, K) NHWC, bias (K), and conv kernels w
+ * in the backend layout: the blocked layout oneDNN's forward primitive picks ("any") for the
+ * conv's geometry, so it runs its fast (jit / brgemm) kernels and forward never reorders
+ * weights. The layout may pad channels (conv_weights_numel >= R*S*C*K floats); padding holds
+ * zeros (import writes them, backward-filter and its reorder write zeros there, and the
+ * elementwise optimizer keeps a zero parameter with a zero gradient at zero).
+ *
+ * The layout is fixed per geometry (the st_conv_desc less the batch size and the fused ReLU):
+ * the first plan of a geometry lets oneDNN choose it, every later plan of that geometry (another
+ * batch size: partial batches, embedding batches; or the ReLU variant) is given it explicitly,
+ * because one parameter buffer serves them all. Backward primitives choose their own weight
+ * layout ("any", hinted by the forward, as before this file knew layouts); when it differs from
+ * the forward's, backward-data reorders w into it and backward-filter reorders its result back
+ * (backward runs for trainable layers only, whose weights change every step anyway). Those
+ * per-call copies live in ONE scratch buffer shared by every pass of every plan, sized to the
+ * largest: a copy only lives during the call that made it, and calls run one at a time.
+ * Padding is explicit and may be asymmetric (padding_l = top/left, padding_r = bottom/right).
  *
  * Plans: one per (backend, st_conv_desc) held in a process-wide list, created by cpu_conv_plan
  * and freed by cpu_conv_plans_free (backend destroy). The forward primitive is made with the plan
  * (with fused ReLU as an eltwise post-op when d->relu); backward-data and backward-weights
  * primitives are made on first use. oneDNN's engine and stream are created with the first plan
  * and destroyed with the last. Not thread-safe: one host thread drives a backend.
+ *
+ * Conversions (import, export, and the batch-norm fold, which scales each output channel) are
+ * single oneDNN reorders at load and save time; the fold runs in the backend layout, as a reorder
+ * with per-output-channel scales, and rounds w * scale once like a loop over HWIO would.
  *
  * Forward without bias uses the plan's zero bias (the add is fused into the output write, free);
  * backward-filter has a variant without the bias reduction (created when first called with
@@ -31,13 +44,13 @@
 #include "../math/batchnorm.h"
 #include "cpu_ops.h"
 
-/* One oneDNN primitive plus the weight reorder between our HWIO layout and the layout the
- * primitive chose (reorder == NULL when they are the same and HWIO is used directly). */
+/* One oneDNN primitive plus, for a backward pass whose primitive chose another weight layout
+ * than the plan's, the reorder between the two (reorder == NULL: the plan's layout is used). */
 typedef struct {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_primitive_t reorder;
-    dnnl_memory_t weights; /* in the primitive's layout, over the shared scratch; NULL without reorder */
+    dnnl_memory_t weights; /* primitive's layout, over the shared scratch; NULL without reorder */
     size_t weights_bytes;
 } conv_pass;
 
@@ -45,8 +58,8 @@ struct st_conv_plan {
     st_conv_desc desc;    /* with be, the cache key */
     const st_backend *be;
     st_conv_plan *next;
-    dnnl_memory_desc_t src_md, dst_md, hwio_md, bias_md;
-    dnnl_memory_t src, dst, hwio, bias; /* our buffers; data handles set per call */
+    dnnl_memory_desc_t src_md, dst_md, weights_md, bias_md; /* weights_md: the backend layout */
+    dnnl_memory_t src, dst, weights, bias; /* our buffers; data handles set per call */
     conv_pass fwd, bwd_data;  /* bwd_data has prim == NULL until first use */
     conv_pass bwd_weights[2]; /* [with_bias], each NULL until first use */
     float *zero_bias;         /* (K) zeros: forward calls without bias */
@@ -56,7 +69,7 @@ static struct {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     st_conv_plan *plans;
-    void *scratch;         /* blocked weights of the pass being executed (64-byte aligned) */
+    void *scratch;         /* weights of the backward pass being executed (64-byte aligned) */
     size_t scratch_bytes;
 } dnnl_state;
 
@@ -92,7 +105,11 @@ static void set_handle(dnnl_memory_t m, const void *data) {
     ST_DNNL(dnnl_memory_set_data_handle(m, (void *)data));
 }
 
-/* Logical oneDNN shapes: weights {K, C, R, S}, stored HWIO. */
+static void execute(dnnl_primitive_t prim, int nargs, const dnnl_exec_arg_t *args) {
+    ST_DNNL(dnnl_primitive_execute(prim, dnnl_state.stream, nargs, args));
+}
+
+/* Logical oneDNN weight shape {K, C, R, S}; the file layout HWIO is one format of it. */
 static void weights_dims(const st_conv_desc *d, dnnl_dims_t dims) {
     dims[0] = d->k;
     dims[1] = d->c;
@@ -100,22 +117,44 @@ static void weights_dims(const st_conv_desc *d, dnnl_dims_t dims) {
     dims[3] = d->s;
 }
 
-static void geometry(const st_conv_desc *d, dnnl_dims_t strides, dnnl_dims_t pad_l,
-                     dnnl_dims_t pad_r) {
-    strides[0] = d->stride_h;
-    strides[1] = d->stride_w;
-    pad_l[0] = d->pad_top;
-    pad_l[1] = d->pad_left;
-    pad_r[0] = d->pad_bottom;
-    pad_r[1] = d->pad_right;
+/* What every convolution op descriptor of a plan takes besides its tensors. */
+typedef struct {
+    dnnl_dims_t strides, pad_l, pad_r;
+    dnnl_memory_desc_t any_weights; /* oneDNN chooses the layout */
+} op_geometry;
+
+static op_geometry op_geometry_of(const st_conv_desc *d) {
+    op_geometry g;
+    g.strides[0] = d->stride_h;
+    g.strides[1] = d->stride_w;
+    g.pad_l[0] = d->pad_top;
+    g.pad_l[1] = d->pad_left;
+    g.pad_r[0] = d->pad_bottom;
+    g.pad_r[1] = d->pad_right;
+    dnnl_dims_t wdims;
+    weights_dims(d, wdims);
+    md_init(&g.any_weights, 4, wdims, dnnl_format_tag_any);
+    return g;
 }
 
-/* Finish a pass from its op descriptor: primitive, and the weight reorder for the layout the
- * primitive wants (`query` names its weights argument). to_hwio: reorder from the primitive's
- * layout to ours (backward weights) instead of from ours to it. */
+/* Plans of one geometry share their weight layout: they differ at most in batch and ReLU. */
+static int same_geometry(const st_conv_desc *a, const st_conv_desc *b) {
+    st_conv_desc x = *a, y = *b;
+    x.n = y.n = 0;
+    x.relu = y.relu = 0;
+    return memcmp(&x, &y, sizeof x) == 0;
+}
+
+/* The weight layout already fixed for d's geometry on be, NULL when d is its first plan. */
+static const dnnl_memory_desc_t *geometry_layout(const st_backend *be, const st_conv_desc *d) {
+    for (const st_conv_plan *p = dnnl_state.plans; p; p = p->next)
+        if (p->be == be && same_geometry(&p->desc, d)) return &p->weights_md;
+    return NULL;
+}
+
+/* Primitive descriptor and primitive of a pass from its op descriptor. */
 static void pass_create(const st_conv_plan *p, conv_pass *pass, const dnnl_convolution_desc_t *op,
-                        const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint,
-                        dnnl_query_t query, int to_hwio) {
+                        const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint) {
     const st_conv_desc *d = &p->desc;
     dnnl_status_t status = dnnl_primitive_desc_create(&pass->pd, op, attr, dnnl_state.engine, hint);
     ST_CHECK(status == dnnl_success,
@@ -127,14 +166,26 @@ static void pass_create(const st_conv_plan *p, conv_pass *pass, const dnnl_convo
              d->n, d->h, d->w, d->c, d->r, d->s, d->c, d->k, d->stride_h, d->stride_w, d->pad_top,
              d->pad_bottom, d->pad_left, d->pad_right, dnnl_status2str(status));
     ST_DNNL(dnnl_primitive_create(&pass->prim, pass->pd));
-    const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pass->pd, query, 0);
-    ST_CHECK(want != NULL, "oneDNN: convolution has no weights descriptor");
-    if (dnnl_memory_desc_equal(want, &p->hwio_md)) return;
+}
+
+static const dnnl_memory_desc_t *pass_weights_md(const conv_pass *pass, dnnl_query_t query) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pass->pd, query, 0);
+    ST_CHECK(md != NULL, "oneDNN: convolution has no weights descriptor");
+    return md;
+}
+
+/* A backward pass whose primitive wants another weight layout than the plan's gets the reorder
+ * between them (`query` names its weights argument). to_plan: from the primitive's layout to
+ * the plan's (backward-filter's result) instead of from the plan's to it. */
+static void pass_bridge_layouts(const st_conv_plan *p, conv_pass *pass, dnnl_query_t query,
+                                int to_plan) {
+    const dnnl_memory_desc_t *want = pass_weights_md(pass, query);
+    if (dnnl_memory_desc_equal(want, &p->weights_md)) return;
     pass->weights = memory_without_buffer(want);
     pass->weights_bytes = dnnl_memory_desc_get_size(want);
     dnnl_primitive_desc_t reorder_pd;
-    const dnnl_memory_desc_t *from = to_hwio ? want : &p->hwio_md;
-    const dnnl_memory_desc_t *to = to_hwio ? &p->hwio_md : want;
+    const dnnl_memory_desc_t *from = to_plan ? want : &p->weights_md;
+    const dnnl_memory_desc_t *to = to_plan ? &p->weights_md : want;
     ST_DNNL(dnnl_reorder_primitive_desc_create(&reorder_pd, from, dnnl_state.engine, to,
                                                dnnl_state.engine, NULL));
     ST_DNNL(dnnl_primitive_create(&pass->reorder, reorder_pd));
@@ -149,11 +200,7 @@ static void pass_destroy(conv_pass *pass) {
     memset(pass, 0, sizeof *pass);
 }
 
-static void execute(dnnl_primitive_t prim, int nargs, const dnnl_exec_arg_t *args) {
-    ST_DNNL(dnnl_primitive_execute(prim, dnnl_state.stream, nargs, args));
-}
-
-/* Point the pass's blocked weights at the shared scratch, grown to fit. */
+/* Point the pass's own-layout weights at the shared scratch, grown to fit. */
 static dnnl_memory_t bind_scratch(conv_pass *pass) {
     if (pass->weights_bytes > dnnl_state.scratch_bytes) {
         free(dnnl_state.scratch);
@@ -166,27 +213,17 @@ static dnnl_memory_t bind_scratch(conv_pass *pass) {
     return pass->weights;
 }
 
-/* Our HWIO weights into the pass's layout; returns the memory the primitive should read. */
-static dnnl_memory_t weights_in(st_conv_plan *p, conv_pass *pass) {
-    if (!pass->reorder) return p->hwio;
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, p->hwio}, {DNNL_ARG_TO, bind_scratch(pass)}};
-    execute(pass->reorder, 2, args);
-    return pass->weights;
-}
-
-static void forward_create(st_conv_plan *p) {
-    const st_conv_desc *d = &p->desc;
-    dnnl_dims_t wdims, strides, pad_l, pad_r;
-    weights_dims(d, wdims);
-    geometry(d, strides, pad_l, pad_r);
-    dnnl_memory_desc_t w_any;
-    md_init(&w_any, 4, wdims, dnnl_format_tag_any);
+/* The forward primitive, given the geometry's weight layout, or choosing it (layout NULL: the
+ * geometry's first plan) and fixing it as the plan's. Forward never reorders. */
+static void forward_create(st_conv_plan *p, const dnnl_memory_desc_t *layout) {
+    op_geometry g = op_geometry_of(&p->desc);
     dnnl_convolution_desc_t op;
     ST_DNNL(dnnl_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_direct,
-                                               &p->src_md, &w_any, &p->bias_md, &p->dst_md,
-                                               strides, pad_l, pad_r));
+                                               &p->src_md, layout ? layout : &g.any_weights,
+                                               &p->bias_md, &p->dst_md, g.strides, g.pad_l,
+                                               g.pad_r));
     dnnl_primitive_attr_t attr = NULL;
-    if (d->relu) {
+    if (p->desc.relu) {
         dnnl_post_ops_t ops;
         ST_DNNL(dnnl_post_ops_create(&ops));
         ST_DNNL(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
@@ -194,36 +231,33 @@ static void forward_create(st_conv_plan *p) {
         ST_DNNL(dnnl_primitive_attr_set_post_ops(attr, ops));
         ST_DNNL(dnnl_post_ops_destroy(ops));
     }
-    pass_create(p, &p->fwd, &op, attr, NULL, dnnl_query_weights_md, 0);
+    pass_create(p, &p->fwd, &op, attr, NULL);
     if (attr) ST_DNNL(dnnl_primitive_attr_destroy(attr));
+    p->weights_md = *pass_weights_md(&p->fwd, dnnl_query_weights_md);
+    ST_CHECK(!layout || dnnl_memory_desc_equal(&p->weights_md, layout),
+             "oneDNN: forward convolution ignored the given weight layout");
 }
 
 static void backward_data_create(st_conv_plan *p) {
-    const st_conv_desc *d = &p->desc;
-    dnnl_dims_t wdims, strides, pad_l, pad_r;
-    weights_dims(d, wdims);
-    geometry(d, strides, pad_l, pad_r);
-    dnnl_memory_desc_t w_any;
-    md_init(&w_any, 4, wdims, dnnl_format_tag_any);
+    op_geometry g = op_geometry_of(&p->desc);
     dnnl_convolution_desc_t op;
     ST_DNNL(dnnl_convolution_backward_data_desc_init(&op, dnnl_convolution_direct, &p->src_md,
-                                                     &w_any, &p->dst_md, strides, pad_l, pad_r));
-    pass_create(p, &p->bwd_data, &op, NULL, p->fwd.pd, dnnl_query_weights_md, 0);
+                                                     &g.any_weights, &p->dst_md, g.strides,
+                                                     g.pad_l, g.pad_r));
+    pass_create(p, &p->bwd_data, &op, NULL, p->fwd.pd);
+    pass_bridge_layouts(p, &p->bwd_data, dnnl_query_weights_md, 0);
 }
 
 static void backward_weights_create(st_conv_plan *p, int with_bias) {
-    const st_conv_desc *d = &p->desc;
-    dnnl_dims_t wdims, strides, pad_l, pad_r;
-    weights_dims(d, wdims);
-    geometry(d, strides, pad_l, pad_r);
-    dnnl_memory_desc_t w_any;
-    md_init(&w_any, 4, wdims, dnnl_format_tag_any);
+    op_geometry g = op_geometry_of(&p->desc);
     dnnl_convolution_desc_t op;
     ST_DNNL(dnnl_convolution_backward_weights_desc_init(&op, dnnl_convolution_direct, &p->src_md,
-                                                        &w_any, with_bias ? &p->bias_md : NULL,
-                                                        &p->dst_md, strides, pad_l, pad_r));
-    pass_create(p, &p->bwd_weights[with_bias], &op, NULL, p->fwd.pd, dnnl_query_diff_weights_md,
-                1);
+                                                        &g.any_weights,
+                                                        with_bias ? &p->bias_md : NULL,
+                                                        &p->dst_md, g.strides, g.pad_l, g.pad_r));
+    conv_pass *pass = &p->bwd_weights[with_bias];
+    pass_create(p, pass, &op, NULL, p->fwd.pd);
+    pass_bridge_layouts(p, pass, dnnl_query_diff_weights_md, 1);
 }
 
 static st_conv_plan *plan_create(const st_backend *be, const st_conv_desc *d) {
@@ -231,18 +265,16 @@ static st_conv_plan *plan_create(const st_backend *be, const st_conv_desc *d) {
     p->desc = *d;
     p->be = be;
     dnnl_dims_t src_dims = {d->n, d->c, d->h, d->w}, dst_dims = {d->n, d->k, d->p, d->q};
-    dnnl_dims_t wdims, bias_dims = {d->k};
-    weights_dims(d, wdims);
+    dnnl_dims_t bias_dims = {d->k};
     md_init(&p->src_md, 4, src_dims, dnnl_nhwc);
     md_init(&p->dst_md, 4, dst_dims, dnnl_nhwc);
-    md_init(&p->hwio_md, 4, wdims, dnnl_hwio);
     md_init(&p->bias_md, 1, bias_dims, dnnl_x);
+    forward_create(p, geometry_layout(be, d));
     p->src = memory_without_buffer(&p->src_md);
     p->dst = memory_without_buffer(&p->dst_md);
-    p->hwio = memory_without_buffer(&p->hwio_md);
+    p->weights = memory_without_buffer(&p->weights_md);
     p->bias = memory_without_buffer(&p->bias_md);
     p->zero_bias = ST_CALLOC((size_t)d->k, sizeof(float));
-    forward_create(p);
     return p;
 }
 
@@ -253,7 +285,7 @@ static void plan_destroy(st_conv_plan *p) {
     pass_destroy(&p->bwd_weights[1]);
     ST_DNNL(dnnl_memory_destroy(p->src));
     ST_DNNL(dnnl_memory_destroy(p->dst));
-    ST_DNNL(dnnl_memory_destroy(p->hwio));
+    ST_DNNL(dnnl_memory_destroy(p->weights));
     ST_DNNL(dnnl_memory_destroy(p->bias));
     free(p->zero_bias);
     free(p);
@@ -286,15 +318,69 @@ void cpu_conv_plans_free(st_backend *be) {
     state_close_if_unused();
 }
 
+size_t cpu_conv_weights_numel(st_backend *be, const st_conv_plan *p) {
+    (void)be;
+    return dnnl_memory_desc_get_size(&p->weights_md) / sizeof(float);
+}
+
+static dnnl_memory_desc_t hwio_md_of(const st_conv_plan *p) {
+    dnnl_dims_t wdims;
+    weights_dims(&p->desc, wdims);
+    dnnl_memory_desc_t md;
+    md_init(&md, 4, wdims, dnnl_hwio);
+    return md;
+}
+
+/* to = from * k_scale[k] per output channel (k_scale NULL: a plain copy), converting between
+ * two layouts of the plan's kernel in one oneDNN reorder, which writes the zero padding of a
+ * padded destination. Load and save time only, so nothing is kept. */
+static void convert_weights(const st_conv_plan *p, const float *from,
+                            const dnnl_memory_desc_t *from_md, float *to,
+                            const dnnl_memory_desc_t *to_md, const float *k_scale) {
+    dnnl_primitive_attr_t attr = NULL;
+    if (k_scale) {
+        ST_DNNL(dnnl_primitive_attr_create(&attr));
+        ST_DNNL(dnnl_primitive_attr_set_output_scales(attr, p->desc.k, 1 << 0, k_scale));
+    }
+    dnnl_memory_t src, dst;
+    ST_DNNL(dnnl_memory_create(&src, from_md, dnnl_state.engine, (void *)from));
+    ST_DNNL(dnnl_memory_create(&dst, to_md, dnnl_state.engine, to));
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t reorder;
+    ST_DNNL(dnnl_reorder_primitive_desc_create(&pd, from_md, dnnl_state.engine, to_md,
+                                               dnnl_state.engine, attr));
+    ST_DNNL(dnnl_primitive_create(&reorder, pd));
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+    execute(reorder, 2, args);
+    ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
+    ST_DNNL(dnnl_primitive_destroy(reorder));
+    ST_DNNL(dnnl_primitive_desc_destroy(pd));
+    ST_DNNL(dnnl_memory_destroy(src));
+    ST_DNNL(dnnl_memory_destroy(dst));
+    if (attr) ST_DNNL(dnnl_primitive_attr_destroy(attr));
+}
+
+void cpu_conv_weights_import(st_backend *be, st_conv_plan *p, const float *hwio_host, float *w) {
+    (void)be;
+    dnnl_memory_desc_t hwio_md = hwio_md_of(p);
+    convert_weights(p, hwio_host, &hwio_md, w, &p->weights_md, NULL);
+}
+
+void cpu_conv_weights_export(st_backend *be, st_conv_plan *p, const float *w, float *hwio_host) {
+    (void)be;
+    dnnl_memory_desc_t hwio_md = hwio_md_of(p);
+    convert_weights(p, w, &p->weights_md, hwio_host, &hwio_md, NULL);
+}
+
 void cpu_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const float *w,
                       const float *bias, float *y) {
     (void)be;
     set_handle(p->src, x);
-    set_handle(p->hwio, w);
+    set_handle(p->weights, w);
     set_handle(p->bias, bias ? bias : p->zero_bias);
     set_handle(p->dst, y);
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src},
-                               {DNNL_ARG_WEIGHTS, weights_in(p, &p->fwd)},
+                               {DNNL_ARG_WEIGHTS, p->weights},
                                {DNNL_ARG_BIAS, p->bias},
                                {DNNL_ARG_DST, p->dst}};
     execute(p->fwd.prim, 4, args);
@@ -304,14 +390,21 @@ void cpu_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const flo
 void cpu_conv_backward_data(st_backend *be, st_conv_plan *p, const float *dy, const float *w,
                             float *dx) {
     (void)be;
-    if (!p->bwd_data.prim) backward_data_create(p);
+    conv_pass *pass = &p->bwd_data;
+    if (!pass->prim) backward_data_create(p);
     set_handle(p->dst, dy);
-    set_handle(p->hwio, w);
+    set_handle(p->weights, w);
     set_handle(p->src, dx);
+    dnnl_memory_t weights = p->weights;
+    if (pass->reorder) {
+        weights = bind_scratch(pass);
+        dnnl_exec_arg_t to_pass[2] = {{DNNL_ARG_FROM, p->weights}, {DNNL_ARG_TO, weights}};
+        execute(pass->reorder, 2, to_pass);
+    }
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_DIFF_DST, p->dst},
-                               {DNNL_ARG_WEIGHTS, weights_in(p, &p->bwd_data)},
+                               {DNNL_ARG_WEIGHTS, weights},
                                {DNNL_ARG_DIFF_SRC, p->src}};
-    execute(p->bwd_data.prim, 3, args);
+    execute(pass->prim, 3, args);
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
 }
 
@@ -323,33 +416,32 @@ void cpu_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x, c
     if (!pass->prim) backward_weights_create(p, with_bias);
     set_handle(p->src, x);
     set_handle(p->dst, dy);
-    set_handle(p->hwio, dw);
+    set_handle(p->weights, dw);
     if (with_bias) set_handle(p->bias, dbias);
+    dnnl_memory_t dw_pass = pass->reorder ? bind_scratch(pass) : p->weights;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src},
                                {DNNL_ARG_DIFF_DST, p->dst},
-                               {DNNL_ARG_DIFF_WEIGHTS, pass->reorder ? bind_scratch(pass) : p->hwio},
+                               {DNNL_ARG_DIFF_WEIGHTS, dw_pass},
                                {DNNL_ARG_DIFF_BIAS, p->bias}};
     execute(pass->prim, with_bias ? 4 : 3, args);
     if (pass->reorder) {
-        dnnl_exec_arg_t back[2] = {{DNNL_ARG_FROM, pass->weights}, {DNNL_ARG_TO, p->hwio}};
-        execute(pass->reorder, 2, back);
+        dnnl_exec_arg_t to_plan[2] = {{DNNL_ARG_FROM, pass->weights}, {DNNL_ARG_TO, p->weights}};
+        execute(pass->reorder, 2, to_plan);
     }
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
 }
 
-void cpu_conv_fold_bn(st_backend *be, const st_conv_desc *d, const float *w, const float *b,
+/* The weights scale per output channel as a oneDNN reorder within the plan's layout (one pass,
+ * w_out = w * scale[k] rounded once, as a loop over HWIO would compute it). */
+void cpu_conv_fold_bn(st_backend *be, st_conv_plan *p, const float *w, const float *b,
                       const float *gamma, const float *beta, const float *mean, const float *var,
                       float eps, float *w_out, float *b_out) {
     (void)be;
-    const int K = d->k;
-    const size_t taps = (size_t)d->r * d->s * d->c; /* HWIO: K is the fastest axis */
-    float *scale = ST_MALLOC((size_t)K * sizeof *scale);
-    for (int k = 0; k < K; k++) {
+    float *scale = ST_MALLOC((size_t)p->desc.k * sizeof *scale);
+    for (int k = 0; k < p->desc.k; k++) {
         scale[k] = st_bn_scale(gamma[k], st_bn_rstd(var[k], eps));
-        b_out[k] = ((b ? b[k] : 0.0f) - mean[k]) * scale[k] + beta[k];
+        b_out[k] = st_bn_shift(beta[k], mean[k] - (b ? b[k] : 0.0f), scale[k]);
     }
-#pragma omp parallel for schedule(static) if (taps * K >= 32768)
-    for (size_t t = 0; t < taps; t++)
-        for (int k = 0; k < K; k++) w_out[t * K + k] = w[t * K + k] * scale[k];
+    convert_weights(p, w, &p->weights_md, w_out, &p->weights_md, scale);
     free(scale);
 }

@@ -2,7 +2,8 @@
  * cpu_ops.h: the CPU implementations behind the backend vtable, one family per file:
  *   memory.c     alloc/free/upload/download/copy/sync, fill, scale, axpy, sum_squares, all_finite
  *   gemm.c       gemm (OpenBLAS), dense forward/backward
- *   conv.c       convolution plans, forward, backward data/filter (oneDNN), BN folding
+ *   conv.c       convolution plans, forward, backward data/filter (oneDNN), kernel layout
+ *                conversion (HWIO <-> oneDNN's blocked layout), BN folding
  *   batchnorm.c  batch norm train/infer/backward (fused ReLU)
  *   activation.c relu forward/backward, residual add
  *   pool.c       max pool (zero or -inf padding), global avg/max/GeM pooling

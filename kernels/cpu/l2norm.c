@@ -12,14 +12,7 @@ void cpu_l2norm_forward(st_backend *be, int n, int d, const float *x, float *y, 
     (void)be;
 #pragma omp parallel for schedule(static) if ((long)n * d >= 32768)
     for (int i = 0; i < n; i++) {
-        const float *xr = x + (size_t)i * d;
-        float *yr = y + (size_t)i * d;
-        double ss = 0.0;
-        for (int j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
-        float den = st_l2_den(ss, eps);
-        norms[i] = den;
-        float inv = 1.0f / den;
-        for (int j = 0; j < d; j++) yr[j] = xr[j] * inv;
+        norms[i] = st_l2_normalize_row(x + (size_t)i * d, y + (size_t)i * d, d, eps);
     }
 }
 

@@ -6,7 +6,8 @@
  * ResNetV2), else they are -inf, i.e. ignored (PyTorch). Backward sends each dy to the FIRST
  * maximal cell of its window in row-major (r, s) order, the rule PyTorch's CPU kernel follows;
  * when a padded zero wins the gradient goes nowhere. dx is overwritten.
- * Global pool: x (N, HW, C) -> y (N, C); GeM math in kernels/math/pool.h.
+ * Global pool: x (N, HW, C) -> y (N, C). Window clipping, the first-maximum scan and the GeM
+ * math are kernels/math/pool.h (shared with CUDA).
  * Threads split max pool forward over (image, output row), max pool backward over images (each
  * thread owns its dx slice) and global pooling over images; channels are the contiguous,
  * vectorised axis.
@@ -18,55 +19,24 @@
 #include "../math/pool.h"
 #include "cpu_ops.h"
 
-/* The window of output (op, oq) clipped to the input: rows [r0, r1), columns [s0, s1) of the
- * window lie inside; a window that was clipped contains padded cells. */
-typedef struct {
-    int r0, r1, s0, s1;
-    int clipped;
-} pool_window;
-
-static pool_window window_of(const st_pool_desc *d, int op, int oq) {
-    pool_window win;
-    int h0 = op * d->stride_h - d->pad_top, w0 = oq * d->stride_w - d->pad_left;
-    win.r0 = h0 < 0 ? -h0 : 0;
-    win.r1 = h0 + d->r > d->h ? d->h - h0 : d->r;
-    win.s0 = w0 < 0 ? -w0 : 0;
-    win.s1 = w0 + d->s > d->w ? d->w - w0 : d->s;
-    win.clipped = win.r0 > 0 || win.s0 > 0 || win.r1 < d->r || win.s1 < d->s;
-    return win;
-}
-
-static int is_padded(const pool_window *win, int r, int s) {
-    return r < win->r0 || r >= win->r1 || s < win->s0 || s >= win->s1;
-}
-
 void cpu_maxpool_forward(st_backend *be, const st_pool_desc *d, const float *x, float *y) {
     (void)be;
     const int C = d->c;
-    const float pad = st_maxpool_pad_value(d->pad_with_zero);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < d->n; n++) {
         for (int op = 0; op < d->p; op++) {
             for (int oq = 0; oq < d->q; oq++) {
                 const float *xn = x + (size_t)n * d->h * d->w * C;
                 float *yo = y + (((size_t)n * d->p + op) * d->q + oq) * C;
-                pool_window win = window_of(d, op, oq);
-                float start = win.clipped ? pad : -INFINITY;
-                for (int c = 0; c < C; c++) yo[c] = start;
-                int h0 = op * d->stride_h - d->pad_top, w0 = oq * d->stride_w - d->pad_left;
-                for (int r = win.r0; r < win.r1; r++) {
-                    for (int s = win.s0; s < win.s1; s++) {
-                        const float *xc = xn + ((size_t)(h0 + r) * d->w + (w0 + s)) * C;
-                        for (int c = 0; c < C; c++) yo[c] = xc[c] > yo[c] ? xc[c] : yo[c];
-                    }
-                }
+                st_pool_window win = st_pool_window_of(d, op, oq);
+                st_maxpool_window_max(d, &win, xn, 0, C, yo);
             }
         }
     }
 }
 
-/* Backward scans each window in row-major order keeping, per channel, the best value so far and
- * the input offset it came from (-1: a padded zero). Strict '>' keeps the first maximum. */
+/* Each window's first-maximum scan covers all channels at once (best, from: per-thread
+ * scratch of C), then adds its dy at the winning offsets. */
 void cpu_maxpool_backward(st_backend *be, const st_pool_desc *d, const float *x, const float *y,
                           const float *dy, float *dx) {
     (void)be;
@@ -79,39 +49,13 @@ void cpu_maxpool_backward(st_backend *be, const st_pool_desc *d, const float *x,
         long *from = ST_MALLOC((size_t)C * sizeof *from);
 #pragma omp for schedule(static)
         for (int n = 0; n < d->n; n++) {
-            const float *xn = x + n * image;
             float *dxn = dx + n * image;
             for (size_t i = 0; i < image; i++) dxn[i] = 0.0f;
             for (int op = 0; op < d->p; op++) {
                 for (int oq = 0; oq < d->q; oq++) {
                     const float *go = dy + (((size_t)n * d->p + op) * d->q + oq) * C;
-                    pool_window win = window_of(d, op, oq);
-                    int h0 = op * d->stride_h - d->pad_top, w0 = oq * d->stride_w - d->pad_left;
-                    for (int c = 0; c < C; c++) {
-                        best[c] = -INFINITY;
-                        from[c] = -2; /* nothing yet (all -inf) */
-                    }
-                    for (int r = 0; r < d->r; r++) {
-                        for (int s = 0; s < d->s; s++) {
-                            if (is_padded(&win, r, s)) {
-                                if (!d->pad_with_zero) continue;
-                                for (int c = 0; c < C; c++) {
-                                    if (0.0f > best[c]) {
-                                        best[c] = 0.0f;
-                                        from[c] = -1;
-                                    }
-                                }
-                                continue;
-                            }
-                            long base = ((long)(h0 + r) * d->w + (w0 + s)) * C;
-                            for (int c = 0; c < C; c++) {
-                                if (xn[base + c] > best[c]) {
-                                    best[c] = xn[base + c];
-                                    from[c] = base + c;
-                                }
-                            }
-                        }
-                    }
+                    st_pool_window win = st_pool_window_of(d, op, oq);
+                    st_maxpool_window_argmax(d, &win, x + n * image, 0, C, best, from);
                     for (int c = 0; c < C; c++)
                         if (from[c] >= 0) dxn[from[c]] += go[c];
                 }
@@ -133,7 +77,7 @@ void cpu_gpool_forward(st_backend *be, const st_gpool_desc *d, const float *x, f
             for (int c = 0; c < C; c++) yn[c] = -INFINITY;
             for (int i = 0; i < HW; i++) {
                 const float *xi = xn + (size_t)i * C;
-                for (int c = 0; c < C; c++) yn[c] = xi[c] > yn[c] ? xi[c] : yn[c];
+                for (int c = 0; c < C; c++) yn[c] = st_pool_max(yn[c], xi[c]);
             }
             continue;
         }
@@ -145,10 +89,7 @@ void cpu_gpool_forward(st_backend *be, const st_gpool_desc *d, const float *x, f
             else
                 for (int c = 0; c < C; c++) acc[c] += xi[c];
         }
-        for (int c = 0; c < C; c++) {
-            float mean = (float)(acc[c] / HW);
-            yn[c] = d->kind == ST_GPOOL_GEM ? st_gem_finish(mean, d->p) : mean;
-        }
+        for (int c = 0; c < C; c++) yn[c] = st_gpool_finish(d->kind, acc[c], HW, d->p);
         free(acc);
     }
 }
@@ -179,12 +120,8 @@ void cpu_gpool_backward(st_backend *be, const st_gpool_desc *d, const float *x, 
             /* max: the first position holding the maximum (y) takes the whole gradient */
             for (size_t i = 0; i < (size_t)HW * C; i++) dxn[i] = 0.0f;
             for (int c = 0; c < C; c++) {
-                for (int i = 0; i < HW; i++) {
-                    if (xn[(size_t)i * C + c] == yn[c]) {
-                        dxn[(size_t)i * C + c] = gn[c];
-                        break;
-                    }
-                }
+                int at = st_gpool_max_position(xn + c, HW, (size_t)C, yn[c]);
+                if (at < HW) dxn[(size_t)at * C + c] = gn[c];
             }
         }
     }

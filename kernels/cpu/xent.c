@@ -7,7 +7,9 @@
 #include "../math/xent.h"
 #include "cpu_ops.h"
 
-static void check_labels(int n, int k, const int32_t *labels) {
+/* The shape and every label, for op `op` (xent_forward / xent_backward). */
+static void check_rows(const char *op, int n, int k, const int32_t *labels) {
+    ST_CHECK(n > 0 && k > 0, "%s: bad shape (%d, %d)", op, n, k);
     for (int i = 0; i < n; i++)
         ST_CHECK(labels[i] >= 0 && labels[i] < k, "xent: label %d of row %d outside [0, %d)",
                  (int)labels[i], i, k);
@@ -16,8 +18,7 @@ static void check_labels(int n, int k, const int32_t *labels) {
 void cpu_xent_forward(st_backend *be, int n, int k, const float *logits, const int32_t *labels,
                       float smoothing, float *probs, float *loss_rows) {
     (void)be;
-    ST_CHECK(n > 0 && k > 0, "xent_forward: bad shape (%d, %d)", n, k);
-    check_labels(n, k, labels);
+    check_rows("xent_forward", n, k, labels);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         const size_t row = (size_t)i * k;
@@ -28,8 +29,7 @@ void cpu_xent_forward(st_backend *be, int n, int k, const float *logits, const i
 void cpu_xent_backward(st_backend *be, int n, int k, const float *probs, const int32_t *labels,
                        float smoothing, float scale, float *dlogits) {
     (void)be;
-    ST_CHECK(n > 0 && k > 0, "xent_backward: bad shape (%d, %d)", n, k);
-    check_labels(n, k, labels);
+    check_rows("xent_backward", n, k, labels);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         const size_t row = (size_t)i * k;

@@ -32,9 +32,8 @@ struct gradient_moments {
     int c, relu;
     __device__ double2 operator()(long row, int col) const {
         size_t i = (size_t)row * c + col;
-        float g = relu ? st_relu_grad(y[i], dy[i]) : dy[i];
-        float xhat = (x[i] - mean[col]) * rstd[col];
-        return make_double2((double)g, (double)g * xhat);
+        float g = st_bn_upstream(relu ? y : NULL, dy, i);
+        return make_double2((double)g, (double)g * st_bn_xhat(x[i], mean[col], rstd[col]));
     }
 };
 } // namespace
@@ -48,25 +47,12 @@ static void *bn_scratch(st_backend *be, long rows, int c, double2 **sums_space, 
     return base;
 }
 
-static __global__ void train_stats_kernel(const double2 *sums, const float *x, const float *gamma,
-                                          const float *beta, int c, double rows, float eps,
-                                          float momentum, float *save_mean, float *save_rstd,
-                                          float *running_mean, float *running_var, float *scale,
-                                          float *shift) {
+static __global__ void train_stats_kernel(const st_bn_desc d, const double2 *sums, const float *x,
+                                          const float *gamma, const float *beta,
+                                          const st_bn_train_out out) {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    double mean = st_bn_mean_from_sums(sums[ch].x, x[ch], rows);
-    double var = st_bn_var_from_sums(sums[ch].x, sums[ch].y, rows);
-    float rstd = st_bn_rstd((float)var, eps);
-    save_mean[ch] = (float)mean;
-    save_rstd[ch] = rstd;
-    scale[ch] = st_bn_scale(gamma[ch], rstd);
-    shift[ch] = st_bn_shift(beta[ch], (float)mean, scale[ch]);
-    if (running_mean)
-        running_mean[ch] = st_bn_running_update(running_mean[ch], (float)mean, momentum);
-    if (running_var)
-        running_var[ch] = st_bn_running_update(running_var[ch],
-                                               (float)st_bn_unbiased_var(var, rows), momentum);
+    if (ch >= d.c) return;
+    st_bn_train_channel(&d, ch, sums[ch].x, sums[ch].y, x[ch], gamma[ch], beta[ch], &out);
 }
 
 static __global__ void infer_coef_kernel(const float *gamma, const float *beta,
@@ -109,9 +95,9 @@ extern "C" void cuda_bn_forward_train(st_backend *be, const st_bn_desc *d, const
     float *scale = coef, *shift = coef + d->c;
     centred_moments terms = {x, d->c};
     double2 *sums = st_column_sums(ctx->stream, d->rows, d->c, terms, sums_space);
-    train_stats_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(
-        sums, x, gamma, beta, d->c, (double)d->rows, d->eps, d->momentum, save_mean, save_rstd,
-        running_mean, running_var, scale, shift);
+    st_bn_train_out out = {save_mean, save_rstd, scale, shift, running_mean, running_var};
+    train_stats_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(*d, sums, x, gamma,
+                                                                          beta, out);
     CUDA_CHECK_LAUNCH("train_stats_kernel");
     apply(ctx->stream, d, x, scale, shift, y);
 }
@@ -131,15 +117,10 @@ extern "C" void cuda_bn_forward_infer(st_backend *be, const st_bn_desc *d, const
 
 static __global__ void backward_coef_kernel(const double2 *sums, const float *gamma,
                                             const float *save_rstd, int c, double rows,
-                                            float *dgamma, float *dbeta, float *gamma_rstd,
-                                            float *mean_g, float *mean_gx) {
+                                            const st_bn_grad_coef coef) {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) return;
-    dbeta[ch] = (float)sums[ch].x;
-    dgamma[ch] = (float)sums[ch].y;
-    gamma_rstd[ch] = gamma[ch] * save_rstd[ch];
-    mean_g[ch] = (float)(sums[ch].x / rows);
-    mean_gx[ch] = (float)(sums[ch].y / rows);
+    st_bn_backward_channel(ch, sums[ch].x, sums[ch].y, rows, gamma[ch], save_rstd[ch], &coef);
 }
 
 static __global__ void backward_dx_kernel(const float *x, const float *y, const float *dy,
@@ -149,9 +130,9 @@ static __global__ void backward_dx_kernel(const float *x, const float *y, const 
                                           float *dx) {
     ST_GRID_STRIDE(i, rows * (size_t)c) {
         int ch = (int)(i % (size_t)c);
-        float g = relu ? st_relu_grad(y[i], dy[i]) : dy[i];
-        float xhat = (x[i] - save_mean[ch]) * save_rstd[ch];
-        dx[i] = st_bn_backward_dx(g, xhat, gamma_rstd[ch], mean_g[ch], mean_gx[ch]);
+        float xhat = st_bn_xhat(x[i], save_mean[ch], save_rstd[ch]);
+        dx[i] = st_bn_backward_dx(st_bn_upstream(relu ? y : NULL, dy, i), xhat, gamma_rstd[ch],
+                                  mean_g[ch], mean_gx[ch]);
     }
 }
 
@@ -168,9 +149,9 @@ extern "C" void cuda_bn_backward(st_backend *be, const st_bn_desc *d, const floa
     float *gamma_rstd = coef, *mean_g = coef + d->c, *mean_gx = coef + 2 * (size_t)d->c;
     gradient_moments terms = {x, y, dy, save_mean, save_rstd, d->c, d->relu};
     double2 *sums = st_column_sums(ctx->stream, d->rows, d->c, terms, sums_space);
+    st_bn_grad_coef grad_coef = {dgamma, dbeta, gamma_rstd, mean_g, mean_gx};
     backward_coef_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(
-        sums, gamma, save_rstd, d->c, (double)d->rows, dgamma, dbeta, gamma_rstd, mean_g,
-        mean_gx);
+        sums, gamma, save_rstd, d->c, (double)d->rows, grad_coef);
     CUDA_CHECK_LAUNCH("backward_coef_kernel");
     size_t count = (size_t)d->rows * d->c;
     backward_dx_kernel<<<st_grid_for(count), ST_BLOCK, 0, ctx->stream>>>(

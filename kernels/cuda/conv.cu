@@ -1,10 +1,12 @@
 /*
- * conv.cu: 2-D convolution (cross-correlation) through cuDNN, and batch-norm folding.
+ * conv.cu: 2-D convolution (cross-correlation) through cuDNN, the conversion of conv kernels
+ * between the file layout (HWIO) and cuDNN's, and batch-norm folding.
  *
- * Layouts in our memory: x (N, H, W, C) NHWC, y (N, P, Q, K) NHWC, w (R, S, C, K) HWIO,
- * bias (K). cuDNN's NHWC filter layout is KRSC (K, R, S, C), so every call transposes the HWIO
- * weights into the plan-owned w_krsc (weights change every training step; nothing is cached), and
- * backward-filter computes into w_krsc and transposes the result back to HWIO.
+ * Layouts in our memory: x (N, H, W, C) NHWC, y (N, P, Q, K) NHWC, bias (K), and conv kernels w
+ * in the backend layout: cuDNN's NHWC filter layout KRSC (K, R, S, C), no padding. Kernels are
+ * converted on the host at load (conv_weights_import: HWIO -> KRSC, then upload) and save
+ * (conv_weights_export), so forward, backward-data and backward-filter hand w / dw to cuDNN as
+ * they are; the layout depends on the geometry only, so every batch size's plan shares it.
  *
  * Padding: cuDNN takes one symmetric pad per axis. The plan gives cuDNN the symmetric part
  * min(top, bottom) / min(left, right) and, only when a side has more, pads the input explicitly
@@ -46,32 +48,8 @@ struct st_conv_plan {
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
     cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;
-    float *w_krsc;   /* (K, R, S, C) */
     float *x_padded; /* (N, HP, WP, C) or NULL when the padding is symmetric */
 };
-
-/* out (cols, rows) = in (rows, cols)^T through 32x32 shared-memory tiles (coalesced both ways). */
-static __global__ void transpose_kernel(const float *in, float *out, int rows, int cols) {
-    __shared__ float tile[32][33];
-    int col = blockIdx.x * 32 + threadIdx.x;
-    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-        int row = blockIdx.y * 32 + i;
-        if (row < rows && col < cols) tile[i][threadIdx.x] = in[(size_t)row * cols + col];
-    }
-    __syncthreads();
-    int out_col = blockIdx.y * 32 + threadIdx.x; /* = input row */
-    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-        int out_row = blockIdx.x * 32 + i; /* = input column */
-        if (out_row < cols && out_col < rows)
-            out[(size_t)out_row * rows + out_col] = tile[threadIdx.x][i];
-    }
-}
-
-static void transpose(cudaStream_t stream, const float *in, float *out, int rows, int cols) {
-    dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32));
-    transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(in, out, rows, cols);
-    CUDA_CHECK_LAUNCH("transpose_kernel");
-}
 
 /* x_padded (N, HP, WP, C) = x (N, H, W, C) placed at (top, left), zeros elsewhere. */
 static __global__ void pad_kernel(const float *x, float *xp, int n, int h, int w, int c, int hp,
@@ -155,45 +133,50 @@ ST_NORETURN static void fail_no_algorithm(const st_conv_plan *p, const char *pas
             ST_CONV_WORKSPACE_LIMIT >> 20);
 }
 
-/* Each chooser stores the algorithm and its math type in the plan and returns its workspace. */
-static size_t choose_forward(cuda_ctx *ctx, st_conv_plan *p) {
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+/* The algorithm (and its perf record: math type, workspace) for one pass: `query` fills
+ * cuDNN's ranked list, as cudnnGet*Algorithm_v7(..., capacity, &count, perf) does. */
+template <class Perf, int Capacity, class Query>
+static Perf choose_algorithm(const cuda_ctx *ctx, const st_conv_plan *p, const char *pass,
+                             Query query) {
+    Perf perf[Capacity];
     int count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx->cudnn, p->x_desc, p->w_desc,
-                                                        p->conv_desc, p->y_desc,
-                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count,
-                                                        perf));
+    CUDNN_CHECK(query(Capacity, &count, perf));
     int i = pick_algorithm(ctx, perf, count);
-    if (i < 0) fail_no_algorithm(p, "forward");
-    p->fwd_algo = perf[i].algo;
-    p->fwd_math = pass_math(ctx, perf[i].mathType);
-    return perf[i].memory;
+    if (i < 0) fail_no_algorithm(p, pass);
+    return perf[i];
 }
 
-static size_t choose_backward_data(cuda_ctx *ctx, st_conv_plan *p) {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-        ctx->cudnn, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
-        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
-    int i = pick_algorithm(ctx, perf, count);
-    if (i < 0) fail_no_algorithm(p, "backward-data");
-    p->bwd_data_algo = perf[i].algo;
-    p->bwd_data_math = pass_math(ctx, perf[i].mathType);
-    return perf[i].memory;
-}
-
-static size_t choose_backward_filter(cuda_ctx *ctx, st_conv_plan *p) {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        ctx->cudnn, p->x_desc, p->y_desc, p->conv_desc, p->w_desc,
-        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
-    int i = pick_algorithm(ctx, perf, count);
-    if (i < 0) fail_no_algorithm(p, "backward-filter");
-    p->bwd_filter_algo = perf[i].algo;
-    p->bwd_filter_math = pass_math(ctx, perf[i].mathType);
-    return perf[i].memory;
+/* Algorithms and math types of the three passes into the plan; returns the largest workspace. */
+static size_t choose_algorithms(cuda_ctx *ctx, st_conv_plan *p) {
+    auto fwd = choose_algorithm<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+        ctx, p, "forward", [&](int cap, int *count, cudnnConvolutionFwdAlgoPerf_t *perf) {
+            return cudnnGetConvolutionForwardAlgorithm_v7(ctx->cudnn, p->x_desc, p->w_desc,
+                                                          p->conv_desc, p->y_desc, cap, count,
+                                                          perf);
+        });
+    auto data = choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
+                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+        ctx, p, "backward-data", [&](int cap, int *count, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+            return cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx->cudnn, p->w_desc, p->y_desc,
+                                                               p->conv_desc, p->x_desc, cap,
+                                                               count, perf);
+        });
+    auto filter = choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
+                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+        ctx, p, "backward-filter",
+        [&](int cap, int *count, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
+            return cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx->cudnn, p->x_desc, p->y_desc,
+                                                                 p->conv_desc, p->w_desc, cap,
+                                                                 count, perf);
+        });
+    p->fwd_algo = fwd.algo;
+    p->fwd_math = pass_math(ctx, fwd.mathType);
+    p->bwd_data_algo = data.algo;
+    p->bwd_data_math = pass_math(ctx, data.mathType);
+    p->bwd_filter_algo = filter.algo;
+    p->bwd_filter_math = pass_math(ctx, filter.mathType);
+    size_t ws = fwd.memory > data.memory ? fwd.memory : data.memory;
+    return filter.memory > ws ? filter.memory : ws;
 }
 
 static void split_padding(st_conv_plan *p, int *sym_h, int *sym_w) {
@@ -238,14 +221,7 @@ static st_conv_plan *plan_create(st_backend *be, const st_conv_desc *d) {
              "conv plan: cuDNN output %dx%dx%dx%d differs from the descriptor's %dx%dx%dx%d", on,
              oh, ow, ok, d->n, d->p, d->q, d->k);
 
-    size_t ws = choose_forward(ctx, p);
-    size_t ws_data = choose_backward_data(ctx, p);
-    size_t ws_filter = choose_backward_filter(ctx, p);
-    if (ws_data > ws) ws = ws_data;
-    if (ws_filter > ws) ws = ws_filter;
-    cuda_workspace_reserve(be, ws);
-
-    CUDA_CHECK(cudaMalloc((void **)&p->w_krsc, (size_t)d->k * d->r * d->s * d->c * sizeof(float)));
+    cuda_workspace_reserve(be, choose_algorithms(ctx, p));
     if (p->padded)
         CUDA_CHECK(cudaMalloc((void **)&p->x_padded,
                               (size_t)d->n * p->hp * p->wp * d->c * sizeof(float)));
@@ -257,7 +233,6 @@ static void plan_destroy(st_conv_plan *p) {
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->y_desc));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->w_desc));
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv_desc));
-    CUDA_CHECK(cudaFree(p->w_krsc));
     if (p->x_padded) CUDA_CHECK(cudaFree(p->x_padded));
     free(p);
 }
@@ -287,19 +262,49 @@ extern "C" void cuda_conv_plans_free(st_backend *be) {
     }
 }
 
-/* HWIO (R*S*C, K) -> KRSC (K, R*S*C) */
-static void weights_to_krsc(cudaStream_t stream, st_conv_plan *p, const float *w) {
-    const st_conv_desc *d = &p->desc;
-    transpose(stream, w, p->w_krsc, d->r * d->s * d->c, d->k);
+extern "C" size_t cuda_conv_weights_numel(st_backend *be, const st_conv_plan *p) {
+    (void)be;
+    return (size_t)p->desc.k * p->desc.r * p->desc.s * p->desc.c;
 }
 
-static const float *input_for_cudnn(cudaStream_t stream, st_conv_plan *p, const float *x) {
+/* out (cols, rows) = in (rows, cols)^T on the host: HWIO is (R*S*C, K), KRSC is (K, R*S*C). */
+static void host_transpose(const float *in, float *out, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) out[c * rows + r] = in[r * cols + c];
+}
+
+extern "C" void cuda_conv_weights_import(st_backend *be, st_conv_plan *p, const float *hwio_host,
+                                         float *w) {
+    const st_conv_desc *d = &p->desc;
+    size_t taps = (size_t)d->r * d->s * d->c, numel = taps * d->k;
+    float *krsc = (float *)ST_MALLOC(numel * sizeof *krsc);
+    host_transpose(hwio_host, krsc, taps, (size_t)d->k);
+    cuda_upload(be, w, krsc, numel * sizeof *krsc); /* krsc may be freed on return */
+    free(krsc);
+}
+
+extern "C" void cuda_conv_weights_export(st_backend *be, st_conv_plan *p, const float *w,
+                                         float *hwio_host) {
+    const st_conv_desc *d = &p->desc;
+    size_t taps = (size_t)d->r * d->s * d->c, numel = taps * d->k;
+    float *krsc = (float *)ST_MALLOC(numel * sizeof *krsc);
+    cuda_download(be, krsc, w, numel * sizeof *krsc);
+    host_transpose(krsc, hwio_host, (size_t)d->k, taps);
+    free(krsc);
+}
+
+static const float alpha_one = 1.0f, beta_zero = 0.0f; /* cuDNN: overwrite the output */
+
+/* Sets the pass's math type and returns the input cuDNN reads: x, or x padded by the plan's
+ * explicit excess padding into x_padded. */
+static const float *prepare_input(cuda_ctx *ctx, st_conv_plan *p, const float *x,
+                                  cudnnMathType_t math) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, math));
     if (!p->padded) return x;
     const st_conv_desc *d = &p->desc;
     size_t total = (size_t)d->n * p->hp * p->wp * d->c;
-    pad_kernel<<<st_grid_for(total), ST_BLOCK, 0, stream>>>(x, p->x_padded, d->n, d->h, d->w, d->c,
-                                                           p->hp, p->wp, p->extra_top,
-                                                           p->extra_left);
+    pad_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(
+        x, p->x_padded, d->n, d->h, d->w, d->c, p->hp, p->wp, p->extra_top, p->extra_left);
     CUDA_CHECK_LAUNCH("pad_kernel");
     return p->x_padded;
 }
@@ -308,13 +313,10 @@ extern "C" void cuda_conv_forward(st_backend *be, st_conv_plan *p, const float *
                                   const float *bias, float *y) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     const st_conv_desc *d = &p->desc;
-    const float one = 1.0f, zero = 0.0f;
-    weights_to_krsc(ctx->stream, p, w);
-    const float *input = input_for_cudnn(ctx->stream, p, x);
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->fwd_math));
-    CUDNN_CHECK(cudnnConvolutionForward(ctx->cudnn, &one, p->x_desc, input, p->w_desc, p->w_krsc,
+    const float *input = prepare_input(ctx, p, x, p->fwd_math);
+    CUDNN_CHECK(cudnnConvolutionForward(ctx->cudnn, &alpha_one, p->x_desc, input, p->w_desc, w,
                                         p->conv_desc, p->fwd_algo, ctx->workspace,
-                                        ctx->workspace_bytes, &zero, p->y_desc, y));
+                                        ctx->workspace_bytes, &beta_zero, p->y_desc, y));
     if (bias || d->relu) {
         size_t rows = (size_t)d->n * d->p * d->q;
         bias_relu_kernel<<<st_grid_for(rows * d->k), ST_BLOCK, 0, ctx->stream>>>(y, bias, rows,
@@ -327,13 +329,12 @@ extern "C" void cuda_conv_backward_data(st_backend *be, st_conv_plan *p, const f
                                         const float *w, float *dx) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     const st_conv_desc *d = &p->desc;
-    const float one = 1.0f, zero = 0.0f;
-    weights_to_krsc(ctx->stream, p, w);
     float *grad_input = p->padded ? p->x_padded : dx;
     CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->bwd_data_math));
-    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx->cudnn, &one, p->w_desc, p->w_krsc, p->y_desc, dy,
+    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx->cudnn, &alpha_one, p->w_desc, w, p->y_desc, dy,
                                              p->conv_desc, p->bwd_data_algo, ctx->workspace,
-                                             ctx->workspace_bytes, &zero, p->x_desc, grad_input));
+                                             ctx->workspace_bytes, &beta_zero, p->x_desc,
+                                             grad_input));
     if (p->padded) {
         size_t total = (size_t)d->n * d->h * d->w * d->c;
         crop_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(
@@ -346,21 +347,20 @@ extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const
                                           const float *dy, float *dw, float *dbias) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     const st_conv_desc *d = &p->desc;
-    const float one = 1.0f, zero = 0.0f;
-    const float *input = input_for_cudnn(ctx->stream, p, x);
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->bwd_filter_math));
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx->cudnn, &one, p->x_desc, input, p->y_desc, dy,
-                                               p->conv_desc, p->bwd_filter_algo, ctx->workspace,
-                                               ctx->workspace_bytes, &zero, p->w_desc, p->w_krsc));
-    transpose(ctx->stream, p->w_krsc, dw, d->k, d->r * d->s * d->c); /* KRSC -> HWIO */
+    const float *input = prepare_input(ctx, p, x, p->bwd_filter_math);
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx->cudnn, &alpha_one, p->x_desc, input, p->y_desc,
+                                               dy, p->conv_desc, p->bwd_filter_algo,
+                                               ctx->workspace, ctx->workspace_bytes, &beta_zero,
+                                               p->w_desc, dw));
     if (dbias) cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, dy, dbias);
 }
 
-/* w_out (taps, K) = w * scale[k]; same formulas (math/batchnorm.h) and order as the CPU fold. */
+/* w_out (K, taps) = w * scale[k] (KRSC: K is the slowest axis); same formulas
+ * (math/batchnorm.h) as the CPU fold. */
 static __global__ void fold_weights_kernel(const float *w, const float *gamma, const float *var,
                                            float eps, size_t taps, int k, float *w_out) {
     ST_GRID_STRIDE(i, taps * (size_t)k) {
-        int ch = (int)(i % (size_t)k);
+        int ch = (int)(i / taps);
         w_out[i] = w[i] * st_bn_scale(gamma[ch], st_bn_rstd(var[ch], eps));
     }
 }
@@ -371,15 +371,15 @@ static __global__ void fold_bias_kernel(const float *b, const float *gamma, cons
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= k) return;
     float scale = st_bn_scale(gamma[ch], st_bn_rstd(var[ch], eps));
-    b_out[ch] = ((b ? b[ch] : 0.0f) - mean[ch]) * scale + beta[ch];
+    b_out[ch] = st_bn_shift(beta[ch], mean[ch] - (b ? b[ch] : 0.0f), scale);
 }
 
-extern "C" void cuda_conv_fold_bn(st_backend *be, const st_conv_desc *d, const float *w,
-                                  const float *b, const float *gamma, const float *beta,
-                                  const float *mean, const float *var, float eps, float *w_out,
-                                  float *b_out) {
+extern "C" void cuda_conv_fold_bn(st_backend *be, st_conv_plan *p, const float *w, const float *b,
+                                  const float *gamma, const float *beta, const float *mean,
+                                  const float *var, float eps, float *w_out, float *b_out) {
     cuda_ctx *ctx = cuda_ctx_of(be);
-    size_t taps = (size_t)d->r * d->s * d->c; /* HWIO: K is the fastest axis */
+    const st_conv_desc *d = &p->desc;
+    size_t taps = (size_t)d->r * d->s * d->c;
     fold_bias_kernel<<<(d->k + ST_BLOCK - 1) / ST_BLOCK, ST_BLOCK, 0, ctx->stream>>>(
         b, gamma, beta, mean, var, eps, d->k, b_out);
     CUDA_CHECK_LAUNCH("fold_bias_kernel");

@@ -21,37 +21,28 @@
 
 #include "../check.h"
 
+/* The one check: status `call` of type `type` must equal `ok`; a failure prints `prefix`, `text`
+ * (what was called), the status string str_fn gives and the function. */
+#define ST_LIBRARY_CHECK_(prefix, type, call, text, ok, str_fn)                                \
+    do {                                                                                     \
+        type st_library_status_ = (call);                                                    \
+        if (st_library_status_ != (ok))                                                      \
+            st_fail_at(__FILE__, __LINE__, prefix "%s: %s (in %s)", text,                    \
+                       str_fn(st_library_status_), __func__);                                \
+    } while (0)
+
 #define CUDA_CHECK(call)                                                                     \
-    do {                                                                                     \
-        cudaError_t st_cuda_status_ = (call);                                                \
-        if (st_cuda_status_ != cudaSuccess)                                                  \
-            st_fail_at(__FILE__, __LINE__, "CUDA: %s: %s (in %s)", #call,                    \
-                       cudaGetErrorString(st_cuda_status_), __func__);                       \
-    } while (0)
-
+    ST_LIBRARY_CHECK_("CUDA: ", cudaError_t, call, #call, cudaSuccess, cudaGetErrorString)
 #define CUBLAS_CHECK(call)                                                                   \
-    do {                                                                                     \
-        cublasStatus_t st_cublas_status_ = (call);                                           \
-        if (st_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                      \
-            st_fail_at(__FILE__, __LINE__, "cuBLAS: %s: %s (in %s)", #call,                  \
-                       cublasGetStatusString(st_cublas_status_), __func__);                  \
-    } while (0)
-
+    ST_LIBRARY_CHECK_("cuBLAS: ", cublasStatus_t, call, #call, CUBLAS_STATUS_SUCCESS,        \
+                      cublasGetStatusString)
 #define CUDNN_CHECK(call)                                                                    \
-    do {                                                                                     \
-        cudnnStatus_t st_cudnn_status_ = (call);                                             \
-        if (st_cudnn_status_ != CUDNN_STATUS_SUCCESS)                                        \
-            st_fail_at(__FILE__, __LINE__, "cuDNN: %s: %s (in %s)", #call,                   \
-                       cudnnGetErrorString(st_cudnn_status_), __func__);                     \
-    } while (0)
+    ST_LIBRARY_CHECK_("cuDNN: ", cudnnStatus_t, call, #call, CUDNN_STATUS_SUCCESS,           \
+                      cudnnGetErrorString)
 
 /* After every <<<...>>> launch; kernel_name says which launch failed. */
 #define CUDA_CHECK_LAUNCH(kernel_name)                                                       \
-    do {                                                                                     \
-        cudaError_t st_cuda_status_ = cudaGetLastError();                                    \
-        if (st_cuda_status_ != cudaSuccess)                                                  \
-            st_fail_at(__FILE__, __LINE__, "CUDA: launch of %s: %s (in %s)", kernel_name,    \
-                       cudaGetErrorString(st_cuda_status_), __func__);                       \
-    } while (0)
+    ST_LIBRARY_CHECK_("CUDA: launch of ", cudaError_t, cudaGetLastError(), kernel_name,      \
+                      cudaSuccess, cudaGetErrorString)
 
 #endif

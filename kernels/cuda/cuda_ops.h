@@ -3,7 +3,8 @@
  * kernels/cpu/cpu_ops.h:
  *   memory.cu     alloc/free/upload/download/copy/sync, fill, scale, axpy, sum_squares, all_finite
  *   gemm.cu       gemm (cuBLAS, row-major through the column-major swap), dense forward/backward
- *   conv.cu       convolution plans, forward, backward data/filter (cuDNN), BN folding
+ *   conv.cu       convolution plans, forward, backward data/filter (cuDNN), kernel layout
+ *                 conversion (HWIO <-> KRSC), BN folding
  *   batchnorm.cu  batch norm train/infer/backward (fused ReLU)
  *   activation.cu relu forward/backward, residual add
  *   pool.cu       max pool (zero or -inf padding), global avg/max/GeM pooling

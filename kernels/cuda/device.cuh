@@ -27,6 +27,22 @@ static inline unsigned st_grid_for(size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
          i += (size_t)gridDim.x * blockDim.x)
 
+/* The coordinates of flat index i of an NHWC tensor (N, h, w, c). */
+struct st_nhwc_at {
+    size_t n;
+    int y, x, c;
+};
+
+static __device__ __forceinline__ st_nhwc_at st_nhwc_of(size_t i, int h, int w, int c) {
+    st_nhwc_at at;
+    at.c = (int)(i % (size_t)c);
+    size_t pixel = i / (size_t)c;
+    at.x = (int)(pixel % (size_t)w);
+    at.y = (int)((pixel / (size_t)w) % (size_t)h);
+    at.n = pixel / ((size_t)w * h);
+    return at;
+}
+
 static __device__ __forceinline__ double st_warp_sum(double v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
     return v;

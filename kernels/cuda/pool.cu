@@ -1,6 +1,7 @@
 /*
  * pool.cu: max pooling with explicit padding and global (avg / max / GeM) pooling, NHWC, with the
- * exact rules of kernels/cpu/pool.c and the math of kernels/math/pool.h:
+ * exact rules of kernels/cpu/pool.c through the same functions of kernels/math/pool.h (window
+ * clipping, window max, first-maximum scan, GeM), each thread on its one channel:
  *   - max pool forward starts from the pad value (0 with pad_with_zero, else -inf) when the
  *     window is clipped, -inf otherwise, and keeps x > best (NaN never wins);
  *   - max pool backward sends dy to the FIRST maximal cell of the window in row-major (r, s)
@@ -14,40 +15,13 @@
 #include "../math/pool.h"
 #include "device.cuh"
 
-/* The part [r0, r1) x [s0, s1) of the window of output (op, oq) that lies inside the input. */
-struct pool_window {
-    int h0, w0; /* input coordinates of window cell (0, 0) */
-    int r0, r1, s0, s1;
-    int clipped;
-};
-
-static __device__ pool_window window_of(const st_pool_desc d, int op, int oq) {
-    pool_window win;
-    win.h0 = op * d.stride_h - d.pad_top;
-    win.w0 = oq * d.stride_w - d.pad_left;
-    win.r0 = win.h0 < 0 ? -win.h0 : 0;
-    win.r1 = win.h0 + d.r > d.h ? d.h - win.h0 : d.r;
-    win.s0 = win.w0 < 0 ? -win.w0 : 0;
-    win.s1 = win.w0 + d.s > d.w ? d.w - win.w0 : d.s;
-    win.clipped = win.r0 > 0 || win.s0 > 0 || win.r1 < d.r || win.s1 < d.s;
-    return win;
-}
-
 static __global__ void maxpool_forward_kernel(const st_pool_desc d, const float *x, float *y) {
     size_t total = (size_t)d.n * d.p * d.q * d.c;
     ST_GRID_STRIDE(i, total) {
-        int c = (int)(i % d.c);
-        size_t pixel = i / d.c;
-        int oq = (int)(pixel % d.q), op = (int)((pixel / d.q) % d.p);
-        size_t n = pixel / ((size_t)d.q * d.p);
-        pool_window win = window_of(d, op, oq);
-        float best = win.clipped ? st_maxpool_pad_value(d.pad_with_zero) : -INFINITY;
-        const float *xn = x + n * d.h * d.w * d.c;
-        for (int r = win.r0; r < win.r1; r++)
-            for (int s = win.s0; s < win.s1; s++) {
-                float v = xn[((size_t)(win.h0 + r) * d.w + (win.w0 + s)) * d.c + c];
-                best = v > best ? v : best;
-            }
+        st_nhwc_at out = st_nhwc_of(i, d.p, d.q, d.c); /* y = op, x = oq */
+        st_pool_window win = st_pool_window_of(&d, out.y, out.x);
+        float best; /* in a register, stored once */
+        st_maxpool_window_max(&d, &win, x + out.n * d.h * d.w * d.c, out.c, out.c + 1, &best);
         y[i] = best;
     }
 }
@@ -56,24 +30,10 @@ static __global__ void maxpool_forward_kernel(const st_pool_desc d, const float 
  * -1 when a padded zero wins, -2 when every cell is -inf or NaN (as the CPU scan). */
 static __device__ long window_argmax(const st_pool_desc &d, const float *xn, int op, int oq,
                                      int c) {
-    pool_window win = window_of(d, op, oq);
-    float best = -INFINITY;
-    long from = -2;
-    for (int r = 0; r < d.r; r++)
-        for (int s = 0; s < d.s; s++) {
-            if (r < win.r0 || r >= win.r1 || s < win.s0 || s >= win.s1) {
-                if (d.pad_with_zero && 0.0f > best) {
-                    best = 0.0f;
-                    from = -1;
-                }
-                continue;
-            }
-            long at = ((long)(win.h0 + r) * d.w + (win.w0 + s)) * d.c + c;
-            if (xn[at] > best) {
-                best = xn[at];
-                from = at;
-            }
-        }
+    st_pool_window win = st_pool_window_of(&d, op, oq);
+    float best;
+    long from;
+    st_maxpool_window_argmax(&d, &win, xn, c, c + 1, &best, &from);
     return from;
 }
 
@@ -83,10 +43,9 @@ static __global__ void maxpool_backward_kernel(const st_pool_desc d, const float
                                                const float *dy, float *dx) {
     size_t total = (size_t)d.n * d.h * d.w * d.c;
     ST_GRID_STRIDE(i, total) {
-        int c = (int)(i % d.c);
-        size_t pixel = i / d.c;
-        int w = (int)(pixel % d.w), h = (int)((pixel / d.w) % d.h);
-        size_t n = pixel / ((size_t)d.w * d.h);
+        st_nhwc_at in = st_nhwc_of(i, d.h, d.w, d.c);
+        int c = in.c, h = in.y, w = in.x;
+        size_t n = in.n;
         const float *xn = x + n * d.h * d.w * d.c;
         long self = (long)(((size_t)h * d.w + w) * d.c + c);
         /* windows containing row h: op * stride_h - pad_top <= h <= that + R - 1 */
@@ -131,10 +90,7 @@ static __global__ void gpool_forward_kernel(const st_gpool_desc d, const float *
         const float *xn = x + n * d.hw * d.c + c;
         if (d.kind == ST_GPOOL_MAX) {
             float best = -INFINITY;
-            for (int j = 0; j < d.hw; j++) {
-                float v = xn[(size_t)j * d.c];
-                best = v > best ? v : best;
-            }
+            for (int j = 0; j < d.hw; j++) best = st_pool_max(best, xn[(size_t)j * d.c]);
             y[i] = best;
             continue;
         }
@@ -143,8 +99,7 @@ static __global__ void gpool_forward_kernel(const st_gpool_desc d, const float *
             float v = xn[(size_t)j * d.c];
             acc += d.kind == ST_GPOOL_GEM ? st_gem_term(v, d.p, d.eps) : v;
         }
-        float mean = (float)(acc / d.hw);
-        y[i] = d.kind == ST_GPOOL_GEM ? st_gem_finish(mean, d.p) : mean;
+        y[i] = st_gpool_finish(d.kind, acc, d.hw, d.p);
     }
 }
 
@@ -172,12 +127,8 @@ static __global__ void gpool_max_backward_kernel(const st_gpool_desc d, const fl
         size_t n = i / d.c;
         const float *xn = x + n * d.hw * d.c + c;
         float *dxn = dx + n * d.hw * d.c + c;
-        int taken = 0;
-        for (int j = 0; j < d.hw; j++) {
-            int first = !taken && xn[(size_t)j * d.c] == y[i];
-            dxn[(size_t)j * d.c] = first ? dy[i] : 0.0f;
-            taken |= first;
-        }
+        int at = st_gpool_max_position(xn, d.hw, (size_t)d.c, y[i]);
+        for (int j = 0; j < d.hw; j++) dxn[(size_t)j * d.c] = j == at ? dy[i] : 0.0f;
     }
 }
 

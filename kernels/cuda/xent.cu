@@ -2,8 +2,10 @@
  * xent.cu: softmax cross-entropy with label smoothing on the GPU, one block per row, with the
  * formulas of kernels/math/xent.h (as kernels/cpu/xent.c).
  *   logits, probs, dlogits (N, K) row-major; labels int32 (N) on the device; loss_rows (N).
- * The row sums (of exp(z - max) and of z - max) are reduced in double and then rounded to
- * float, where the CPU sums in float; the results agree to float rounding.
+ * Each thread sums its share of the row in float with the CPU's row functions (xent.h parts),
+ * the block adds the thread sums in double and rounds to float: for K <= ST_BLOCK (one entry per
+ * thread) that is the old all-double reduction exactly; for larger K the thread sums round
+ * (relative ~K/ST_BLOCK float ulps), where the CPU sums the whole row in float.
  * Labels live on the device, so the forward kernel records the first row with a label outside
  * [0, K) and the host checks it (one small synchronous read per call), failing like the CPU's
  * ST_CHECK instead of reading out of bounds.
@@ -21,21 +23,12 @@ static __global__ void xent_forward_kernel(int k, const float *logits, const int
         if (threadIdx.x == 0) atomicMin(bad_row, (int)blockIdx.x);
         return;
     }
-    float row_max = -INFINITY;
-    for (int j = threadIdx.x; j < k; j += blockDim.x) row_max = fmaxf(row_max, z[j]);
-    row_max = st_block_max(row_max);
-    double sum_exp = 0.0, sum_shifted = 0.0;
-    for (int j = threadIdx.x; j < k; j += blockDim.x) {
-        float shifted = z[j] - row_max;
-        float e = expf(shifted);
-        probs[row + j] = e;
-        sum_exp += e;
-        sum_shifted += shifted;
-    }
-    sum_exp = st_block_sum(sum_exp);
-    sum_shifted = st_block_sum(sum_shifted);
-    float inv = 1.0f / (float)sum_exp;
-    for (int j = threadIdx.x; j < k; j += blockDim.x) probs[row + j] *= inv;
+    float row_max = st_block_max(st_xent_max_part(z, k, threadIdx.x, blockDim.x));
+    float part_exp, part_shifted;
+    st_xent_exp_part(z, k, row_max, threadIdx.x, blockDim.x, probs + row, &part_exp,
+                     &part_shifted);
+    double sum_exp = st_block_sum(part_exp), sum_shifted = st_block_sum(part_shifted);
+    st_xent_scale_part(probs + row, k, 1.0f / (float)sum_exp, threadIdx.x, blockDim.x);
     if (threadIdx.x == 0)
         loss_rows[blockIdx.x] = st_xent_row_loss(z, k, label, smoothing, row_max, (float)sum_exp,
                                                  (float)sum_shifted);

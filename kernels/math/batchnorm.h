@@ -14,9 +14,20 @@
 #ifndef ST_MATH_BATCHNORM_H
 #define ST_MATH_BATCHNORM_H
 
+#include "../backend.h"
+#include "activation.h"
 #include "defs.h"
 
 ST_HD float st_bn_rstd(float var, float eps) { return 1.0f / sqrtf(var + eps); }
+
+/* The normalised input. */
+ST_HD float st_bn_xhat(float x, float mean, float rstd) { return (x - mean) * rstd; }
+
+/* g: the upstream gradient dy[i] masked by the fused ReLU; y is the forward output, NULL when
+ * the op has no ReLU. */
+ST_HD float st_bn_upstream(const float *y, const float *dy, size_t i) {
+    return y ? st_relu_grad(y[i], dy[i]) : dy[i];
+}
 
 /* The multiply-add form of the affine normalisation. */
 ST_HD float st_bn_scale(float gamma, float rstd) { return gamma * rstd; }
@@ -40,6 +51,46 @@ ST_HD float st_bn_running_update(float running, float batch, float momentum) {
 }
 ST_HD double st_bn_unbiased_var(double biased_var, double rows) {
     return biased_var * rows / (rows - 1.0);
+}
+
+/* Per-channel outputs of a training forward, arrays of C; running_* may be NULL. */
+typedef struct st_bn_train_out {
+    float *save_mean, *save_rstd, *scale, *shift, *running_mean, *running_var;
+} st_bn_train_out;
+
+/* Channel c of a training forward from the sums of d = x - pivot over the rows: the saved
+ * statistics, scale and shift, and the running-statistics update. */
+ST_HD void st_bn_train_channel(const st_bn_desc *d, int c, double sum_d, double sum_d2,
+                               float pivot, float gamma, float beta, const st_bn_train_out *out) {
+    double rows = (double)d->rows;
+    double mean = st_bn_mean_from_sums(sum_d, pivot, rows);
+    double var = st_bn_var_from_sums(sum_d, sum_d2, rows);
+    float rstd = st_bn_rstd((float)var, d->eps);
+    out->save_mean[c] = (float)mean;
+    out->save_rstd[c] = rstd;
+    out->scale[c] = st_bn_scale(gamma, rstd);
+    out->shift[c] = st_bn_shift(beta, (float)mean, out->scale[c]);
+    if (out->running_mean)
+        out->running_mean[c] = st_bn_running_update(out->running_mean[c], (float)mean, d->momentum);
+    if (out->running_var) {
+        float unbiased = (float)st_bn_unbiased_var(var, rows);
+        out->running_var[c] = st_bn_running_update(out->running_var[c], unbiased, d->momentum);
+    }
+}
+
+/* Per-channel coefficients of backward, arrays of C (dgamma, dbeta are the op's outputs). */
+typedef struct st_bn_grad_coef {
+    float *dgamma, *dbeta, *gamma_rstd, *mean_g, *mean_g_xhat;
+} st_bn_grad_coef;
+
+/* Channel c of backward from sum_g = sum g and sum_gx = sum g * xhat over the rows. */
+ST_HD void st_bn_backward_channel(int c, double sum_g, double sum_gx, double rows, float gamma,
+                                  float rstd, const st_bn_grad_coef *out) {
+    out->dbeta[c] = (float)sum_g;
+    out->dgamma[c] = (float)sum_gx;
+    out->gamma_rstd[c] = gamma * rstd;
+    out->mean_g[c] = (float)(sum_g / rows);
+    out->mean_g_xhat[c] = (float)(sum_gx / rows);
 }
 
 /* dx of one element from the per-channel reductions (see the header comment). */

@@ -8,20 +8,14 @@
  *
  * The batch loss is the mean of the row losses (the caller divides, or passes scale = 1/N to
  * the gradient). Rows are (K) contiguous floats; labels are class indices in [0, K).
- * Called by kernels/cpu/xent.c (one row per loop iteration) and kernels/cuda (one row per
- * thread or block); both therefore share every formula here.
+ * Called by kernels/cpu/xent.c (one row per loop iteration, st_xent_row_forward) and
+ * kernels/cuda/xent.cu (one row per block, the same parts per thread); both therefore share
+ * every formula here.
  */
 #ifndef ST_MATH_XENT_H
 #define ST_MATH_XENT_H
 
 #include "defs.h"
-
-/* max_j z_j of one row (K >= 1). */
-ST_HD float st_xent_row_max(const float *ST_RESTRICT z, int k) {
-    float m = z[0];
-    for (int j = 1; j < k; j++) m = fmaxf(m, z[j]);
-    return m;
-}
 
 /* Smoothed target probability of class j for a row whose label is `label`. */
 ST_HD float st_xent_target(int j, int label, float smoothing, int k) {
@@ -41,20 +35,48 @@ ST_HD float st_xent_row_loss(const float *ST_RESTRICT z, int k, int label, float
     return (1.0f - smoothing) * nll + (smoothing / (float)k) * smooth;
 }
 
-/* Whole row: writes softmax probabilities (K) and returns the row loss. */
-ST_HD float st_xent_row_forward(const float *ST_RESTRICT z, int k, int label, float smoothing,
-                                float *ST_RESTRICT probs) {
-    float row_max = st_xent_row_max(z, k);
-    float sum_exp = 0.0f, sum_shifted = 0.0f;
-    for (int j = 0; j < k; j++) {
+/*
+ * The softmax row in parts. Each part covers the entries j = first, first + step, ... < k: the
+ * whole row for the CPU (first 0, step 1), one thread's share of it for a CUDA block (first =
+ * thread, step = block size), whose per-thread results the block then combines (max, and the sums
+ * in double). Sums within a part are float, in j order.
+ */
+
+/* max of the part's logits (-inf for an empty part). */
+ST_HD float st_xent_max_part(const float *ST_RESTRICT z, int k, int first, int step) {
+    float m = -INFINITY;
+    for (int j = first; j < k; j += step) m = fmaxf(m, z[j]);
+    return m;
+}
+
+/* probs[j] = exp(z_j - row_max) over the part; *sum_exp and *sum_shifted receive the sums of
+ * those terms and of the shifted logits z_j - row_max. */
+ST_HD void st_xent_exp_part(const float *ST_RESTRICT z, int k, float row_max, int first, int step,
+                            float *ST_RESTRICT probs, float *sum_exp, float *sum_shifted) {
+    float se = 0.0f, ss = 0.0f;
+    for (int j = first; j < k; j += step) {
         float shifted = z[j] - row_max;
         float e = expf(shifted);
         probs[j] = e;
-        sum_exp += e;
-        sum_shifted += shifted;
+        se += e;
+        ss += shifted;
     }
-    float inv = 1.0f / sum_exp;
-    for (int j = 0; j < k; j++) probs[j] *= inv;
+    *sum_exp = se;
+    *sum_shifted = ss;
+}
+
+/* probs[j] *= inv over the part (inv = 1 / the row's sum of exp terms). */
+ST_HD void st_xent_scale_part(float *probs, int k, float inv, int first, int step) {
+    for (int j = first; j < k; j += step) probs[j] *= inv;
+}
+
+/* Whole row: writes softmax probabilities (K) and returns the row loss. */
+ST_HD float st_xent_row_forward(const float *ST_RESTRICT z, int k, int label, float smoothing,
+                                float *ST_RESTRICT probs) {
+    float row_max = st_xent_max_part(z, k, 0, 1);
+    float sum_exp, sum_shifted;
+    st_xent_exp_part(z, k, row_max, 0, 1, probs, &sum_exp, &sum_shifted);
+    st_xent_scale_part(probs, k, 1.0f / sum_exp, 0, 1);
     return st_xent_row_loss(z, k, label, smoothing, row_max, sum_exp, sum_shifted);
 }
 

@@ -1,7 +1,7 @@
 /*
- * layer.h: the private layer record of the ResNet model, shared by infer/resnet.c (builder and
- * forward) and train/backward.c (backward). Other code includes it only for
- * st_model_weights_changed() below (weight loading, checkpoint restore) and tests.
+ * layer.h: the private layer record of the ResNet model and the functions the files of the
+ * model module (infer/model/, model.h lists them) share. Code outside the module includes it
+ * only in tests (to check the layout); callers use model.h.
  *
  * The model is a fixed sequence of Keras-named layers (model.h). Work is done by "steps": a step
  * is one backend call (or a few for the residual add) owned by its compute layer, the layer with
@@ -72,15 +72,15 @@ typedef struct st_step {
     float bn_eps;
 
     /* parameter views (device memory); NULL where absent */
-    float *w, *b;                       /* conv kernel (R,S,C,K) HWIO / dense (in,out); bias (K) */
+    float *w, *b;                       /* conv kernel (backend layout) / dense (in,out); bias (K) */
     float *gamma, *beta, *mean, *var;   /* BN (C); for a folded conv, the folded BN's */
     float *dw, *db, *dgamma, *dbeta;    /* gradients; NULL when frozen */
-    float *w_fold, *b_fold;             /* folded conv kernel (R,S,C,K) and bias (K) */
+    float *w_fold, *b_fold;             /* folded conv kernel (backend layout) and bias (K) */
     float *save_mean, *save_rstd;       /* trainable BN: batch statistics kept for backward (C) */
     float *norms;                       /* L2 norm: row norms (N) */
     float *scratch;                     /* backward workspace shared by all steps, as large as
                                          * the largest gradient: accumulation partner, sink for
-                                         * a dx nobody reads */
+                                         * a dx nobody reads; NULL in an inference model */
 } st_step;
 
 struct st_layer {
@@ -98,9 +98,59 @@ struct st_layer {
     st_step step;
 };
 
-/* Recompute everything derived from the parameter values (the folded conv+BN copies of frozen
- * layers). Call after writing parameter values by other means than training steps: weight
- * loading, checkpoint restore. st_model_create calls it after the initialisation. */
-void st_model_weights_changed(st_model *m);
+/* ---- building, planning, memory, init: the stages of st_model_create (model.c) ---------- */
+
+/* builder.c: the layer sequence and parameter table of m->arch and m->config (trunk + head). */
+void st_model_build(st_model *m);
+
+/* plan.c: fuse layers into steps (exec, step.last, fold_bn, relu, in_mat), fill the step
+ * descriptors, trainability and gradient needs, and make the full-batch conv plans. Needs
+ * m->freeze_index and st_param.trainable. */
+void st_model_plan(st_model *m);
+
+/* memory.c: decide the kept outputs and the slot reuse, size the arenas with a dry layout,
+ * commit them and lay everything out (parameter values, gradients, activations, step views,
+ * head tensors). */
+void st_model_layout_memory(st_model *m);
+
+/* init.c: deterministic He / Glorot kernels, zero biases and betas, unit gammas, moving
+ * statistics (0, 1), from seed; uploaded through st_param_upload. */
+void st_model_init_params(st_model *m, uint64_t seed);
+
+/* ---- layer kinds: forward and backward side by side (conv.c, bn.c, pool.c, add.c, dense.c,
+ * l2norm.c) ------------------------------------------------------------------------------
+ * forward: computes layers[step.last].out for the first n images (training: BN in
+ * batch-statistics mode where the step trains).
+ * backward: reads layers[step.last].grad, OVERWRITES the parameter gradients of the step and
+ * writes the gradient of each input that needs one (overwrite, or add when step.accumulate).
+ * fold (conv): recompute the folded kernel and bias from the conv and BN parameters. */
+void st_conv_step_forward(st_model *m, const st_layer *l, int n);
+void st_conv_step_backward(st_model *m, const st_layer *l, int n);
+void st_conv_step_fold(st_model *m, const st_layer *l);
+void st_bn_step_forward(st_model *m, const st_layer *l, int n, int training);
+void st_bn_step_backward(st_model *m, const st_layer *l, int n);
+void st_pool_step_forward(st_model *m, const st_layer *l, int n); /* max-pool and global pool */
+void st_pool_step_backward(st_model *m, const st_layer *l, int n);
+void st_add_step_forward(st_model *m, const st_layer *l, int n);
+void st_add_step_backward(st_model *m, const st_layer *l, int n);
+void st_dense_step_forward(st_model *m, const st_layer *l, int n);
+void st_dense_step_backward(st_model *m, const st_layer *l, int n);
+void st_l2norm_step_forward(st_model *m, const st_layer *l, int n);
+void st_l2norm_step_backward(st_model *m, const st_layer *l, int n);
+
+/* ---- shared by the steps (model.c) ---------------------------------------------------- */
+
+/* Tensors of a step: its materialized output, and its input k (padding resolved). */
+const st_layer *st_step_output(const st_model *m, const st_layer *l);
+const st_layer *st_step_input(const st_model *m, const st_layer *l, int k);
+/* Floats of the first n images of t. */
+size_t st_batch_numel(st_tensor t, int n);
+/* Backward: input k needs its gradient when the step that produced it needs one. */
+int st_step_input_needs_grad(const st_model *m, const st_layer *l, int k);
+/* Backward: where the step writes input k's gradient: the input's own buffer, or the scratch
+ * when the value must be added to another consumer's part (or nobody reads it); then
+ * st_step_finish_dx adds the scratch in when it must. */
+float *st_step_dx(const st_model *m, const st_layer *l, int k);
+void st_step_finish_dx(st_model *m, const st_layer *l, int k, int n);
 
 #endif

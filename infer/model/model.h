@@ -1,5 +1,13 @@
 /*
- * model.h: the ResNet family as a fixed sequence of named layers (no autograd).
+ * model.h: the ResNet family as a fixed sequence of named layers (no autograd): the public
+ * header of the model module infer/model/ and the one header its callers include.
+ *
+ * The module, one concern per file: arch.c (the family table), builder.c (the architectures as
+ * layer sequences), plan.c (fusion into steps), memory.c (kept outputs, reused slots, arena
+ * layout), init.c (deterministic initialisation), param.c (every host <-> device copy of a
+ * parameter and its storage size), one file per layer kind with its forward and backward side
+ * by side (conv.c, bn.c, pool.c, add.c, dense.c, l2norm.c), and model.c (create / free /
+ * lookup, the forward and backward walks). layer.h is the module's private layer record.
  *
  * Every layer carries its Keras name (conv1_conv, conv4_block6_out, post_bn, avg_pool ...), and
  * torchvision models are mapped onto the same scheme (docs/resnet-weights-hdf5 section 5.3), so
@@ -19,9 +27,9 @@
 
 #include <stdint.h>
 
-#include "../kernels/arena.h"
-#include "../kernels/backend.h"
-#include "../kernels/tensor.h"
+#include "../../kernels/arena.h"
+#include "../../kernels/backend.h"
+#include "../../kernels/tensor.h"
 #include "data/transform.h" /* st_preprocess */
 
 typedef enum {
@@ -48,8 +56,11 @@ typedef struct st_model_config {
     const char *arch;         /* st_arch_info name */
     int batch;                /* N the arenas are sized for */
     int height, width;        /* input size, each >= 32 */
-    int training;             /* 1: keep activations for backward, allocate gradients;
-                               * 0: no trainable parameters, every conv+BN pair folded */
+    int training;             /* 1: built for training (the trainer, training benchmarks and
+                               * tests set it): gradient arena, d_* head gradients and the
+                               * outputs backward reads; 0: built for inference (embed, eval,
+                               * search, inspect, inference benchmarks): no gradient memory at
+                               * all, no trainable parameters, every conv+BN pair folded */
     const char *freeze_until; /* NULL or "none": train all; "all": head only; else a layer name.
                                * An inference model (training = 0) keeps the output of this
                                * layer materialised, so it can be read (embed --layer). */
@@ -68,14 +79,14 @@ typedef struct st_param {
     const char *weight;  /* kernel | bias | gamma | beta | moving_mean | moving_variance */
     int rank;            /* Keras rank: 4 conv kernel HWIO, 2 dense kernel (in,out), 1 vectors */
     int dims[4];
-    size_t numel;
-    float *value;        /* device memory in the params arena */
+    size_t numel;        /* of the Keras (file) shape dims; see st_param_storage_numel */
+    float *value;        /* device memory in the params arena, st_param_storage_numel floats */
     float *grad;         /* device memory in the grads arena; NULL when frozen or not trainable */
     int trainable;       /* 0 for frozen layers and for BN moving statistics */
     int layer_index;     /* index into st_model.layers */
 } st_param;
 
-typedef struct st_layer st_layer; /* private to infer/resnet.c and train/backward.c */
+typedef struct st_layer st_layer; /* private to the module (layer.h) */
 
 typedef struct st_model {
     st_model_config config;
@@ -97,8 +108,8 @@ typedef struct st_model {
     st_tensor logits;     /* (N, K) when num_classes > 0 */
     int feature_dim;
 
-    /* Gradients of the head outputs, written by the loss before st_model_backward
-     * (train/backward.h): exactly one of them is the loss's input. */
+    /* Gradients of the head outputs, written by the loss before st_model_backward (below):
+     * exactly one of them is the loss's input. data NULL in an inference model. */
     st_tensor d_features, d_embedding, d_logits;
 } st_model;
 
@@ -118,6 +129,21 @@ st_param *st_model_find_param(st_model *m, const char *layer, const char *weight
  * kept for backward. Results in m->features / m->embedding / m->logits. */
 void st_model_forward(st_model *m, int n, int training);
 
+/* The backward pass, hand-written per step. Where the gradient enters (the convention with the
+ * loss): the loss writes the gradient of the model's FINAL output, the last head layer:
+ *   num_classes > 0            -> m->d_logits     (N, K)   e.g. softmax cross-entropy
+ *   else embed_dim > 0         -> m->d_embedding  (N, D)   gradient w.r.t. the L2-normalised
+ *                                                          embedding, e.g. triplet loss
+ *   else                       -> m->d_features   (N, C)   pooled features
+ * The other two are overwritten by backward as intermediate head gradients.
+ * Walks the steps in reverse from there, for the first n images of the last training forward
+ * (st_model_forward(m, n, 1) with the same n), and stops at the delimiting layer: nothing is
+ * computed for frozen layers, and the input gradient of the first trainable conv is not
+ * computed when nothing below it trains. It OVERWRITES the gradient of every trainable
+ * parameter (st_param.grad); BN moving statistics get none. A model built for inference has no
+ * gradient memory: backward on it stops with ST_CHECK. Callers: the trainer, bench, tests. */
+void st_model_backward(st_model *m, int n);
+
 /* Call after writing parameters directly (weight loading, checkpoint restore, copying between
  * models): refreshes everything derived from them, such as BN folded into frozen convolutions. */
 void st_model_weights_changed(st_model *m);
@@ -125,5 +151,16 @@ void st_model_weights_changed(st_model *m);
 /* The output tensor of a layer; data is NULL when the output is fused into the next step or
  * lives in a reused buffer (for inference, name the layer in freeze_until to keep it). */
 st_tensor st_model_layer_output(const st_model *m, int index);
+
+/* Parameters between host and device (infer/model/param.c). On the host a parameter is in its
+ * file layout: p->numel floats of the Keras shape p->dims (HWIO conv kernels, (in, out) dense
+ * kernels). On the device it takes st_param_storage_numel(m, p) floats, in the layout the
+ * backend computes with; the parameter, gradient and optimizer-state buffers of p are all that
+ * size and layout. Every copy of a parameter value (weights, checkpoints, init, copies between
+ * models) and of a same-shaped state buffer (optimizer moments) goes through these two, so a
+ * backend's own layout is converted here only. device is p->value or a buffer of its size. */
+size_t st_param_storage_numel(const st_model *m, const st_param *p);
+void st_param_upload(const st_model *m, const st_param *p, const float *host, float *device);
+void st_param_download(const st_model *m, const st_param *p, const float *device, float *host);
 
 #endif

@@ -1,0 +1,35 @@
+/*
+ * add.c: the residual add step (layer.h), forward and backward side by side: y = a + b over
+ * (N, H, W, C), a ReLU fused at the end (step.relu, Keras v1 and torchvision <p>_out). The add
+ * may write over one of its inputs in place (memory.c plans it).
+ * Backward: the gradient passes to both inputs unchanged but for the ReLU's mask (read from
+ * y): copied to the first consumer's gradient, added to one another consumer already wrote.
+ */
+#include "layer.h"
+
+void st_add_step_forward(st_model *m, const st_layer *l, int n) {
+    const st_tensor y = st_step_output(m, l)->out;
+    m->backend->add_forward(m->backend, st_step_input(m, l, 0)->out.data,
+                            st_step_input(m, l, 1)->out.data, y.data, st_batch_numel(y, n),
+                            l->step.relu);
+}
+
+void st_add_step_backward(st_model *m, const st_layer *l, int n) {
+    st_backend *be = m->backend;
+    const st_step *s = &l->step;
+    const st_layer *out = st_step_output(m, l);
+    size_t count = st_batch_numel(out->out, n);
+    const float *dsum = out->grad;
+    if (s->relu) {
+        be->relu_backward(be, out->out.data, out->grad, s->scratch, count);
+        dsum = s->scratch;
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!st_step_input_needs_grad(m, l, k)) continue;
+        float *dx = st_step_input(m, l, k)->grad;
+        if (s->accumulate[k])
+            be->axpy(be, dx, 1.0f, dsum, count);
+        else
+            be->copy(be, dx, dsum, count * sizeof(float));
+    }
+}

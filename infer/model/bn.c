@@ -1,0 +1,44 @@
+/*
+ * bn.c: the batch-norm step (layer.h), forward and backward side by side, on x (N, H, W, C)
+ * NHWC as rows (N*H*W, C), with a ReLU fused at the end (step.relu).
+ *
+ * Forward in training, where the step trains: batch statistics, saved for backward (save_mean,
+ * save_rstd (C)), and the moving statistics updated with config.bn_momentum (PyTorch
+ * convention). Otherwise (inference, frozen BN): the moving statistics. A frozen BN after a
+ * frozen conv is folded into the conv (conv.c) and has no step.
+ * Backward: dx, dgamma, dbeta from x, y (for the ReLU's mask) and the saved statistics; only a
+ * trainable BN has a backward (a frozen one below a trainable layer is a planning error).
+ */
+#include "../../kernels/check.h"
+#include "layer.h"
+
+static st_bn_desc bn_desc(const st_model *m, const st_layer *l, int n) {
+    const st_tensor y = st_step_output(m, l)->out;
+    return (st_bn_desc){.rows = (long)n * y.h * y.w, .c = y.c, .eps = l->step.bn_eps,
+                        .momentum = m->config.bn_momentum, .relu = l->step.relu};
+}
+
+void st_bn_step_forward(st_model *m, const st_layer *l, int n, int training) {
+    st_backend *be = m->backend;
+    const st_step *s = &l->step;
+    const st_bn_desc d = bn_desc(m, l, n);
+    const float *x = st_step_input(m, l, 0)->out.data;
+    float *y = st_step_output(m, l)->out.data;
+    if (training && s->trains)
+        be->bn_forward_train(be, &d, x, s->gamma, s->beta, y, s->save_mean, s->save_rstd, s->mean,
+                             s->var);
+    else
+        be->bn_forward_infer(be, &d, x, s->gamma, s->beta, s->mean, s->var, y);
+}
+
+void st_bn_step_backward(st_model *m, const st_layer *l, int n) {
+    st_backend *be = m->backend;
+    const st_step *s = &l->step;
+    ST_CHECK(s->trains, "%s: gradient through a frozen BN below a trainable layer", l->name);
+    const st_bn_desc d = bn_desc(m, l, n);
+    const st_layer *out = st_step_output(m, l);
+    be->bn_backward(be, &d, st_step_input(m, l, 0)->out.data, s->relu ? out->out.data : NULL,
+                    out->grad, s->gamma, s->save_mean, s->save_rstd, st_step_dx(m, l, 0),
+                    s->dgamma, s->dbeta);
+    st_step_finish_dx(m, l, 0, n);
+}

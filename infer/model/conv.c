@@ -1,0 +1,53 @@
+/*
+ * conv.c: the convolution step, forward and backward side by side, and the batch-norm fold of a
+ * frozen conv (layer.h).
+ *
+ * A conv step reads input x (N, H, W, C) NHWC, its padding (a fused ZeroPadding2D's or its own)
+ * in the descriptor step.conv, and writes y (N, P, Q, K), with a BN folded into it when both are
+ * frozen (step.fold_bn: kernel and bias w_fold, b_fold in the params arena) and a ReLU fused at
+ * the end (step.relu, in the descriptor). step.plan is the full-batch plan; a partial batch
+ * plans again (the backend caches plans per descriptor).
+ * Backward: dw, db from x and dy (trainable convs only), dx = conv_backward_data(dy, w) when
+ * something below needs it. A folded conv never trains, so backward never sees w_fold.
+ */
+#include "layer.h"
+
+/* The step's plan for the first n images. */
+static st_conv_plan *plan_for(st_model *m, const st_step *s, int n) {
+    if (n == s->conv.n) return s->plan;
+    st_conv_desc d = s->conv;
+    d.n = n;
+    return m->backend->conv_plan(m->backend, &d);
+}
+
+void st_conv_step_forward(st_model *m, const st_layer *l, int n) {
+    st_backend *be = m->backend;
+    const st_step *s = &l->step;
+    const float *x = st_step_input(m, l, 0)->out.data;
+    float *y = st_step_output(m, l)->out.data;
+    st_conv_plan *plan = plan_for(m, s, n);
+    if (s->fold_bn >= 0)
+        be->conv_forward(be, plan, x, s->w_fold, s->b_fold, y);
+    else
+        be->conv_forward(be, plan, x, s->w, s->b, y);
+}
+
+void st_conv_step_backward(st_model *m, const st_layer *l, int n) {
+    st_backend *be = m->backend;
+    const st_step *s = &l->step;
+    const float *x = st_step_input(m, l, 0)->out.data;
+    const float *dy = st_step_output(m, l)->grad;
+    st_conv_plan *plan = plan_for(m, s, n);
+    if (s->trains) be->conv_backward_filter(be, plan, x, dy, s->dw, s->db);
+    if (st_step_input_needs_grad(m, l, 0)) {
+        be->conv_backward_data(be, plan, dy, s->w, st_step_dx(m, l, 0));
+        st_step_finish_dx(m, l, 0, n);
+    }
+}
+
+void st_conv_step_fold(st_model *m, const st_layer *l) {
+    st_backend *be = m->backend;
+    const st_step *s = &l->step;
+    be->conv_fold_bn(be, s->plan, s->w, s->b, s->gamma, s->beta, s->mean, s->var, s->bn_eps,
+                     s->w_fold, s->b_fold);
+}
