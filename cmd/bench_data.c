@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "cli.h"
-#include "data/clock.h"
+#include "data/base/clock.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "kernels/check.h"

@@ -25,8 +25,8 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "data/clock.h"
-#include "data/fileio.h"
+#include "data/base/clock.h"
+#include "data/base/fileio.h"
 #include "data/synthetic.h"
 #include "infer/eval.h"
 #include "infer/report.h"

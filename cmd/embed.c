@@ -29,7 +29,7 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "data/clock.h"
+#include "data/base/clock.h"
 #include "data/dataset.h"
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"

@@ -18,7 +18,7 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "data/fileio.h"
+#include "data/base/fileio.h"
 #include "infer/embeddings_h5.h"
 #include "infer/eval.h"
 #include "infer/report.h"

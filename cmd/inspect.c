@@ -17,7 +17,7 @@
 #include "commands.h"
 #include "data/transform.h"
 #include "infer/h5util.h"
-#include "infer/json.h"
+#include "data/base/json.h"
 #include "infer/weights_h5.h"
 #include "kernels/check.h"
 

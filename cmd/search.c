@@ -28,7 +28,7 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "data/clock.h"
+#include "data/base/clock.h"
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"
 #include "infer/report.h"

@@ -19,8 +19,8 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "data/clock.h"
-#include "data/fileio.h"
+#include "data/base/clock.h"
+#include "data/base/fileio.h"
 #include "infer/embeddings_h5.h"
 #include "infer/h5util.h"
 #include "infer/topk.h"

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "data/fileio.h"
+#include "data/base/fileio.h"
 
 #include "cli.h"
 #include "commands.h"

@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "data/fileio.h"
+#include "data/base/fileio.h"
 #include "data/image.h"
-#include "data/rng.h"
+#include "data/base/rng.h"
 #include "kernels/check.h"
 
 /* ---- (path, class, metadata) entry lists ------------------------------------------------ */

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "data/fileio.h"
+#include "data/base/fileio.h"
 #include "kernels/check.h"
 
 /* Finish a file from st_atomic_open; ok = 0 when the encoder failed (then it is dropped). */

@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #include "data/dataset.h"
-#include "data/rng.h"
+#include "data/base/rng.h"
 
 typedef enum { ST_SAMPLE_SEQUENTIAL, ST_SAMPLE_SHUFFLE, ST_SAMPLE_PK, ST_SAMPLE_BALANCED } st_sample_mode;
 

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 
 #include "data/encode.h"
-#include "data/fileio.h"
-#include "data/rng.h"
+#include "data/base/fileio.h"
+#include "data/base/rng.h"
 #include "kernels/check.h"
 
 enum { MAX_PRIMS = 32 };

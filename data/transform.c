@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/check.h"
+#include "data/base/text.h"
 
 st_transform st_transform_eval(int size, int resize_short, st_preprocess preprocess) {
     st_transform t;
@@ -278,17 +279,18 @@ void st_preprocess_apply(st_preprocess mode, float *px, size_t n_pixels) {
     }
 }
 
+static const char *const preprocess_names[] = {"caffe", "tf", "torch", NULL}; /* index = st_preprocess */
+
 int st_preprocess_parse(const char *name, st_preprocess *mode) {
-    if (!strcmp(name, "caffe")) *mode = ST_PREPROCESS_CAFFE;
-    else if (!strcmp(name, "tf")) *mode = ST_PREPROCESS_TF;
-    else if (!strcmp(name, "torch")) *mode = ST_PREPROCESS_TORCH;
-    else return st_error_set("preprocessing '%s' is not one of caffe, tf, torch", name);
+    int i = st_name_index(preprocess_names, name);
+    char choices[64];
+    if (i < 0)
+        return st_error_set("preprocessing '%s' is not one of %s", name, st_names_join(preprocess_names, choices, sizeof choices));
+    *mode = (st_preprocess)i;
     return 0;
 }
 
-const char *st_preprocess_name(st_preprocess mode) {
-    return mode == ST_PREPROCESS_CAFFE ? "caffe" : mode == ST_PREPROCESS_TF ? "tf" : "torch";
-}
+const char *st_preprocess_name(st_preprocess mode) { return preprocess_names[mode]; }
 
 /* ---- the whole transform ---------------------------------------------------------------- */
 

@@ -31,7 +31,7 @@
 #define ST_TRANSFORM_H
 
 #include "data/image.h"
-#include "data/rng.h"
+#include "data/base/rng.h"
 
 typedef enum { ST_PREPROCESS_CAFFE, ST_PREPROCESS_TF, ST_PREPROCESS_TORCH } st_preprocess;
 

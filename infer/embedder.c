@@ -10,7 +10,7 @@
 #include "../kernels/math/l2norm.h"
 #include "../kernels/math/pool.h"
 #include "data/loader.h"
-#include "data/rng.h"
+#include "data/base/rng.h"
 #include "data/transform.h"
 #include "weights_h5.h"
 

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/fileio.h"
+#include "data/base/fileio.h"
 #include "../kernels/check.h"
 #include "h5util.h"
 

@@ -6,26 +6,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/rng.h"
+#include "data/base/rng.h"
 #include "../kernels/check.h"
+#include "data/base/text.h"
 #include "metrics.h"
 
 #define DEFAULT_DEPTH 1000
 #define MIN_DEPTH 100 /* map@100 is always reported */
 #define RANK100_NEGATIVES 99
 
+static const char *const protocol_names[] = {"split", "loo", "files", "rank100", NULL}; /* index = st_protocol */
+
 int st_protocol_parse(const char *name, st_protocol *out) {
-    if (!strcmp(name, "split")) *out = ST_PROTOCOL_SPLIT;
-    else if (!strcmp(name, "loo")) *out = ST_PROTOCOL_LOO;
-    else if (!strcmp(name, "rank100")) *out = ST_PROTOCOL_RANK100;
-    else return st_error_set("unknown protocol '%s' (expected split, loo or rank100)", name);
+    /* "files" is implied by giving a queries file, never named on its own */
+    static const char *const choosable[] = {"split", "loo", "rank100", NULL};
+    char choices[64];
+    if (st_name_index(choosable, name) < 0)
+        return st_error_set("unknown protocol '%s' (expected %s)", name, st_names_join(choosable, choices, sizeof choices));
+    *out = (st_protocol)st_name_index(protocol_names, name);
     return 0;
 }
 
-const char *st_protocol_name(st_protocol p) {
-    static const char *names[] = {"split", "loo", "files", "rank100"};
-    return names[p];
-}
+const char *st_protocol_name(st_protocol p) { return protocol_names[p]; }
 
 void st_eval_defaults(st_eval_options *o) {
     memset(o, 0, sizeof *o);

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/fileio.h"
+#include "data/base/fileio.h"
 #include "../kernels/check.h"
 
 void st_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }

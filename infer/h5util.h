@@ -41,7 +41,7 @@ hid_t st_h5_open_read(const char *path);
 /* Create `tmp_path` (truncating) for an atomic write; -1 with st_error_set on failure. */
 hid_t st_h5_create(const char *tmp_path);
 
-/* Flush and close `file` (written to tmp_path), then st_file_commit (data/fileio.h): fsync,
+/* Flush and close `file` (written to tmp_path), then st_file_commit (data/base/fileio.h): fsync,
  * rename over final_path, fsync the directory. On any failure the file is discarded as by
  * st_h5_discard; -1 with st_error_set naming final_path and the OS reason
  * ("No space left on device"). */

@@ -1,4 +1,4 @@
-/* html.c: escaping and page-relative image references (contract in html.h). */
+/* html.c: page frame, figures and page-relative image references (contract in html.h). */
 #include "html.h"
 
 #include <limits.h>
@@ -11,17 +11,6 @@
 #include "data/encode.h"
 #include "data/image.h"
 #include "data/transform.h"
-
-void st_html_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else if (*s == '&') fputs("&amp;", f);
-        else if (*s == '"') fputs("&quot;", f);
-        else if (*s == '\'') fputs("&#39;", f);
-        else fputc(*s, f);
-    }
-}
 
 /* path made absolute against the current directory, "." and ".." folded; malloc'ed. */
 static char *absolute_path(const char *path) {

@@ -11,16 +11,17 @@
  * data: URI: the page then stands alone. An image that cannot be decoded is referenced by
  * path even then (the browser shows it missing, as the file is).
  *
- * Every string written into a page goes through st_html_text (& < > " ' escaped).
+ * Every string written into a page goes through st_html_text (data/base/text.h).
  */
 #ifndef ST_HTML_H
 #define ST_HTML_H
 
 #include <stdio.h>
 
+#include "data/base/text.h" /* st_html_text: the escaping every page writer uses */
+
 enum { ST_HTML_THUMB_SIDE = 160 };
 
-void st_html_text(FILE *f, const char *s);
 
 /* The value of a src/href attribute for image as seen from the page at page_path (see above). */
 void st_html_image_url(FILE *f, const char *image, const char *page_path, int thumbnail);

@@ -20,9 +20,9 @@
 #include <string.h>
 
 #include "../kernels/check.h"
-#include "data/fileio.h"
+#include "data/base/fileio.h"
 #include "html.h"
-#include "json.h"
+#include "data/base/json.h"
 
 enum { EVAL_JSON_DIGITS = 8, TOPK_JSON_DIGITS = 7, SEARCH_JSON_DIGITS = 6 };
 

@@ -1,10 +1,10 @@
 /*
  * report.h: the report writers of `simtune eval`, `search` and `demo` (and of the sweep, which
- * can reuse them): JSON through libjansson (infer/json.h), TREC run and qrels files, HTML pages
+ * can reuse them): JSON through libjansson (data/base/json.h), TREC run and qrels files, HTML pages
  * through infer/html.h (every string escaped, images referenced relative to the page). The
  * commands only parse options and call the library; what the files hold is docs/formats.md.
  *
- * Every file is written atomically (data/fileio.h); each writer returns 0, or -1 with
+ * Every file is written atomically (data/base/fileio.h); each writer returns 0, or -1 with
  * st_error_set naming the file. Nothing here takes ownership of what it is given.
  *
  * Evaluation (an st_eval_report of infer/eval.h and the files it was computed from):

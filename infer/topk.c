@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../kernels/check.h"
+#include "data/base/text.h"
 #include "../kernels/math/l2norm.h"
 #include "../kernels/math/topk.h"
 
@@ -24,17 +25,17 @@
 #define TOPK_MIN_TILE_ROWS 256
 #define TOPK_MAX_TILE_ROWS (1L << 30)
 
+static const char *const metric_names[] = {"cosine", "ip", "l2", NULL}; /* index = st_metric */
+
 int st_metric_parse(const char *name, st_metric *out) {
-    if (!strcmp(name, "cosine")) *out = ST_METRIC_COSINE;
-    else if (!strcmp(name, "ip")) *out = ST_METRIC_IP;
-    else if (!strcmp(name, "l2")) *out = ST_METRIC_L2;
-    else return st_error_set("unknown metric '%s' (expected cosine, ip or l2)", name);
+    int i = st_name_index(metric_names, name);
+    char choices[64];
+    if (i < 0) return st_error_set("unknown metric '%s' (expected %s)", name, st_names_join(metric_names, choices, sizeof choices));
+    *out = (st_metric)i;
     return 0;
 }
 
-const char *st_metric_name(st_metric m) {
-    return m == ST_METRIC_COSINE ? "cosine" : m == ST_METRIC_IP ? "ip" : "l2";
-}
+const char *st_metric_name(st_metric m) { return metric_names[m]; }
 
 float st_metric_worst_score(st_metric m) { return m == ST_METRIC_L2 ? FLT_MAX : -FLT_MAX; }
 

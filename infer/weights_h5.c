@@ -15,8 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/clock.h"
-#include "../data/fileio.h"
+#include "data/base/clock.h"
+#include "data/base/fileio.h"
+#include "data/base/text.h"
 #include "../kernels/check.h"
 #include "h5util.h"
 #include "model/model.h"
@@ -105,12 +106,8 @@ static int tensor_shape(hid_t root, st_weights_tensor *t, const char *path, cons
 
 /* "conv1_conv/kernel:0" -> "kernel"; "conv1_conv_1/moving_mean:0" -> "moving_mean" (1.1, 1.7) */
 static char *weight_id(const char *weight_name) {
-    const char *base = strrchr(weight_name, '/');
-    base = base ? base + 1 : weight_name;
-    size_t len = strcspn(base, ":");
-    char *id = ST_MALLOC(len + 1);
-    memcpy(id, base, len);
-    id[len] = '\0';
+    char *id = st_path_stem(weight_name, ":");
+    ST_CHECK(id != NULL, "out of memory");
     return id;
 }
 

@@ -1,7 +1,7 @@
 /*
  * enospc_shim.c: an LD_PRELOAD library that makes a folder behave like a disk that fills up,
  * for tests/test_full_disk.py and tests/test_divergence.py. No root, no mount: it wraps write(2), pwrite(2), pwrite64(2) and
- * fallocate(2), the calls HDF5's sec2 driver, infer/h5util.c and data/fileio.c's st_file_append
+ * fallocate(2), the calls HDF5's sec2 driver, infer/h5util.c and data/base/fileio.c's st_file_append
  * use.
  *
  *   SIMTUNE_TEST_ENOSPC_DIR=/abs/folder   only regular files whose path starts with this count

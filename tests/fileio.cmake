@@ -1,6 +1,8 @@
-# fileio.cmake: durable writes (data/fileio.h, infer/h5util.h) and what `simtune train` does when
+# fileio.cmake: durable writes (data/base/fileio.h, infer/h5util.h) and what `simtune train` does when
 # the disk fills up or the training diverges (issue 13 items 6 and 7).
-#   test_fileio         data/fileio.h: mkdir -p, atomic write/commit/abort, appends, /dev/full
+#   test_fileio         data/base/fileio.h: mkdir -p, atomic write/commit/abort, appends, /dev/full
+#   test_text           data/base/text.h: HTML escaping, name tables, path stems, and the
+#                       parse/name pairs of preprocessing, metric and protocol built on them
 #   enospc_shim         LD_PRELOAD library: a folder that runs out of space after N bytes, or
 #                       a file whose reads come back corrupted (tests/enospc_shim.c), so these
 #                       tests need no root and no mount
@@ -13,6 +15,7 @@
 #                       (tests/test_divergence.py)
 # Wall times on 2 idle cores: test_full_disk 20-30 s, test_divergence 40 s.
 st_add_test(NAME test_fileio SOURCES test_fileio.c LIBS st_data)
+st_add_test(NAME test_text SOURCES test_text.c LIBS st_infer)
 
 add_library(enospc_shim MODULE enospc_shim.c)
 target_compile_options(enospc_shim PRIVATE ${ST_WARNINGS})

@@ -1,5 +1,5 @@
 /*
- * test_fileio.c: data/fileio.h on its own. mkdir -p creates every level and accepts what exists;
+ * test_fileio.c: data/base/fileio.h on its own. mkdir -p creates every level and accepts what exists;
  * an atomic write leaves exactly the new content and no .tmp, and one whose rename fails leaves
  * the target untouched and no .tmp; appends accumulate whole lines; a failing device (/dev/full,
  * which answers every write with ENOSPC) gives a message naming the file and the OS reason.
@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "data/fileio.h"
+#include "data/base/fileio.h"
 #include "kernels/check.h"
 #include "test_util.h"
 

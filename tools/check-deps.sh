@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # check-deps.sh [ROOT]: checks that simtune's layers depend one way,
-#     kernels <- data <- infer <- train <- cmd
+#     kernels <- data/base <- data <- infer <- train <- cmd
+# (data/base/ is the small base module below data/: atomic writes, clock, RNG, JSON, escaping)
 # (a layer may include its own headers and those of the layers left of it, never one to its right),
 # and that kernels/ includes no file-format or config header (hdf5.h, yaml.h, png.h, jpeglib.h):
 # the ops know tensors, not files.
@@ -15,8 +16,9 @@ set -euo pipefail
 
 root=${1:-"$(cd "$(dirname "$0")/.." && pwd)"}
 cd "$root"
-layers=(kernels data infer train cmd)
-declare -A rank=([kernels]=0 [data]=1 [infer]=2 [train]=3 [cmd]=4)
+layers=(kernels data infer train cmd) # folders scanned; data/base/ is a layer of its own
+order="kernels <- data/base <- data <- infer <- train <- cmd"
+declare -A rank=([kernels]=0 [data/base]=1 [data]=2 [infer]=3 [train]=4 [cmd]=5)
 forbidden_in_kernels='hdf5.h|yaml.h|png.h|jpeglib.h'
 
 # Helpers set $REPLY instead of printing: a subshell per include would make the scan slow.
@@ -42,11 +44,16 @@ resolve() { # FILE INCLUDED -> the path, relative to ROOT, that the include name
     fi
 }
 
+layer_of() { # a path relative to ROOT -> its layer: the top folder, or data/base
+    case $1 in data/base/*) REPLY=data/base ;; *) REPLY=${1%%/*} ;; esac
+}
+
 violations=0
 report() { echo "$1"; violations=$((violations + 1)); }
 
 while IFS= read -r file; do
-    layer=${file%%/*}
+    layer_of "$file"
+    layer=$REPLY
     while IFS=: read -r line text; do
         if [[ $layer == kernels && $text =~ [\<\"]($forbidden_in_kernels)[\>\"] ]]; then
             report "$file:$line: $text: kernels/ may not include a file-format or config header"
@@ -54,14 +61,15 @@ while IFS= read -r file; do
         [[ $text =~ \"([^\"]+)\" ]] || continue
         resolve "$file" "${BASH_REMATCH[1]}"
         target=$REPLY
-        if ((${rank[${target%%/*}]:--1} > ${rank[$layer]})); then
-            report "$file:$line: $text: $layer/ may not include ${target%%/*}/ ($target); layers: ${layers[*]}"
+        layer_of "$target"
+        if ((${rank[$REPLY]:--1} > ${rank[$layer]})); then
+            report "$file:$line: $text: $layer/ may not include $REPLY/ ($target); layers: $order"
         fi
     done < <(grep -nE '^[[:space:]]*#[[:space:]]*include' "$file" || true)
 done < <(find "${layers[@]}" -type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \
              -o -name '*.cpp' -o -name '*.hpp' \) 2>/dev/null | LC_ALL=C sort)
 
 if ((violations)); then
-    echo "check-deps: $violations include(s) against the layer order kernels <- data <- infer <- train <- cmd" >&2
+    echo "check-deps: $violations include(s) against the layer order $order" >&2
     exit 1
 fi

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../data/fileio.h"
+#include "data/base/fileio.h"
 #include "../infer/h5util.h"
 #include "../infer/weights_h5.h"
 #include "../kernels/check.h"

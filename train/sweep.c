@@ -17,9 +17,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/fileio.h"
-#include "../data/rng.h"
-#include "../infer/json.h"
+#include "data/base/fileio.h"
+#include "data/base/text.h"
+#include "data/base/rng.h"
+#include "data/base/json.h"
 #include "../kernels/check.h"
 #include "keytable.h"
 #include "lock.h"
@@ -206,12 +207,14 @@ static int read_parameters(st_sweep_config *sc, const st_ynode *node) {
     return 0;
 }
 
+/* checkpoints/<the sweep file's name without extension> */
 static char *default_dir(const char *sweep_path) {
-    const char *base = strrchr(sweep_path, '/');
-    base = base ? base + 1 : sweep_path;
-    size_t len = strcspn(base, ".");
-    char *dir = ST_MALLOC(len + 16);
-    snprintf(dir, len + 16, "checkpoints/%.*s", (int)len, base);
+    char *stem = st_path_stem(sweep_path, ".");
+    ST_CHECK(stem != NULL, "out of memory");
+    size_t size = strlen(stem) + sizeof "checkpoints/";
+    char *dir = ST_MALLOC(size);
+    snprintf(dir, size, "checkpoints/%s", stem);
+    free(stem);
     return dir;
 }
 
@@ -653,7 +656,7 @@ static int last_done_rung(const runner *r, int t) {
     return last;
 }
 
-/* Write doc atomically (infer/json.h), with lines = 1 each item of the array doc on a line of
+/* Write doc atomically (data/base/json.h), with lines = 1 each item of the array doc on a line of
  * its own (JSON Lines). Takes the reference to doc. */
 static int write_json_file(const char *path, json_t *doc, int lines) {
     int rc = 0;

@@ -14,7 +14,7 @@
  *
  * The runner drives a trial function (the trainer) and owns the sweep folder:
  *   sweep.yaml base.yaml plan.json state.json trials.csv trials.jsonl best.yaml curves.png
- *   (the JSON files written with libjansson, infer/json.h; a NaN metric is null)
+ *   (the JSON files written with libjansson, data/base/json.h; a NaN metric is null)
  *   trials/NNNN/{config.yaml, metrics.jsonl, checkpoints/ (the trainer's)}
  * state.json (every finished evaluation) is rewritten atomically after each one, so after a
  * kill at any moment `--resume` re-runs only the evaluation that was in flight; promoted trials

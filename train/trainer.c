@@ -36,11 +36,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/clock.h"
-#include "../data/fileio.h"
+#include "data/base/clock.h"
+#include "data/base/fileio.h"
 #include "../data/loader.h"
 #include "../infer/eval.h"
-#include "../infer/json.h"
+#include "data/base/json.h"
 #include "../infer/metrics.h"
 #include "../infer/weights_h5.h"
 #include "../kernels/check.h"
@@ -556,11 +556,20 @@ static int read_position(const st_checkpoint *ck, const char *path, position *p)
 
 /* ---- metrics log and curves ------------------------------------------------------------ */
 
-static int append_metrics_line(trainer *t, const char *json) {
-    char path[4200], line[4200];
+/* One line of metrics.jsonl; reals with 9 significant digits (a float survives the round
+ * trip), NaN as null (data/base/json.h). */
+static int append_metrics_line(trainer *t, const json_t *record) {
+    char path[4200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->run_dir);
-    snprintf(line, sizeof line, "%s\n", json);
-    return st_file_append(path, line);
+    char *text = json_dumps(record, ST_JSON_PRECISION(9));
+    ST_CHECK(text != NULL, "metrics line could not be formatted");
+    size_t n = strlen(text);
+    char *line = realloc(text, n + 2);
+    ST_CHECK(line != NULL, "out of memory");
+    memcpy(line + n, "\n", 2);
+    int rc = st_file_append(path, line);
+    free(line);
+    return rc;
 }
 
 /* The number under key in a metrics line (parsed by json_loads); NaN when absent or null. */
@@ -890,36 +899,34 @@ static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
     int every = t->cfg->validation.every > 0 ? t->cfg->validation.every : 1;
     int due = t->have_val && (t->pos.phase_epochs % every == 0 || last_of_phase);
 
-    char json[4096];
-    int len = snprintf(json, sizeof json,
-                       "{\"epoch\": %d, \"phase\": \"%s\", \"step\": %ld, \"lr\": %.9g, \"train/loss\": %.9g", t->global_epoch,
-                       ph->name, t->step, (double)lr, s->loss);
-    if (is_xent(t)) len += snprintf(json + len, sizeof json - (size_t)len, ", \"train/accuracy\": %.6f", s->accuracy);
-    else len += snprintf(json + len, sizeof json - (size_t)len, ", \"train/active_fraction\": %.6f", s->active);
+    json_t *record = json_pack("{s:i, s:o, s:I, s:o, s:o}", "epoch", t->global_epoch, "phase", st_json_text(ph->name),
+                               "step", (json_int_t)t->step, "lr", st_json_number(lr), "train/loss", st_json_number(s->loss));
+    if (is_xent(t)) json_object_set_new(record, "train/accuracy", st_json_number(s->accuracy));
+    else json_object_set_new(record, "train/active_fraction", st_json_number(s->active));
 
     double metric = strcmp(es->metric, "train/loss") == 0 ? s->loss : NAN;
     if (due) {
         val_result v = {0};
-        if (validate(t, &v)) return -1;
+        if (validate(t, &v)) {
+            json_decref(record);
+            return -1;
+        }
         for (int i = 0; i < t->cfg->validation.n_metrics; i++) {
             char name[64];
             snprintf(name, sizeof name, "val/%s", t->cfg->validation.metrics[i]);
-            double x = report_value(&v, name);
-            if (isfinite(x)) len += snprintf(json + len, sizeof json - (size_t)len, ", \"%s\": %.9g", name, x);
-            else len += snprintf(json + len, sizeof json - (size_t)len, ", \"%s\": null", name);
+            json_object_set_new(record, name, st_json_number(report_value(&v, name)));
         }
-        /* a diverging classifier gives a NaN val/loss: JSON has no NaN, write null */
-        if (is_xent(t) && isfinite(v.loss))
-            len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/loss\": %.6f", v.loss);
-        else if (is_xent(t))
-            len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/loss\": null");
-        if (is_xent(t)) len += snprintf(json + len, sizeof json - (size_t)len, ", \"val/accuracy\": %.6f", v.accuracy);
+        /* a diverging classifier gives a NaN val/loss: written as null */
+        if (is_xent(t)) json_object_set_new(record, "val/loss", st_json_number(v.loss));
+        if (is_xent(t)) json_object_set_new(record, "val/accuracy", st_json_number(v.accuracy));
         if (strncmp(es->metric, "val/", 4) == 0) metric = report_value(&v, es->metric);
         st_eval_report_free(&v.report);
     }
-    snprintf(json + len, sizeof json - (size_t)len, ", \"seconds\": %.3f, \"images_per_second\": %.3f}", s->seconds,
-             s->seconds > 0 ? s->images / s->seconds : 0.0);
-    if (append_metrics_line(t, json)) return -1;
+    json_object_set_new(record, "seconds", st_json_number(s->seconds));
+    json_object_set_new(record, "images_per_second", st_json_number(s->seconds > 0 ? s->images / s->seconds : 0.0));
+    int appended = append_metrics_line(t, record);
+    json_decref(record);
+    if (appended) return -1;
 
     int is_best = 0;
     if (isfinite(metric)) {

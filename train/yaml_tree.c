@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#include "../infer/json.h"
+#include "data/base/json.h"
 #include "../kernels/check.h"
 
 /* ---- nodes ------------------------------------------------------------------------------ */

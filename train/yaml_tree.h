@@ -21,7 +21,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
-#include "../data/fileio.h" /* st_atomic_open, st_atomic_commit: used with this writer */
+#include "data/base/fileio.h" /* st_atomic_open, st_atomic_commit: used with this writer */
 
 typedef enum { ST_YNODE_SCALAR, ST_YNODE_SEQ, ST_YNODE_MAP } st_ynode_kind;
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../data/rng.h"
+#include "data/base/rng.h"
 #include "../../kernels/check.h"
 #include "layer.h"
 

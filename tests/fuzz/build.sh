@@ -16,7 +16,7 @@ cc=${CC_FUZZ:-clang}
 mkdir -p "$out"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c11 \
   -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I$root"
-common="$root/data/decode.c $root/data/dataset.c $root/data/fileio.c $root/kernels/check.c"
+common="$root/data/decode.c $root/data/dataset.c $root/data/base/fileio.c $root/data/base/text.c $root/kernels/check.c"
 for name in jpeg png manifest; do
   $cc $flags -o "$out/fuzz_$name" "$here/fuzz_$name.c" $common -ljpeg -lpng -lz
 done

@@ -1,12 +1,12 @@
 /* json.c: values jansson refuses, made writable, and documents to files (contract in json.h). */
-#include "json.h"
+#include "data/base/json.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../kernels/check.h"
-#include "data/fileio.h"
+#include "kernels/check.h"
+#include "data/base/fileio.h"
 
 /* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong forms, no surrogates,
  * nothing above U+10FFFF), 0 when p does not start one. */

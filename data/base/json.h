@@ -14,7 +14,7 @@
  * the caller (jansson's default, 17, prints 0.1 as 0.10000000000000001). Objects keep their
  * insertion order (jansson >= 2.8), so keys come out in the order they were set.
  *
- * st_json_write_file writes a document atomically (data/fileio.h: path.tmp, fsync, rename),
+ * st_json_write_file writes a document atomically (data/base/fileio.h: path.tmp, fsync, rename),
  * ending in a newline; st_json_print writes it to a stream, newline included. Both return 0, or
  * -1 with st_error_set naming the file. Neither takes ownership of root.
  */

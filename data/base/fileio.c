@@ -3,7 +3,7 @@
  * Each error message is taken from errno right where the call failed: a later close or unlink
  * would overwrite it, and the OS reason ("No space left on device") is what the user needs.
  */
-#include "data/fileio.h"
+#include "data/base/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
