@@ -1,6 +1,6 @@
 #!/bin/sh
 # numerics-matrix.sh: the numerics tests (PyTorch parity of ops, losses, optimizers, ResNet
-# features and gradients, training steps; finite-difference gradient checks; top-k and
+# features and gradients, training steps, conv weight layouts; finite-difference gradient checks; top-k and
 # post-processing) under each OpenBLAS core and each oneDNN ISA limit, at unchanged tolerances,
 # so no result can depend on the kernel a user's machine happens to pick.
 #
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 [ -x "$BUILD/tests/test_ops_grad" ] || { echo "numerics-matrix: build $BUILD first (tools/build.sh)" >&2; exit 2; }
 cd "$BUILD"
-TESTS='^(test_ops_grad|test_ops_torch|test_loss_kernels|test_losses_torch|test_optim_torch|test_train_loss|test_train_optim|test_train_small_model|test_resnet_parity|test_trainer_steps|test_topk|test_postprocess)$'
+TESTS='^(test_ops_grad|test_ops_torch|test_loss_kernels|test_losses_torch|test_optim_torch|test_train_loss|test_train_optim|test_train_small_model|test_resnet_parity|test_trainer_steps|test_topk|test_postprocess|test_conv_layout)$'
 FLAGS=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
 LOGS=numerics-matrix
 mkdir -p "$LOGS"
