@@ -1,9 +1,10 @@
 /*
- * doctor.c: `simtune doctor`, what this build and this machine offer: the CUDA devices (or
- * why there are none), CUDA runtime and driver versions, cuDNN and cuBLAS versions (when built
- * with CUDA), oneDNN, OpenBLAS and HDF5 versions, and the thread counts the CPU backend uses.
- * Informative only: exits 0 whatever it finds (2 on a bad option). The CUDA parts compile only
- * under SIMTUNE_HAVE_CUDA; whether the CUDA backend really opens is checked by opening it.
+ * doctor.c: `simtune doctor`, what this build and this machine offer. First one plain line on
+ * the CUDA backend: compiled in or not, and whether it opens (device, memory, cuDNN version) or
+ * why not (the backend's own error), checked by opening it; then the CUDA devices, CUDA runtime
+ * and driver versions, cuDNN and cuBLAS versions (when built with CUDA), oneDNN, OpenBLAS and
+ * HDF5 versions, and the thread counts the CPU backend uses. Informative only: exits 0 whatever
+ * it finds (2 on a bad option). The CUDA parts compile only under SIMTUNE_HAVE_CUDA.
  */
 #include <getopt.h>
 #include <omp.h>
@@ -24,9 +25,11 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: simtune doctor [--help]\n\n"
-            "Print the devices and library versions this simtune finds: CUDA devices (or why\n"
-            "there are none), CUDA runtime/driver, cuDNN, cuBLAS, oneDNN, OpenBLAS, HDF5, and\n"
-            "the CPU thread count. Always exits 0; it changes nothing.\n\n"
+            "Print whether the CUDA backend is compiled in and whether it opens (device,\n"
+            "memory, cuDNN version) or why not, then the devices and library versions this\n"
+            "simtune finds: CUDA devices (or why there are none), CUDA runtime/driver, cuDNN,\n"
+            "cuBLAS, oneDNN, OpenBLAS, HDF5, and the CPU thread count. Always exits 0; it\n"
+            "changes nothing.\n\n"
             "options:\n"
             "  -h, --help   this help\n");
 }
@@ -35,6 +38,12 @@ static void usage(FILE *out) {
 /* CUDA 12040 -> "12.4" */
 static void print_cuda_version(const char *what, int version) {
     printf("%-16s %d.%d\n", what, version / 1000, (version % 1000) / 10);
+}
+
+/* The cuDNN library loaded at run time, "9.19.0" (cudnnGetVersion: 91900). */
+static void format_cudnn_version(char *out, size_t size) {
+    size_t v = cudnnGetVersion();
+    snprintf(out, size, "%zu.%zu.%zu", v / 10000, (v % 10000) / 100, v % 100);
 }
 
 static void print_cuda(void) {
@@ -46,9 +55,10 @@ static void print_cuda(void) {
     else
         printf("%-16s none loaded (no NVIDIA driver on this machine)\n", "CUDA driver:");
 
-    size_t cudnn = cudnnGetVersion(); /* 91900 = 9.19.0 */
-    printf("%-16s %zu.%zu.%zu (built against %d.%d.%d)\n", "cuDNN:", cudnn / 10000,
-           (cudnn % 10000) / 100, cudnn % 100, CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL);
+    char cudnn[64];
+    format_cudnn_version(cudnn, sizeof cudnn);
+    printf("%-16s %s (built against %d.%d.%d)\n", "cuDNN:", cudnn, CUDNN_MAJOR, CUDNN_MINOR,
+           CUDNN_PATCHLEVEL);
     int major = 0, minor = 0, patch = 0;
     if (cublasGetProperty(MAJOR_VERSION, &major) == CUBLAS_STATUS_SUCCESS &&
         cublasGetProperty(MINOR_VERSION, &minor) == CUBLAS_STATUS_SUCCESS &&
@@ -74,15 +84,34 @@ static void print_cuda(void) {
                prop.name, prop.major, prop.minor, prop.multiProcessorCount,
                (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
     }
-    if (count > 0 && status == cudaSuccess) {
-        st_backend *be = st_backend_open("cuda", 0); /* creates the stream, cuBLAS and cuDNN */
-        if (be) {
-            printf("%-16s opens (stream, cuBLAS and cuDNN handles created)\n", "cuda backend:");
-            st_backend_close(be);
-        } else {
-            printf("%-16s does not open: %s\n", "cuda backend:", st_error_get());
-        }
+}
+
+/* The plain line: opening the backend (stream, cuBLAS and cuDNN handles) is the only proof. */
+static void print_cuda_backend(void) {
+    st_backend *be = st_backend_open("cuda", 0);
+    if (!be) {
+        printf("%-16s compiled in; does not open: %s\n", "CUDA backend:", st_error_get());
+        return;
     }
+    int device = 0;
+    size_t free_bytes = 0, total_bytes = 0;
+    struct cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    char cudnn[64];
+    format_cudnn_version(cudnn, sizeof cudnn);
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    printf("%-16s compiled in; opens on device %d: %s, %.1f GiB (%.1f GiB free), cuDNN %s\n",
+           "CUDA backend:", device, prop.name, (double)total_bytes / gib,
+           (double)free_bytes / gib, cudnn);
+    st_backend_close(be);
+}
+#else
+static void print_cuda_backend(void) {
+    st_backend *be = st_backend_open("cuda", 0); /* NULL: its message says how to build it */
+    ST_CHECK(!be, "a build without CUDA opened the cuda backend");
+    printf("%-16s not compiled in: %s\n", "CUDA backend:", st_error_get());
 }
 #endif
 
@@ -104,13 +133,9 @@ int cmd_doctor(int argc, char **argv) {
         return 2;
     }
 
+    print_cuda_backend();
 #ifdef SIMTUNE_HAVE_CUDA
-    printf("%-16s compiled in\n", "CUDA backend:");
     print_cuda();
-#else
-    st_backend *be = st_backend_open("cuda", 0);
-    printf("%-16s %s\n", "CUDA backend:", be ? "open" : st_error_get());
-    if (be) st_backend_close(be);
 #endif
 
     const dnnl_version_t *dnnl = dnnl_version();

@@ -217,6 +217,8 @@ static void check_backend(const char *backend_name) {
     st_backend *be = st_backend_open(backend_name, 0);
     if (!be) {
         printf("%s backend not available: %s\n", backend_name, st_error_get());
+        TEST_CHECK(!test_gpu_required(), "%s backend not available, and SIMTUNE_REQUIRE_GPU=1 "
+                   "forbids skipping its part", backend_name);
         return;
     }
     /* st_conv_desc: n h w c k r s stride_h stride_w pad top bottom left right, p q relu */

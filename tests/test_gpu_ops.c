@@ -4,8 +4,12 @@
  * and compared. Backward ops get the SAME forward results (the CPU's y, probs, norms, uploaded
  * to both), so each op is checked on its own. Labelled `gpu`; exits 77 (skipped) when
  * st_backend_open("cuda") fails: no device, or a build without CUDA. The missing device is not a
- * missing oracle, so this skip stands even under SIMTUNE_REQUIRE_ORACLES=1. TF32 is off unless
- * SIMTUNE_CUDA_TF32=1 is set, which the tolerances below do not allow: the test unsets it.
+ * missing oracle, so this skip stands even under SIMTUNE_REQUIRE_ORACLES=1. Every case runs in
+ * the default math mode (SIMTUNE_CUDA_MATH unset: fp32, the test unsets it); the GEMM, dense and
+ * conv cases then run again with the backend reopened in SIMTUNE_CUDA_MATH=tf32, at the TF32
+ * tolerances below. Before any of it, the math-mode refusals (an unknown SIMTUNE_CUDA_MATH, the
+ * replaced SIMTUNE_CUDA_TF32) are checked: they fail before a device is looked for, so that part
+ * runs, and fails rather than skips, on machines without a GPU.
  * A training-step parity test (whole ResNet step on both backends) comes with the trainer.
  *
  * Usage: test_gpu_ops [BACKEND]   BACKEND defaults to cuda; `cpu` runs the harness against
@@ -31,6 +35,22 @@
  *                    (kernels/math/triplet.h); nvcc contracts diff * diff + acc into FMA, gcc
  *                    (ISO C) does not, so each distance differs by a few ulp (~1e-6 relative at
  *                    D = 2048), which the gradient (f_a - f_j) / D carries over.
+ *   TF32 mode (cuBLAS COMPUTE_32F_FAST_TF32, cuDNN DEFAULT math) against the CPU's FP32:
+ *   TOL_TF32 5e-3    by norm, GEMM/dense/conv forward and backward data. TF32 keeps 10 of FP32's
+ *                    23 mantissa bits: rounding an input costs up to u = 2^-11 = 4.9e-4
+ *                    relative (rms u/sqrt(3)), a product of two rounded inputs ~ sqrt(2) u/sqrt(3)
+ *                    rms = 4e-4. A K-term dot product adds K such independent errors: sqrt(K) *
+ *                    4e-4 * |term|, the elementwise sqrt(K) * 2^-11 bound relative to one term.
+ *                    The random-sign inputs here make the sum itself ~ sqrt(K) * |term|, so by
+ *                    norm the relative error is ~4e-4 whatever K (301 for the GEMM, up to 147
+ *                    for the convs); 5e-3 is a 12x margin and still 20x below a wrong index or
+ *                    a missing term (1e-1 .. 1). FP32 accumulation error (TOL_GEMM) is negligible.
+ *   TOL_TF32_REDUCE 1e-2 by norm, conv backward filter: the same per-product error over
+ *                    N*P*Q terms, but the algorithms split that long reduction into partial
+ *                    sums that cancel (random-sign dy), so, as for TOL_REDUCE vs TOL_GEMM, the
+ *                    small results carry a larger relative error: 2x TOL_TF32.
+ *                    Bias gradients (conv dbias, dense db) are column sums in double, untouched
+ *                    by the mode: they keep their FP32 tolerances.
  *   1e-5 elementwise, stated at the call: BN outputs (y = x * scale + shift with |x| ~ 3 and
  *                    |y| ~ 1 amplifies a 1-ulp difference of scale or shift 3-5x; rstd and
  *                    running_var pass through a float rounding of a double and a sqrt), softmax
@@ -52,6 +72,19 @@
 #define TOL_GEMM 1e-5
 #define TOL_REDUCE 5e-5
 #define TOL_TRIPLET 1e-5
+#define TOL_TF32 5e-3
+#define TOL_TF32_REDUCE 1e-2
+
+/* The tolerances of the cases that run in both math modes (GEMM, dense, conv). */
+typedef struct {
+    const char *mode; /* SIMTUNE_CUDA_MATH of the backend under test, for the messages */
+    double gemm;      /* products: GEMM, dense, conv forward and backward data */
+    double reduce;    /* conv backward filter */
+} math_tolerances;
+
+static const math_tolerances fp32_tolerances = {"fp32", TOL_GEMM, TOL_REDUCE};
+static const math_tolerances tf32_tolerances = {"tf32", TOL_TF32, TOL_TF32_REDUCE};
+static math_tolerances tol = {"fp32", TOL_GEMM, TOL_REDUCE}; /* the mode under test */
 
 static st_backend *ref; /* CPU backend, the reference */
 static st_backend *dev; /* backend under test */
@@ -114,11 +147,12 @@ static void compare(const char *name, twin t, double atol, double rtol) {
 }
 
 /* ||dev - ref|| / ||ref|| <= tol. */
-static void compare_norm(const char *name, twin t, double tol) {
+static void compare_norm(const char *name, twin t, double limit) {
     void *r, *d;
     fetch(t, &r, &d);
     double err = test_rel_error((const float *)d, (const float *)r, t.bytes / sizeof(float));
-    TEST_CHECK(err <= tol, "%s: relative error by norm %.3g > %.3g", name, err, tol);
+    TEST_CHECK(err <= limit, "%s (%s math): relative error by norm %.3g > %.3g", name, tol.mode,
+               err, limit);
     free(r);
     free(d);
 }
@@ -187,7 +221,7 @@ static void test_gemm(void) {
             dev->gemm(dev, ta, tb, m, n, k, 0.5f, D(a), lda, D(b), ldb, -2.0f, D(c), ldc);
             char name[64];
             snprintf(name, sizeof name, "gemm trans_a=%d trans_b=%d", ta, tb);
-            compare_norm(name, c, TOL_GEMM);
+            compare_norm(name, c, tol.gemm);
             twin_free(a);
             twin_free(b);
             twin_free(c);
@@ -208,11 +242,11 @@ static void test_dense(void) {
     twin dw = twin_floats(NULL, (size_t)in * out), db = twin_floats(NULL, out);
     ref->dense_forward(ref, n, in, out, R(x), R(w), R(b), R(y));
     dev->dense_forward(dev, n, in, out, D(x), D(w), D(b), D(y));
-    compare_norm("dense forward", y, TOL_GEMM);
+    compare_norm("dense forward", y, tol.gemm);
     ref->dense_backward(ref, n, in, out, R(x), R(w), R(dy), R(dx), R(dw), R(db));
     dev->dense_backward(dev, n, in, out, D(x), D(w), D(dy), D(dx), D(dw), D(db));
-    compare_norm("dense dx", dx, TOL_GEMM);
-    compare_norm("dense dw", dw, TOL_GEMM);
+    compare_norm("dense dx", dx, tol.gemm);
+    compare_norm("dense dw", dw, tol.gemm);
     compare_norm("dense db", db, TOL_GEMM);
     twin parts[] = {x, w, b, y, dy, dx, dw, db};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
@@ -272,11 +306,11 @@ static void check_conv(st_conv_desc d, int with_bias) {
              with_bias);
     char what[200];
     snprintf(what, sizeof what, "%s forward", name);
-    compare_norm(what, y, TOL_GEMM);
+    compare_norm(what, y, tol.gemm);
     snprintf(what, sizeof what, "%s backward data", name);
-    compare_norm(what, dx, TOL_GEMM);
+    compare_norm(what, dx, tol.gemm);
     snprintf(what, sizeof what, "%s backward filter", name);
-    compare_norm(what, dw, TOL_REDUCE);
+    compare_norm(what, dw, tol.reduce);
     snprintf(what, sizeof what, "%s dbias", name);
     compare_norm(what, db, TOL_REDUCE);
     twin parts[] = {x, w, b, y, dy, dx, dw_layout, dw, db};
@@ -623,14 +657,55 @@ static void test_topk(void) {
     check_topk(2, 3000, 2, 2500, 1); /* k above 1024 */
 }
 
+/* ---- math modes (SIMTUNE_CUDA_MATH) ---------------------------------------------------- */
+
+#ifdef SIMTUNE_HAVE_CUDA
+/* A refused math-mode environment: the CUDA backend does not open, and the message names the
+ * variable. Checked before the device is looked for, so it holds on machines without a GPU. */
+static void check_math_refusal(const char *var, const char *value) {
+    setenv(var, value, 1);
+    st_backend *be = st_backend_open("cuda", 0);
+    const char *message = st_error_get();
+    TEST_CHECK(!be && strstr(message, var), "%s=%s: the CUDA backend %s (message: %s)", var,
+               value, be ? "opened" : "failed without naming the variable", message);
+    if (be) st_backend_close(be);
+    unsetenv(var);
+}
+
+static void test_math_refusals(void) {
+    check_math_refusal("SIMTUNE_CUDA_MATH", "fp16"); /* unknown value */
+    check_math_refusal("SIMTUNE_CUDA_MATH", "TF32"); /* values are lower case */
+    check_math_refusal("SIMTUNE_CUDA_TF32", "1");    /* replaced by SIMTUNE_CUDA_MATH=tf32 */
+}
+#else
+static void test_math_refusals(void) {} /* without CUDA the backend never opens */
+#endif
+
+/* The GEMM, dense and conv cases again on the backend under test reopened with
+ * SIMTUNE_CUDA_MATH=tf32, at the TF32 tolerances (header); then back to fp32. */
+static void test_tf32_mode(const char *name) {
+    st_backend_close(dev);
+    setenv("SIMTUNE_CUDA_MATH", "tf32", 1);
+    dev = st_backend_open(name, 0);
+    unsetenv("SIMTUNE_CUDA_MATH");
+    ST_CHECK(dev, "SIMTUNE_CUDA_MATH=tf32: the %s backend does not open: %s", name,
+             st_error_get());
+    tol = tf32_tolerances;
+    test_gemm();
+    test_dense();
+    test_conv();
+    tol = fp32_tolerances;
+}
+
 int main(int argc, char **argv) {
     const char *name = argc > 1 ? argv[1] : "cuda";
-    unsetenv("SIMTUNE_CUDA_TF32"); /* the tolerances assume plain FP32 */
+    unsetenv("SIMTUNE_CUDA_TF32");
+    unsetenv("SIMTUNE_CUDA_MATH"); /* fp32 first: the tolerances assume plain FP32 */
+    if (strcmp(name, "cuda") == 0) test_math_refusals();
+    if (test_failures) return test_finish("test_gpu_ops"); /* a failure, not a skip */
     dev = st_backend_open(name, 0);
-    if (!dev) { /* no device: a skip even under SIMTUNE_REQUIRE_ORACLES (see the header) */
-        fprintf(stderr, "SKIP: %s\n", st_error_get());
-        return 77;
-    }
+    if (!dev) /* no device: a skip even under SIMTUNE_REQUIRE_ORACLES (see the header) */
+        test_skip_no_gpu(st_error_get()); /* a failure under SIMTUNE_REQUIRE_GPU=1 */
     ref = st_backend_open("cpu", 2);
     test_memory();
     test_gemm();
@@ -645,6 +720,7 @@ int main(int argc, char **argv) {
     test_triplet();
     test_optim();
     test_topk();
+    test_tf32_mode(name);
     st_backend_close(ref);
     st_backend_close(dev);
     return test_finish("test_gpu_ops");

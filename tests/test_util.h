@@ -7,7 +7,13 @@
  *   test_rel_error(a, b, n)              ||a-b|| / max(||b||, tiny), by norm
  *   return test_finish("name");          0 when every check passed, 1 otherwise
  *   test_uniform()                       deterministic xorshift64* draw in [0, 1)
- * test_skip(reason) exits 77 (ctest reports skipped) unless SIMTUNE_REQUIRE_ORACLES=1.
+ * test_skip(reason)        a missing oracle or fixture: exits 77 (ctest reports skipped), or
+ *                           fails (exit 1) under SIMTUNE_REQUIRE_ORACLES=1 or SIMTUNE_REQUIRE_GPU=1
+ * test_skip_no_gpu(reason)  the CUDA backend does not open (no device, no driver, compiled out):
+ *                           exits 77, or fails (exit 1) under SIMTUNE_REQUIRE_GPU=1 only; a missing
+ *                           device is not a missing oracle, so CI (REQUIRE_ORACLES, no GPU) skips
+ * test_gpu_required()       SIMTUNE_REQUIRE_GPU=1 is set: for a test with a CUDA part that cannot
+ *                           exit 77 because its CPU part counts (test_conv_layout)
  */
 #ifndef ST_TEST_UTIL_H
 #define ST_TEST_UTIL_H
@@ -72,14 +78,32 @@ static inline int test_close_at(const char *file, int line, const char *name, co
 #define TEST_CLOSE(name, got, ref, n, atol, rtol) \
     test_close_at(__FILE__, __LINE__, name, got, ref, n, atol, rtol)
 
-static inline void test_skip(const char *reason) {
-    const char *require = getenv("SIMTUNE_REQUIRE_ORACLES");
-    if (require && strcmp(require, "1") == 0) {
-        fprintf(stderr, "FAIL: %s, and SIMTUNE_REQUIRE_ORACLES=1 forbids skipping\n", reason);
+static inline int test_env_is_1(const char *name) {
+    const char *value = getenv(name);
+    return value && strcmp(value, "1") == 0;
+}
+
+static inline int test_gpu_required(void) { return test_env_is_1("SIMTUNE_REQUIRE_GPU"); }
+
+/* Exit 77 with the reason, or 1 when `forbidding` (an environment variable, NULL for none) is 1. */
+static inline void test_skip_unless_required(const char *reason, const char *forbidding) {
+    if (forbidding) {
+        fprintf(stderr, "FAIL: %s, and %s=1 forbids skipping\n", reason, forbidding);
         exit(1);
     }
     fprintf(stderr, "SKIP: %s\n", reason);
     exit(77);
+}
+
+static inline void test_skip(const char *reason) {
+    const char *forbidding = test_env_is_1("SIMTUNE_REQUIRE_ORACLES") ? "SIMTUNE_REQUIRE_ORACLES"
+                             : test_gpu_required()                    ? "SIMTUNE_REQUIRE_GPU"
+                                                                      : NULL;
+    test_skip_unless_required(reason, forbidding);
+}
+
+static inline void test_skip_no_gpu(const char *reason) {
+    test_skip_unless_required(reason, test_gpu_required() ? "SIMTUNE_REQUIRE_GPU" : NULL);
 }
 
 static inline int test_finish(const char *name) {

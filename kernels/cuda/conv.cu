@@ -15,14 +15,31 @@
  * Backward-data then produces the gradient of the padded input, cropped back into dx;
  * backward-filter pads x again (the buffer is shared by the three passes; the stream orders them).
  *
- * Algorithms: chosen once per plan with cudnnGet*Algorithm_v7 (heuristics; no trial runs, no
- * device memory needed at plan time): the first deterministic one (else the first at all) that
- * succeeds within ST_CONV_WORKSPACE_LIMIT and, unless SIMTUNE_CUDA_TF32=1, runs in CUDNN_FMA_MATH
- * (plain FP32, no TF32 tensor cores), so the GPU matches the CPU to FP32 rounding. The shared
- * cuDNN workspace grows to the largest need of any plan when the plan is made, never in a step.
+ * Algorithms, per pass (forward, backward-data, backward-filter), chosen when a plan is made:
+ * the candidates of cudnnGet*Algorithm_v7 in its ranked order; a candidate is rejected when its
+ * status is not SUCCESS, it is not CUDNN_DETERMINISTIC (a step repeats bit for bit), its math
+ * converts to FP16 (CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) or, in fp32 mode, it needs tensor
+ * cores (CUDNN_TENSOR_OP_MATH). The math type the pass will run with (fp32 mode: always
+ * CUDNN_FMA_MATH; tf32 mode: the candidate's own) is set on the descriptor, the workspace is
+ * queried with cudnnGet*WorkspaceSize for that exact algorithm and math type (at most
+ * ST_CONV_WORKSPACE_LIMIT), and the candidate is run once on scratch buffers of the real shapes,
+ * because a heuristic's SUCCESS can still be refused at execution. The first that runs is kept;
+ * when none does, the failure names the geometry and every candidate with why it was refused.
+ *
+ * Plan cache: a plan (st_conv_plan) is a handle per st_conv_desc that lives until the backend is
+ * destroyed (the model keeps pointers to its full-batch plans). Its device state (the chosen
+ * algorithms, x_padded, its share of the shared workspace) is "ready" for at most
+ * ST_CONV_PLANS_PER_GEOMETRY batch sizes per geometry (the desc less n): making another one
+ * ready releases the least recently used of that geometry, freeing x_padded and shrinking the
+ * workspace to the largest need of the ready plans. A released plan keeps only its host
+ * descriptors (< 1 KiB) and is re-planned on its next use, so a variable last batch (embed packs
+ * batches around undecodable images) costs a few plan sets, not one per size. Planning and
+ * re-planning happen between steps' ops on the stream, never inside a cuDNN call.
+ * Out of device memory while planning: the message names the buffer, the bytes asked, the bytes
+ * free (cudaMemGetInfo) and the hint of a smaller --batch.
  *
  * Forward applies bias and the fused ReLU in one epilogue kernel after cuDNN. Backward outputs dx,
- * dw, dbias are overwritten (alpha 1, beta 0). Plans live in the context's list until destroy.
+ * dw, dbias are overwritten (alpha 1, beta 0).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +50,17 @@
 #include "device.cuh"
 
 #define ST_CONV_WORKSPACE_LIMIT ((size_t)1 << 30)
+#define ST_CONV_PLANS_PER_GEOMETRY 3 /* full batch, last partial batch, one more */
+
+enum { PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_FILTER, PASS_COUNT };
+
+/* The algorithm a pass runs: its cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t value, the math
+ * type set on the descriptor before each call, the workspace cuDNN reported for both. */
+struct pass_choice {
+    int algo;
+    cudnnMathType_t math;
+    size_t workspace;
+};
 
 struct st_conv_plan {
     st_conv_desc desc;
@@ -44,11 +72,10 @@ struct st_conv_plan {
     cudnnTensorDescriptor_t y_desc;                       /* (N, K, P, Q) NHWC */
     cudnnFilterDescriptor_t w_desc;                       /* (K, C, R, S) NHWC = KRSC */
     cudnnConvolutionDescriptor_t conv_desc;
-    cudnnConvolutionFwdAlgo_t fwd_algo;
-    cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
-    cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
-    cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;
-    float *x_padded; /* (N, HP, WP, C) or NULL when the padding is symmetric */
+    int ready;                      /* pass[] chosen, x_padded allocated; 0 once released */
+    unsigned long long last_use;    /* ctx->plan_clock at the latest use, for the LRU */
+    pass_choice pass[PASS_COUNT];
+    float *x_padded; /* (N, HP, WP, C) or NULL when the padding is symmetric or not ready */
 };
 
 /* x_padded (N, HP, WP, C) = x (N, H, W, C) placed at (top, left), zeros elsewhere. */
@@ -89,95 +116,219 @@ static __global__ void bias_relu_kernel(float *y, const float *bias, size_t rows
     }
 }
 
-/* cuDNN may use TF32 tensor cores only when the user allowed it. */
-static int math_allowed(const cuda_ctx *ctx, cudnnMathType_t math) {
-    return ctx->allow_tf32 || math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH;
-}
-
-static cudnnMathType_t base_math(const cuda_ctx *ctx) {
-    return ctx->allow_tf32 ? CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION : CUDNN_FMA_MATH;
-}
-
-/* The math type a pass runs with: FMA unless TF32 is allowed, then the algorithm's own. */
-static cudnnMathType_t pass_math(const cuda_ctx *ctx, cudnnMathType_t algo_math) {
-    return ctx->allow_tf32 ? algo_math : CUDNN_FMA_MATH;
-}
-
+/* The geometry in the words of the error messages: N,H,W,C -> K, RxS, stride, pads. */
 static void describe(char *buf, size_t size, const st_conv_desc *d) {
-    snprintf(buf, size, "conv n=%d h=%d w=%d c=%d k=%d r=%d s=%d stride=%dx%d pad=%d,%d,%d,%d",
+    snprintf(buf, size,
+             "conv N,H,W,C %d,%d,%d,%d -> K %d, %dx%d, stride %dx%d, pads top %d bottom %d "
+             "left %d right %d",
              d->n, d->h, d->w, d->c, d->k, d->r, d->s, d->stride_h, d->stride_w, d->pad_top,
              d->pad_bottom, d->pad_left, d->pad_right);
 }
 
-/* Index of the algorithm to use in cuDNN's ranked list (fastest first): the first that succeeds,
- * fits ST_CONV_WORKSPACE_LIMIT and runs in an allowed math type, preferring deterministic ones
- * (no atomics: the same step gives the same bits); -1 when none qualifies. */
-template <class Perf>
-static int pick_algorithm(const cuda_ctx *ctx, const Perf *perf, int count) {
-    for (int deterministic_only = 1; deterministic_only >= 0; deterministic_only--) {
-        for (int i = 0; i < count; i++) {
-            if (perf[i].status != CUDNN_STATUS_SUCCESS ||
-                perf[i].memory > ST_CONV_WORKSPACE_LIMIT || !math_allowed(ctx, perf[i].mathType))
-                continue;
-            if (deterministic_only && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
-            return i;
-        }
+/* Device memory for `what` of plan p (NULL for 0 bytes); out of memory stops naming the conv's
+ * geometry, the bytes asked and free and the hint of a smaller batch (cuda_device_malloc). */
+static void *plan_alloc(const st_conv_plan *p, size_t bytes, const char *what) {
+    if (bytes == 0) return NULL;
+    char geometry[200], purpose[260];
+    describe(geometry, sizeof geometry, &p->desc);
+    snprintf(purpose, sizeof purpose, "the %s of %s", what, geometry);
+    return cuda_device_malloc(bytes, purpose);
+}
+
+/* The shared workspace becomes exactly `bytes` (after the queued calls that use it). */
+static void workspace_resize(cuda_ctx *ctx, const st_conv_plan *p, size_t bytes) {
+    if (bytes == ctx->workspace_bytes) return;
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* no queued cuDNN call still uses it */
+    if (ctx->workspace) CUDA_CHECK(cudaFree(ctx->workspace));
+    ctx->workspace = NULL;
+    ctx->workspace_bytes = 0;
+    ctx->workspace = plan_alloc(p, bytes, "cuDNN workspace");
+    ctx->workspace_bytes = bytes;
+}
+
+/* The workspace shrinks or grows to the largest need of the ready plans. */
+static void workspace_fit(cuda_ctx *ctx, const st_conv_plan *p) {
+    size_t need = 0;
+    for (const st_conv_plan *q = ctx->plans; q; q = q->next)
+        for (int i = 0; q->ready && i < PASS_COUNT; i++)
+            if (q->pass[i].workspace > need) need = q->pass[i].workspace;
+    workspace_resize(ctx, p, need);
+}
+
+/* ---- the three passes: ranking, workspace query and execution, written once each ---- */
+
+/* Scratch tensors of a plan's shapes for the trial runs; each pass reads and writes them in its
+ * roles (forward x, w -> y; backward-data y, w -> x; backward-filter x, y -> w). */
+struct trial_buffers {
+    float *x; /* (N, HP, WP, C) */
+    float *w; /* (K, R, S, C) */
+    float *y; /* (N, P, Q, K) */
+};
+
+static const float alpha_one = 1.0f, beta_zero = 0.0f; /* cuDNN: overwrite the output */
+
+struct forward_pass {
+    typedef cudnnConvolutionFwdAlgoPerf_t perf_t;
+    typedef cudnnConvolutionFwdAlgo_t algo_t;
+    static const int capacity = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+    static const char *name() { return "forward"; }
+    static cudnnStatus_t rank(cuda_ctx *ctx, const st_conv_plan *p, int *count, perf_t *perf) {
+        return cudnnGetConvolutionForwardAlgorithm_v7(ctx->cudnn, p->x_desc, p->w_desc,
+                                                      p->conv_desc, p->y_desc, capacity, count,
+                                                      perf);
     }
-    return -1;
+    static cudnnStatus_t workspace(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo,
+                                   size_t *bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(ctx->cudnn, p->x_desc, p->w_desc,
+                                                       p->conv_desc, p->y_desc, algo, bytes);
+    }
+    /* y = conv(x, w) */
+    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const float *x,
+                             const float *w, float *y) {
+        return cudnnConvolutionForward(ctx->cudnn, &alpha_one, p->x_desc, x, p->w_desc, w,
+                                       p->conv_desc, algo, ctx->workspace, ctx->workspace_bytes,
+                                       &beta_zero, p->y_desc, y);
+    }
+    static cudnnStatus_t trial(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo,
+                               const trial_buffers *t) {
+        return run(ctx, p, algo, t->x, t->w, t->y);
+    }
+};
+
+struct backward_data_pass {
+    typedef cudnnConvolutionBwdDataAlgoPerf_t perf_t;
+    typedef cudnnConvolutionBwdDataAlgo_t algo_t;
+    static const int capacity = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+    static const char *name() { return "backward-data"; }
+    static cudnnStatus_t rank(cuda_ctx *ctx, const st_conv_plan *p, int *count, perf_t *perf) {
+        return cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx->cudnn, p->w_desc, p->y_desc,
+                                                           p->conv_desc, p->x_desc, capacity,
+                                                           count, perf);
+    }
+    static cudnnStatus_t workspace(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo,
+                                   size_t *bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(ctx->cudnn, p->w_desc, p->y_desc,
+                                                            p->conv_desc, p->x_desc, algo, bytes);
+    }
+    /* dx = gradient of the (padded) input from dy and w */
+    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const float *dy,
+                             const float *w, float *dx) {
+        return cudnnConvolutionBackwardData(ctx->cudnn, &alpha_one, p->w_desc, w, p->y_desc, dy,
+                                            p->conv_desc, algo, ctx->workspace,
+                                            ctx->workspace_bytes, &beta_zero, p->x_desc, dx);
+    }
+    static cudnnStatus_t trial(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo,
+                               const trial_buffers *t) {
+        return run(ctx, p, algo, t->y, t->w, t->x);
+    }
+};
+
+struct backward_filter_pass {
+    typedef cudnnConvolutionBwdFilterAlgoPerf_t perf_t;
+    typedef cudnnConvolutionBwdFilterAlgo_t algo_t;
+    static const int capacity = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+    static const char *name() { return "backward-filter"; }
+    static cudnnStatus_t rank(cuda_ctx *ctx, const st_conv_plan *p, int *count, perf_t *perf) {
+        return cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx->cudnn, p->x_desc, p->y_desc,
+                                                             p->conv_desc, p->w_desc, capacity,
+                                                             count, perf);
+    }
+    static cudnnStatus_t workspace(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo,
+                                   size_t *bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            ctx->cudnn, p->x_desc, p->y_desc, p->conv_desc, p->w_desc, algo, bytes);
+    }
+    /* dw = gradient of the kernel from x and dy */
+    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const float *x,
+                             const float *dy, float *dw) {
+        return cudnnConvolutionBackwardFilter(ctx->cudnn, &alpha_one, p->x_desc, x, p->y_desc, dy,
+                                              p->conv_desc, algo, ctx->workspace,
+                                              ctx->workspace_bytes, &beta_zero, p->w_desc, dw);
+    }
+    static cudnnStatus_t trial(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo,
+                               const trial_buffers *t) {
+        return run(ctx, p, algo, t->x, t->y, t->w);
+    }
+};
+
+/* ---- choosing a pass's algorithm ---- */
+
+/* The math type set on the descriptor before the heuristics rank the candidates. */
+static cudnnMathType_t ranking_math(const cuda_ctx *ctx) {
+    return ctx->math == CUDA_MATH_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
 }
 
-ST_NORETURN static void fail_no_algorithm(const st_conv_plan *p, const char *pass) {
-    char what[200];
-    describe(what, sizeof what, &p->desc);
-    ST_FAIL("cuDNN: no %s algorithm for %s (FP32, workspace <= %zu MiB)", pass, what,
-            ST_CONV_WORKSPACE_LIMIT >> 20);
+/* Why a ranked candidate cannot be used in the context's math mode, or NULL. */
+static const char *candidate_refusal(const cuda_ctx *ctx, cudnnStatus_t status,
+                                     cudnnDeterminism_t determinism, cudnnMathType_t math) {
+    if (status != CUDNN_STATUS_SUCCESS) return cudnnGetErrorString(status);
+    if (determinism != CUDNN_DETERMINISTIC) return "not deterministic";
+    if (math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return "converts to FP16";
+    if (ctx->math == CUDA_MATH_FP32 && math == CUDNN_TENSOR_OP_MATH)
+        return "tensor cores (fp32 mode)";
+    return NULL;
 }
 
-/* The algorithm (and its perf record: math type, workspace) for one pass: `query` fills
- * cuDNN's ranked list, as cudnnGet*Algorithm_v7(..., capacity, &count, perf) does. */
-template <class Perf, int Capacity, class Query>
-static Perf choose_algorithm(const cuda_ctx *ctx, const st_conv_plan *p, const char *pass,
-                             Query query) {
-    Perf perf[Capacity];
+/* The math type a usable candidate runs with: FMA in fp32 mode (no TF32, whatever the
+ * heuristics reported), its own in tf32 mode. */
+static cudnnMathType_t candidate_math(const cuda_ctx *ctx, cudnnMathType_t math) {
+    return ctx->math == CUDA_MATH_TF32 ? math : CUDNN_FMA_MATH;
+}
+
+/* Appends "algo A: why; " to the log of refused candidates (truncated when full). */
+static void log_refusal(char *log, size_t size, int algo, const char *why) {
+    size_t used = strlen(log);
+    if (used + 1 < size) snprintf(log + used, size - used, "algo %d: %s; ", algo, why);
+}
+
+ST_NORETURN static void fail_no_algorithm(const cuda_ctx *ctx, const st_conv_plan *p,
+                                          const char *pass, const char *log) {
+    char geometry[200];
+    describe(geometry, sizeof geometry, &p->desc);
+    ST_FAIL("cuDNN: no usable %s algorithm for %s (SIMTUNE_CUDA_MATH=%s, deterministic, "
+            "workspace <= %zu MiB); candidates tried: %s",
+            pass, geometry, ctx->math == CUDA_MATH_TF32 ? "tf32" : "fp32",
+            ST_CONV_WORKSPACE_LIMIT >> 20, log[0] ? log : "none ranked");
+}
+
+/* Why the candidate failed its workspace query or trial run, or NULL when it ran: sets its math
+ * type, queries its workspace, grows the shared workspace to it and runs it once on t. */
+template <class Pass>
+static const char *try_candidate(cuda_ctx *ctx, st_conv_plan *p, typename Pass::algo_t algo,
+                                 cudnnMathType_t math, const trial_buffers *t, size_t *bytes) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, math));
+    cudnnStatus_t status = Pass::workspace(ctx, p, algo, bytes);
+    if (status != CUDNN_STATUS_SUCCESS) return cudnnGetErrorString(status);
+    if (*bytes > ST_CONV_WORKSPACE_LIMIT) return "workspace over the limit";
+    if (*bytes > ctx->workspace_bytes) workspace_resize(ctx, p, *bytes);
+    status = Pass::trial(ctx, p, algo, t);
+    if (status != CUDNN_STATUS_SUCCESS) return cudnnGetErrorString(status);
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* a fault inside the kernel is fatal */
+    return NULL;
+}
+
+/* The first ranked candidate of the pass that is usable and runs on t; none stops the process
+ * naming the geometry and why each candidate was refused. */
+template <class Pass>
+static pass_choice choose_pass(cuda_ctx *ctx, st_conv_plan *p, const trial_buffers *t) {
+    typename Pass::perf_t perf[Pass::capacity];
     int count = 0;
-    CUDNN_CHECK(query(Capacity, &count, perf));
-    int i = pick_algorithm(ctx, perf, count);
-    if (i < 0) fail_no_algorithm(p, pass);
-    return perf[i];
+    char log[1024] = "";
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, ranking_math(ctx)));
+    CUDNN_CHECK(Pass::rank(ctx, p, &count, perf));
+    for (int i = 0; i < count; i++) {
+        const char *why =
+            candidate_refusal(ctx, perf[i].status, perf[i].determinism, perf[i].mathType);
+        pass_choice choice = {(int)perf[i].algo, candidate_math(ctx, perf[i].mathType), 0};
+        if (!why)
+            why = try_candidate<Pass>(ctx, p, perf[i].algo, choice.math, t, &choice.workspace);
+        if (!why) return choice;
+        log_refusal(log, sizeof log, (int)perf[i].algo, why);
+    }
+    fail_no_algorithm(ctx, p, Pass::name(), log);
 }
 
-/* Algorithms and math types of the three passes into the plan; returns the largest workspace. */
-static size_t choose_algorithms(cuda_ctx *ctx, st_conv_plan *p) {
-    auto fwd = choose_algorithm<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-        ctx, p, "forward", [&](int cap, int *count, cudnnConvolutionFwdAlgoPerf_t *perf) {
-            return cudnnGetConvolutionForwardAlgorithm_v7(ctx->cudnn, p->x_desc, p->w_desc,
-                                                          p->conv_desc, p->y_desc, cap, count,
-                                                          perf);
-        });
-    auto data = choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
-                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-        ctx, p, "backward-data", [&](int cap, int *count, cudnnConvolutionBwdDataAlgoPerf_t *perf) {
-            return cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx->cudnn, p->w_desc, p->y_desc,
-                                                               p->conv_desc, p->x_desc, cap,
-                                                               count, perf);
-        });
-    auto filter = choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
-                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-        ctx, p, "backward-filter",
-        [&](int cap, int *count, cudnnConvolutionBwdFilterAlgoPerf_t *perf) {
-            return cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx->cudnn, p->x_desc, p->y_desc,
-                                                                 p->conv_desc, p->w_desc, cap,
-                                                                 count, perf);
-        });
-    p->fwd_algo = fwd.algo;
-    p->fwd_math = pass_math(ctx, fwd.mathType);
-    p->bwd_data_algo = data.algo;
-    p->bwd_data_math = pass_math(ctx, data.mathType);
-    p->bwd_filter_algo = filter.algo;
-    p->bwd_filter_math = pass_math(ctx, filter.mathType);
-    size_t ws = fwd.memory > data.memory ? fwd.memory : data.memory;
-    return filter.memory > ws ? filter.memory : ws;
-}
+/* ---- plans and their cache ---- */
 
 static void split_padding(st_conv_plan *p, int *sym_h, int *sym_w) {
     const st_conv_desc *d = &p->desc;
@@ -192,8 +343,8 @@ static void split_padding(st_conv_plan *p, int *sym_h, int *sym_w) {
     p->wp = d->w + p->extra_left + p->extra_right;
 }
 
-static st_conv_plan *plan_create(st_backend *be, const st_conv_desc *d) {
-    cuda_ctx *ctx = cuda_ctx_of(be);
+/* The handle with its cuDNN descriptors; no algorithm chosen, nothing on the device. */
+static st_conv_plan *plan_create(const st_conv_desc *d) {
     st_conv_plan *p = (st_conv_plan *)ST_CALLOC(1, sizeof *p);
     p->desc = *d;
     int sym_h, sym_w;
@@ -212,7 +363,6 @@ static st_conv_plan *plan_create(st_backend *be, const st_conv_desc *d) {
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv_desc, sym_h, sym_w, d->stride_h,
                                                 d->stride_w, 1, 1, CUDNN_CROSS_CORRELATION,
                                                 CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, base_math(ctx)));
 
     int on, ok, oh, ow; /* cuDNN's output grid must be ours (st_conv_desc_finish) */
     CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv_desc, p->x_desc, p->w_desc, &on,
@@ -220,20 +370,81 @@ static st_conv_plan *plan_create(st_backend *be, const st_conv_desc *d) {
     ST_CHECK(on == d->n && ok == d->k && oh == d->p && ow == d->q,
              "conv plan: cuDNN output %dx%dx%dx%d differs from the descriptor's %dx%dx%dx%d", on,
              oh, ow, ok, d->n, d->p, d->q, d->k);
-
-    cuda_workspace_reserve(be, choose_algorithms(ctx, p));
-    if (p->padded)
-        CUDA_CHECK(cudaMalloc((void **)&p->x_padded,
-                              (size_t)d->n * p->hp * p->wp * d->c * sizeof(float)));
     return p;
 }
 
-static void plan_destroy(st_conv_plan *p) {
+/* Frees the plan's device state (x_padded; its workspace share goes at the next
+ * workspace_fit); the handle and its descriptors stay valid. */
+static void plan_release(cuda_ctx *ctx, st_conv_plan *p) {
+    if (p->x_padded) {
+        CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* no queued op still reads it */
+        CUDA_CHECK(cudaFree(p->x_padded));
+    }
+    p->x_padded = NULL;
+    p->ready = 0;
+}
+
+static int same_geometry(const st_conv_desc *a, const st_conv_desc *b) {
+    st_conv_desc ga = *a, gb = *b;
+    ga.n = gb.n = 0;
+    return memcmp(&ga, &gb, sizeof ga) == 0;
+}
+
+/* Releases the least recently used ready plans of p's geometry until one more fits. */
+static void make_room(cuda_ctx *ctx, const st_conv_plan *p) {
+    for (;;) {
+        int ready = 0;
+        st_conv_plan *oldest = NULL;
+        for (st_conv_plan *q = ctx->plans; q; q = q->next) {
+            if (q == p || !q->ready || !same_geometry(&q->desc, &p->desc)) continue;
+            ready++;
+            if (!oldest || q->last_use < oldest->last_use) oldest = q;
+        }
+        if (ready < ST_CONV_PLANS_PER_GEOMETRY) return;
+        plan_release(ctx, oldest);
+    }
+}
+
+/* Chooses the three passes' algorithms on scratch buffers of the plan's shapes (zeroed, so the
+ * trial runs read defined values) and keeps the input scratch as x_padded when the plan pads. */
+static void plan_choose(cuda_ctx *ctx, st_conv_plan *p) {
+    const st_conv_desc *d = &p->desc;
+    make_room(ctx, p);
+    size_t x_bytes = (size_t)d->n * p->hp * p->wp * d->c * sizeof(float);
+    size_t w_bytes = (size_t)d->k * d->r * d->s * d->c * sizeof(float);
+    size_t y_bytes = (size_t)d->n * d->p * d->q * d->k * sizeof(float);
+    trial_buffers t;
+    t.x = (float *)plan_alloc(p, x_bytes, p->padded ? "padded input" : "trial input");
+    t.w = (float *)plan_alloc(p, w_bytes, "trial kernel");
+    t.y = (float *)plan_alloc(p, y_bytes, "trial output");
+    CUDA_CHECK(cudaMemsetAsync(t.x, 0, x_bytes, ctx->stream));
+    CUDA_CHECK(cudaMemsetAsync(t.w, 0, w_bytes, ctx->stream));
+    CUDA_CHECK(cudaMemsetAsync(t.y, 0, y_bytes, ctx->stream));
+    p->pass[PASS_FORWARD] = choose_pass<forward_pass>(ctx, p, &t);
+    p->pass[PASS_BACKWARD_DATA] = choose_pass<backward_data_pass>(ctx, p, &t);
+    p->pass[PASS_BACKWARD_FILTER] = choose_pass<backward_filter_pass>(ctx, p, &t);
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* the trials are done with the scratch */
+    CUDA_CHECK(cudaFree(t.w));
+    CUDA_CHECK(cudaFree(t.y));
+    if (p->padded) p->x_padded = t.x;
+    else CUDA_CHECK(cudaFree(t.x));
+    p->ready = 1;
+    workspace_fit(ctx, p);
+}
+
+/* Marks p used now and makes it ready (re-planning a released plan). Every op on a plan calls
+ * it first. */
+static void plan_use(cuda_ctx *ctx, st_conv_plan *p) {
+    p->last_use = ++ctx->plan_clock;
+    if (!p->ready) plan_choose(ctx, p);
+}
+
+static void plan_destroy(cuda_ctx *ctx, st_conv_plan *p) {
+    plan_release(ctx, p);
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->x_desc));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->y_desc));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->w_desc));
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv_desc));
-    if (p->x_padded) CUDA_CHECK(cudaFree(p->x_padded));
     free(p);
 }
 
@@ -245,11 +456,14 @@ extern "C" st_conv_plan *cuda_conv_plan(st_backend *be, const st_conv_desc *d) {
     ST_CHECK((size_t)d->n * d->h * d->w * d->c < ((size_t)1 << 31) &&
                  (size_t)d->n * d->p * d->q * d->k < ((size_t)1 << 31),
              "conv plan: tensor of 2^31 or more elements (cuDNN 4-d descriptors use int)");
-    for (st_conv_plan *p = ctx->plans; p; p = p->next)
-        if (memcmp(&p->desc, d, sizeof *d) == 0) return p;
-    st_conv_plan *p = plan_create(be, d);
-    p->next = ctx->plans;
-    ctx->plans = p;
+    st_conv_plan *p = ctx->plans;
+    while (p && memcmp(&p->desc, d, sizeof *d) != 0) p = p->next;
+    if (!p) {
+        p = plan_create(d);
+        p->next = ctx->plans;
+        ctx->plans = p;
+    }
+    plan_use(ctx, p);
     return p;
 }
 
@@ -258,7 +472,7 @@ extern "C" void cuda_conv_plans_free(st_backend *be) {
     while (ctx->plans) {
         st_conv_plan *p = ctx->plans;
         ctx->plans = p->next;
-        plan_destroy(p);
+        plan_destroy(ctx, p);
     }
 }
 
@@ -293,14 +507,12 @@ extern "C" void cuda_conv_weights_export(st_backend *be, st_conv_plan *p, const 
     free(krsc);
 }
 
-static const float alpha_one = 1.0f, beta_zero = 0.0f; /* cuDNN: overwrite the output */
-
-/* Sets the pass's math type and returns the input cuDNN reads: x, or x padded by the plan's
- * explicit excess padding into x_padded. */
-static const float *prepare_input(cuda_ctx *ctx, st_conv_plan *p, const float *x,
-                                  cudnnMathType_t math) {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, math));
-    if (!p->padded) return x;
+/* Makes p ready, sets the pass's math type and returns the input cuDNN reads: x, or x padded by
+ * the plan's explicit excess padding into x_padded. */
+static const float *prepare_input(cuda_ctx *ctx, st_conv_plan *p, const float *x, int pass) {
+    plan_use(ctx, p);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->pass[pass].math));
+    if (!p->padded || !x) return x;
     const st_conv_desc *d = &p->desc;
     size_t total = (size_t)d->n * p->hp * p->wp * d->c;
     pad_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(
@@ -313,10 +525,9 @@ extern "C" void cuda_conv_forward(st_backend *be, st_conv_plan *p, const float *
                                   const float *bias, float *y) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     const st_conv_desc *d = &p->desc;
-    const float *input = prepare_input(ctx, p, x, p->fwd_math);
-    CUDNN_CHECK(cudnnConvolutionForward(ctx->cudnn, &alpha_one, p->x_desc, input, p->w_desc, w,
-                                        p->conv_desc, p->fwd_algo, ctx->workspace,
-                                        ctx->workspace_bytes, &beta_zero, p->y_desc, y));
+    const float *input = prepare_input(ctx, p, x, PASS_FORWARD);
+    CUDNN_CHECK(forward_pass::run(ctx, p, (cudnnConvolutionFwdAlgo_t)p->pass[PASS_FORWARD].algo,
+                                  input, w, y));
     if (bias || d->relu) {
         size_t rows = (size_t)d->n * d->p * d->q;
         bias_relu_kernel<<<st_grid_for(rows * d->k), ST_BLOCK, 0, ctx->stream>>>(y, bias, rows,
@@ -329,12 +540,11 @@ extern "C" void cuda_conv_backward_data(st_backend *be, st_conv_plan *p, const f
                                         const float *w, float *dx) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     const st_conv_desc *d = &p->desc;
+    prepare_input(ctx, p, NULL, PASS_BACKWARD_DATA); /* nothing to pad: dx is the output */
     float *grad_input = p->padded ? p->x_padded : dx;
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->bwd_data_math));
-    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx->cudnn, &alpha_one, p->w_desc, w, p->y_desc, dy,
-                                             p->conv_desc, p->bwd_data_algo, ctx->workspace,
-                                             ctx->workspace_bytes, &beta_zero, p->x_desc,
-                                             grad_input));
+    CUDNN_CHECK(backward_data_pass::run(
+        ctx, p, (cudnnConvolutionBwdDataAlgo_t)p->pass[PASS_BACKWARD_DATA].algo, dy, w,
+        grad_input));
     if (p->padded) {
         size_t total = (size_t)d->n * d->h * d->w * d->c;
         crop_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(
@@ -347,11 +557,10 @@ extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const
                                           const float *dy, float *dw, float *dbias) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     const st_conv_desc *d = &p->desc;
-    const float *input = prepare_input(ctx, p, x, p->bwd_filter_math);
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx->cudnn, &alpha_one, p->x_desc, input, p->y_desc,
-                                               dy, p->conv_desc, p->bwd_filter_algo,
-                                               ctx->workspace, ctx->workspace_bytes, &beta_zero,
-                                               p->w_desc, dw));
+    const float *input = prepare_input(ctx, p, x, PASS_BACKWARD_FILTER);
+    CUDNN_CHECK(backward_filter_pass::run(
+        ctx, p, (cudnnConvolutionBwdFilterAlgo_t)p->pass[PASS_BACKWARD_FILTER].algo, input, dy,
+        dw));
     if (dbias) cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, dy, dbias);
 }
 

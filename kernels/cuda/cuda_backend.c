@@ -2,11 +2,16 @@
  * cuda_backend.c: opens device 0, creates the stream, cuBLAS and cuDNN handles, the pinned
  * staging buffers and the shared device buffers, and wires the CUDA ops (cuda_ops.h) into an
  * st_backend, one member per entry of ST_BACKEND_OPS (backend.h). Called by
- * st_backend_open("cuda"); owns the context until destroy.
+ * st_backend_open("cuda"); owns the context until destroy. SIMTUNE_CUDA_SYNC=1 wires each op
+ * through a wrapper that synchronises and checks after it, naming the op (sync_checks.h).
  *
- * Math mode: FP32 everywhere by default (cuBLAS CUBLAS_COMPUTE_32F, cuDNN CUDNN_FMA_MATH), so the
- * GPU agrees with the CPU backend to FP32 rounding. SIMTUNE_CUDA_TF32=1 allows TF32 tensor cores
- * in both libraries (about 7x the FP32 peak on H100, ~1e-3 relative error per product).
+ * Math mode, SIMTUNE_CUDA_MATH (read before the device is looked for, so a bad value is reported
+ * on any machine): fp32 (default) computes in FP32 FMA everywhere (cuBLAS CUBLAS_COMPUTE_32F,
+ * cuDNN CUDNN_FMA_MATH), so the GPU agrees with the CPU backend to FP32 rounding; tf32 allows
+ * TF32 tensor cores on sm_80+ (cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32 in gemm.cu, cuDNN
+ * CUDNN_DEFAULT_MATH with FP16-converting algorithms refused in conv.cu): about 7x the FP32 peak
+ * on H100, inputs rounded to 10 mantissa bits. cuBLAS's own math mode stays CUBLAS_DEFAULT_MATH;
+ * the compute type of each call decides.
  */
 #include "cuda_backend.h"
 
@@ -15,6 +20,7 @@
 #include <unistd.h>
 
 #include "cuda_ops.h"
+#include "sync_checks.h"
 
 enum { STAGING_HALF_BYTES = 8 << 20 };
 
@@ -25,7 +31,7 @@ void *cuda_scratch(st_backend *be, size_t bytes) {
         CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
         if (ctx->scratch) CUDA_CHECK(cudaFree(ctx->scratch));
         ctx->scratch = NULL;
-        CUDA_CHECK(cudaMalloc(&ctx->scratch, bytes));
+        ctx->scratch = cuda_device_malloc(bytes, "the reduction scratch"); /* grows in a step */
         ctx->scratch_bytes = bytes;
     }
     return ctx->scratch;
@@ -41,16 +47,6 @@ void *cuda_host_result(st_backend *be, size_t bytes) {
         ctx->host_result_bytes = bytes;
     }
     return ctx->host_result;
-}
-
-void cuda_workspace_reserve(st_backend *be, size_t bytes) {
-    cuda_ctx *ctx = cuda_ctx_of(be);
-    if (bytes <= ctx->workspace_bytes) return;
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* no queued cuDNN call still uses it */
-    if (ctx->workspace) CUDA_CHECK(cudaFree(ctx->workspace));
-    ctx->workspace = NULL;
-    CUDA_CHECK(cudaMalloc(&ctx->workspace, bytes));
-    ctx->workspace_bytes = bytes;
 }
 
 void cuda_destroy(st_backend *be) {
@@ -90,17 +86,32 @@ static int find_device(int *device) {
     return 1;
 }
 
-static void init_context(cuda_ctx *ctx) {
-    const char *tf32 = getenv("SIMTUNE_CUDA_TF32");
-    ctx->allow_tf32 = tf32 && strcmp(tf32, "1") == 0;
+/* SIMTUNE_CUDA_MATH into *mode (unset or empty: fp32); 0 with st_error_set naming the variable
+ * for an unknown value, or when the replaced SIMTUNE_CUDA_TF32 is set (it allowed FP16
+ * conversion, not TF32: a silent change of meaning would be worse than the error). */
+static int read_math_mode(cuda_math_mode *mode) {
+    const char *math = getenv("SIMTUNE_CUDA_MATH");
+    const char *old = getenv("SIMTUNE_CUDA_TF32");
+    if (old && old[0]) {
+        st_error_set("SIMTUNE_CUDA_TF32 is no longer read: set SIMTUNE_CUDA_MATH=tf32 or fp32");
+        return 0;
+    }
+    if (!math || !math[0] || strcmp(math, "fp32") == 0) *mode = CUDA_MATH_FP32;
+    else if (strcmp(math, "tf32") == 0) *mode = CUDA_MATH_TF32;
+    else {
+        st_error_set("SIMTUNE_CUDA_MATH: unknown value '%s' (expected fp32 or tf32)", math);
+        return 0;
+    }
+    return 1;
+}
 
+static void init_context(cuda_ctx *ctx) {
     CUDA_CHECK(cudaSetDevice(ctx->device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&ctx->cublas));
     CUBLAS_CHECK(cublasSetStream(ctx->cublas, ctx->stream));
     CUBLAS_CHECK(cublasSetPointerMode(ctx->cublas, CUBLAS_POINTER_MODE_HOST));
-    CUBLAS_CHECK(cublasSetMathMode(ctx->cublas, ctx->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                : CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH));
     CUDNN_CHECK(cudnnCreate(&ctx->cudnn));
     CUDNN_CHECK(cudnnSetStream(ctx->cudnn, ctx->stream));
 
@@ -112,11 +123,14 @@ static void init_context(cuda_ctx *ctx) {
 }
 
 st_backend *st_cuda_backend_create(int threads) {
+    cuda_math_mode math = CUDA_MATH_FP32;
+    if (!read_math_mode(&math)) return NULL;
     int device = 0;
     if (!find_device(&device)) return NULL;
 
     cuda_ctx *ctx = ST_CALLOC(1, sizeof *ctx);
     ctx->device = device;
+    ctx->math = math;
     init_context(ctx);
 
     st_backend *be = ST_CALLOC(1, sizeof *be);
@@ -127,5 +141,7 @@ st_backend *st_cuda_backend_create(int threads) {
 #define WIRE_CUDA_OP(ret, op, params) be->op = cuda_##op;
     ST_BACKEND_OPS(WIRE_CUDA_OP)
 #undef WIRE_CUDA_OP
+    const char *sync = getenv("SIMTUNE_CUDA_SYNC");
+    if (sync && strcmp(sync, "1") == 0) cuda_sync_checks_install(be); /* debugging: slow */
     return be;
 }

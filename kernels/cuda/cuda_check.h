@@ -9,7 +9,9 @@
  *   kernel<<<grid, block, 0, stream>>>(...); CUDA_CHECK_LAUNCH("kernel");
  *
  * CUDA_CHECK_LAUNCH catches launch-configuration errors (cudaGetLastError, which does not wait
- * for the kernel); faults inside a kernel surface at the next checked synchronising call.
+ * for the kernel); faults inside a kernel surface at the next checked synchronising call, which
+ * may belong to a later op. SIMTUNE_CUDA_SYNC=1 checks after every op and names it
+ * (sync_checks.h): the way to find the op that faulted.
  * Valid C11 and C++17: used by the .c wiring, the .cu kernels and cmd/doctor.c.
  */
 #ifndef ST_CUDA_CHECK_H

@@ -35,14 +35,20 @@
 extern "C" {
 #endif
 
+/* SIMTUNE_CUDA_MATH: how cuDNN and cuBLAS may compute FP32 products (docs/gpu.md). */
+typedef enum {
+    CUDA_MATH_FP32, /* default: FMA, no tensor cores (cuDNN FMA math, cuBLAS COMPUTE_32F) */
+    CUDA_MATH_TF32  /* TF32 tensor cores on sm_80+, never an FP16 conversion */
+} cuda_math_mode;
+
 typedef struct cuda_ctx {
     int device;
     cudaStream_t stream;        /* every op runs on this stream */
     cublasHandle_t cublas;      /* bound to stream */
     cudnnHandle_t cudnn;        /* bound to stream */
-    int allow_tf32;             /* env SIMTUNE_CUDA_TF32=1; default 0: plain FP32 FMA math */
+    cuda_math_mode math;        /* env SIMTUNE_CUDA_MATH, read once at create */
 
-    void *workspace;            /* cuDNN workspace: max over conv plans, grown at plan time */
+    void *workspace;            /* cuDNN workspace: max over ready conv plans, set at plan time */
     size_t workspace_bytes;
 
     char *staging[2];           /* pinned host halves for upload/download, used alternately */
@@ -54,7 +60,8 @@ typedef struct cuda_ctx {
     void *host_result;          /* pinned host bytes for small results of reductions */
     size_t host_result_bytes;
 
-    st_conv_plan *plans;        /* cache, one plan per distinct st_conv_desc */
+    st_conv_plan *plans;        /* cache, one plan per distinct st_conv_desc (conv.cu) */
+    unsigned long long plan_clock; /* counts plan uses: the LRU order of the conv plans */
 } cuda_ctx;
 
 static inline cuda_ctx *cuda_ctx_of(st_backend *be) { return (cuda_ctx *)be->ctx; }
@@ -62,10 +69,11 @@ static inline cuda_ctx *cuda_ctx_of(st_backend *be) { return (cuda_ctx *)be->ctx
 /* Device scratch of at least `bytes`, valid until the next cuda_scratch call (growing frees the
  * old buffer after the device is idle). An op calls it once and carves the result. */
 void *cuda_scratch(st_backend *be, size_t bytes);
+/* cudaMalloc of `bytes` (memory.cu); out of device memory stops naming `what`, the bytes asked,
+ * the bytes free (cudaMemGetInfo) and the hint of a smaller batch. Not zeroed. */
+void *cuda_device_malloc(size_t bytes, const char *what);
 /* Pinned host buffer of at least `bytes` for results copied back by reductions. */
 void *cuda_host_result(st_backend *be, size_t bytes);
-/* Grow the shared cuDNN workspace to at least `bytes` (called when a plan is made). */
-void cuda_workspace_reserve(st_backend *be, size_t bytes);
 
 /* cuda_<op> for every op of ST_BACKEND_OPS (backend.h), e.g.
  * void cuda_axpy(st_backend *be, float *y, float alpha, const float *x, size_t n); */

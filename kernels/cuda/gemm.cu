@@ -6,7 +6,10 @@
  * column-major (n, m) matrix C^T with the same leading dimension. So C = op(A) op(B) is computed
  * as C^T = op(B)^T op(A)^T, i.e. cuBLAS is called with the operands swapped (B first, A second)
  * and m, n swapped; the transpose flags keep their meaning per operand.
- * Compute type CUBLAS_COMPUTE_32F (FP32 FMA) unless SIMTUNE_CUDA_TF32=1 (..._FAST_TF32).
+ * Compute type by the context's math mode (SIMTUNE_CUDA_MATH): fp32 CUBLAS_COMPUTE_32F (FP32 FMA,
+ * no tensor cores; the handle's math mode is CUBLAS_DEFAULT_MATH, which adds no TF32), tf32
+ * CUBLAS_COMPUTE_32F_FAST_TF32 (inputs rounded to TF32 inside the tensor-core kernels, FP32
+ * accumulation and output).
  */
 #include "device.cuh"
 
@@ -17,7 +20,7 @@ extern "C" void cuda_gemm(st_backend *be, int trans_a, int trans_b, int m, int n
     ST_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm: negative size m=%d n=%d k=%d", m, n, k);
     if (m == 0 || n == 0) return;
     cublasComputeType_t compute =
-        ctx->allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        ctx->math == CUDA_MATH_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     CUBLAS_CHECK(cublasGemmEx(ctx->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                               trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F,
                               ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, compute,

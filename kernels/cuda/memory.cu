@@ -12,19 +12,24 @@
 
 #include "device.cuh"
 
-extern "C" void *cuda_alloc(st_backend *be, size_t bytes) {
-    cuda_ctx *ctx = cuda_ctx_of(be);
-    size_t size = bytes ? bytes : 1; /* a valid, freeable pointer even for empty tensors */
+extern "C" void *cuda_device_malloc(size_t bytes, const char *what) {
     void *ptr = NULL;
-    cudaError_t status = cudaMalloc(&ptr, size);
+    cudaError_t status = cudaMalloc(&ptr, bytes);
     if (status != cudaSuccess) {
         size_t free_bytes = 0, total_bytes = 0;
         (void)cudaGetLastError(); /* clear the error; the message below reports it */
         (void)cudaMemGetInfo(&free_bytes, &total_bytes); /* best effort: only for the message */
-        ST_FAIL("CUDA: cudaMalloc of %zu bytes: %s (%zu of %zu MiB free; HINT: lower the batch "
-                "size or the image size)", bytes, cudaGetErrorString(status), free_bytes >> 20,
-                total_bytes >> 20);
+        ST_FAIL("CUDA: cudaMalloc of %zu bytes for %s: %s (%zu of %zu MiB free; HINT: a smaller "
+                "--batch or image size)", bytes, what, cudaGetErrorString(status),
+                free_bytes >> 20, total_bytes >> 20);
     }
+    return ptr;
+}
+
+extern "C" void *cuda_alloc(st_backend *be, size_t bytes) {
+    cuda_ctx *ctx = cuda_ctx_of(be);
+    size_t size = bytes ? bytes : 1; /* a valid, freeable pointer even for empty tensors */
+    void *ptr = cuda_device_malloc(size, "a tensor");
     CUDA_CHECK(cudaMemsetAsync(ptr, 0, size, ctx->stream));
     return ptr;
 }
