@@ -203,6 +203,17 @@ static inline void check_same_init(st_model *a, st_model *b, const char *what) {
 }
 
 /* Every parameter of src into dst by (layer, weight). */
+/* The reference model's gradients into the twin model's, so both step from identical ones. */
+static inline void copy_gradients(st_model *mr, st_model *md, const char *what) {
+    for (int i = 0; i < mr->n_params; i++) {
+        st_param *p = &mr->params[i], *q = twin_param(md, p, what);
+        if (!p->grad || !q->grad) continue;
+        float *g = param_download(mr, p, p->grad);
+        st_param_upload(md, q, g, q->grad);
+        free(g);
+    }
+}
+
 static inline void copy_params_by_name(st_model *dst, st_model *src, const char *what) {
     for (int i = 0; i < src->n_params; i++) {
         st_param *p = &src->params[i], *q = twin_param(dst, p, what);

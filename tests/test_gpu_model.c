@@ -199,17 +199,6 @@ static st_optim_config optim_config(st_opt_kind kind) {
     return oc;
 }
 
-/* The CPU model's gradients into the GPU model's (identical gradients, see header). */
-static void copy_gradients(st_model *mr, st_model *md, const char *what) {
-    for (int i = 0; i < mr->n_params; i++) {
-        st_param *p = &mr->params[i], *q = twin_param(md, p, what);
-        if (!p->grad || !q->grad) continue;
-        float *g = param_download(mr, p, p->grad);
-        st_param_upload(md, q, g, q->grad);
-        free(g);
-    }
-}
-
 /* Host copies of one optimizer's state blobs named `prefix`/... ("m" or "v"), indexed like the
  * model's params (NULL where a parameter has none). */
 static float **state_values(const st_optimizer *o, char prefix) {

@@ -195,13 +195,7 @@ static void check_sgd_step(st_model *mr, st_model *md, float **before, int kink_
 static void check_adam_step(st_model *mr, st_model *md, float **before, const char *what) {
     restore_values(mr, mr, before, what);
     restore_values(md, mr, before, what);
-    for (int i = 0; i < mr->n_params; i++) {
-        st_param *p = &mr->params[i], *q = twin_param(md, p, what);
-        if (!p->grad || !q->grad) continue;
-        float *g = param_download(mr, p, p->grad);
-        st_param_upload(md, q, g, q->grad);
-        free(g);
-    }
+    copy_gradients(mr, md, what);
     st_optim_config oc = st_optim_config_default(ST_OPT_ADAM);
     oc.weight_decay = 1e-4f;
     oc.clip_norm = 1.0f;

@@ -71,7 +71,7 @@ int st_json_write_file(const char *path, const json_t *root, size_t flags) {
     char tmp[4096];
     FILE *f = st_atomic_open(path, tmp, sizeof tmp);
     if (!f) return -1;
-    if (json_dumpf(root, f, flags) != 0 || fputc('\n', f) == EOF) {
+    if (st_json_print(f, root, flags)) {
         st_atomic_abort(f, tmp);
         return st_error_set("%s: cannot write JSON", path);
     }
