@@ -206,8 +206,6 @@ static int load_folder(const char *root, int labels_required, st_dataset *out) {
     return 0;
 }
 
-int st_dataset_load_folder(const char *root, st_dataset *out) { return load_folder(root, 1, out); }
-
 /* ---- TSV / CSV manifests ---------------------------------------------------------------- */
 
 static char *strndup_checked(const char *s, size_t n) {
@@ -389,8 +387,6 @@ static int load_manifest(const char *path, int labels_required, st_dataset *out)
     free(text);
     return rc;
 }
-
-int st_dataset_load_tsv(const char *path, st_dataset *out) { return load_manifest(path, 1, out); }
 
 static int load_any(const char *path, int labels_required, st_dataset *out) {
     struct stat st;

@@ -66,8 +66,6 @@ int st_dataset_load_index(const char *path, st_dataset *out);
 /* "warning: <source>: N files skipped:" and the first 20 of them, one per line; nothing when
  * none was skipped. */
 void st_dataset_print_skipped(const st_dataset *ds, const char *source, FILE *out);
-int st_dataset_load_folder(const char *root, st_dataset *out);
-int st_dataset_load_tsv(const char *path, st_dataset *out);
 /* Parse manifest text (not NUL-terminated; `source` names it in messages; labels required). */
 int st_dataset_parse_tsv(const char *text, size_t size, const char *source, const char *base_dir,
                          st_dataset *out);
