@@ -656,28 +656,14 @@ static int last_done_rung(const runner *r, int t) {
     return last;
 }
 
-/* Write doc atomically (data/base/json.h), with lines = 1 each item of the array doc on a line of
- * its own (JSON Lines). Takes the reference to doc. */
+/* doc written atomically (data/base/json.h), as one document or as JSON Lines; the reference
+ * to doc is taken. */
 static int write_json_file(const char *path, json_t *doc, int lines) {
-    int rc = 0;
-    if (!lines) {
-        rc = st_json_write_file(path, doc, 0);
-        json_decref(doc);
-        return rc;
-    }
-    char tmp[4400];
-    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
-    size_t i;
-    json_t *item;
-    json_array_foreach(doc, i, item) {
-        if (f && rc == 0) rc = st_json_print(f, item, 0);
-    }
+    int rc = lines ? st_json_write_lines(path, doc, 0) : st_json_write_file(path, doc, 0);
     json_decref(doc);
-    if (!f) return -1;
-    if (rc == 0) return st_atomic_commit(f, tmp, path);
-    st_atomic_abort(f, tmp);
-    return st_error_set("%s: cannot write JSON", path);
+    return rc;
 }
+
 static int save_state(const runner *r) {
     char path[4200];
     snprintf(path, sizeof path, "%s/state.json", r->dir);

@@ -77,3 +77,18 @@ int st_json_write_file(const char *path, const json_t *root, size_t flags) {
     }
     return st_atomic_commit(f, tmp, path);
 }
+
+int st_json_write_lines(const char *path, const json_t *array, size_t flags) {
+    char tmp[4096];
+    FILE *f = st_atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    size_t i;
+    const json_t *item;
+    json_array_foreach(array, i, item) {
+        if (st_json_print(f, item, flags)) {
+            st_atomic_abort(f, tmp);
+            return st_error_set("%s: cannot write JSON", path);
+        }
+    }
+    return st_atomic_commit(f, tmp, path);
+}

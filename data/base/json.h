@@ -15,7 +15,9 @@
  * insertion order (jansson >= 2.8), so keys come out in the order they were set.
  *
  * st_json_write_file writes a document atomically (data/base/fileio.h: path.tmp, fsync, rename),
- * ending in a newline; st_json_print writes it to a stream, newline included. Both return 0, or
+ * ending in a newline; st_json_write_lines writes each item of an array on a line of its own
+ * (JSON Lines), atomically too; st_json_print writes one document to a stream, newline
+ * included. All return 0, or
  * -1 with st_error_set naming the file. Neither takes ownership of root.
  */
 #ifndef ST_JSON_H
@@ -31,6 +33,7 @@ json_t *st_json_number(double x);
 json_t *st_json_float(float x);
 
 int st_json_write_file(const char *path, const json_t *root, size_t flags);
+int st_json_write_lines(const char *path, const json_t *array, size_t flags);
 int st_json_print(FILE *f, const json_t *root, size_t flags);
 
 #endif
