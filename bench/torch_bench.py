@@ -10,6 +10,9 @@ images_per_second and peak_rss_mb, so the two can be compared side by side in on
                or with --loss triplet a batch-hard triplet loss on the pooled features (P x K).
   --freeze-until conv4_block6_out freezes conv1, bn1, layer1..layer3 (their BN in eval mode),
                the torchvision equivalent of Keras' conv4_block6_out.
+  --bf16       torch.autocast("cpu", torch.bfloat16) around forward and loss (PyTorch's CPU mixed
+               precision: bf16 convolutions and matmuls, FP32 weights and optimizer), the peer of
+               `simtune bench --precision bf16`.
 Keras v1 (resnet50) and torchvision (tv_resnet50) have the same cost; both use torchvision's
 resnet50 here (stride placement does not change FLOPs).
 """
@@ -35,6 +38,7 @@ def parse_args():
     p.add_argument("--freeze-until", default="none")
     p.add_argument("--loss", choices=["xent", "triplet"], default="xent")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--bf16", action="store_true")
     return p.parse_args()
 
 
@@ -80,15 +84,16 @@ def main():
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
 
     def step():
-        if a.mode == "infer":
-            with torch.no_grad():
-                model(x)
-            return
-        model.train()
-        for m in frozen:
-            m.eval()
-        out = model(x)
-        loss = batch_hard(out, labels) if a.loss == "triplet" else torch.nn.functional.cross_entropy(out, labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            if a.mode == "infer":
+                with torch.no_grad():
+                    model(x)
+                return
+            model.train()
+            for m in frozen:
+                m.eval()
+            out = model(x)
+            loss = batch_hard(out, labels) if a.loss == "triplet" else torch.nn.functional.cross_entropy(out, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,6 +110,7 @@ def main():
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "mode": a.mode, "arch": a.arch,
                       "image_size": a.image_size, "batch": a.batch, "steps": a.steps, "threads": a.threads,
                       "freeze_until": a.freeze_until, "loss": a.loss, "channels_last": a.channels_last,
+                      "precision": "bf16" if a.bf16 else "fp32",
                       "images_per_second": a.batch * a.steps / seconds, "peak_rss_mb": rss_mb}))
 
 

@@ -17,6 +17,10 @@
  * --weights, --image-size, --pool and --gem-p, and the config's device and threads those of
  * --device and --threads; options on the command line win (commands sit above train/, so one
  * may read train configs); the embedding itself is infer/embedder.c.
+ *
+ * Under `mpirun -np N` every rank reads the image list and embeds its contiguous share of the
+ * batches (rank order), rank 0 gathers the vectors and writes the one file: identical to a
+ * single process, whose batches are the same ones.
  */
 #include <getopt.h>
 #include <limits.h>
@@ -34,6 +38,7 @@
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"
 #include "kernels/check.h"
+#include "kernels/comm.h"
 #include "train/config.h"
 
 static void usage(FILE *out) {
@@ -50,7 +55,8 @@ static void usage(FILE *out) {
             "  --weights FILE        Keras / torchvision-converted / simtune weight file; the\n"
             "                        architecture, preprocessing and embedding head come from it\n"
             "  --config FILE         a train config: its model section (weights, image_size, pool,\n"
-            "                        gem_p), device and threads are the defaults of the options\n"
+            "                        gem_p, precision), device and threads are the defaults of the\n"
+            "                        options\n"
             "  --images DIR|TSV|CSV  the images\n"
             "  --out FILE            embedding file (/embeddings, /labels, /label_names, /paths,\n"
             "                        /metadata_columns, /metadata)\n"
@@ -67,7 +73,11 @@ static void usage(FILE *out) {
             "                        S*256/224 (default: the weights', else 224)\n"
             "  --threads T           CPU threads (default 0 = all cores)\n"
             "  --device NAME         cpu | cuda (default cpu)\n"
-            "  -h, --help            this text\n");
+            "  --precision P         fp32 | bf16: bf16 convolutions where the CPU has AVX512_BF16\n"
+            "                        (else fp32 with a warning; default fp32)\n"
+            "  -h, --help            this text\n\n"
+            "Under mpirun -np N each rank embeds its share of the batches and rank 0 writes the one\n"
+            "file, identical to one process's (docs/scaling.md).\n");
 }
 
 static int bad_usage(const char *msg) { return st_cli_usage_error("embed", msg); }
@@ -125,16 +135,43 @@ static void print_progress(long prev, long done, long total, double t0) {
     fflush(stderr);
 }
 
-/* Embed every image of ds batch by batch with progress; returns the number embedded. */
-static long embed_all(st_embedder *em, const st_dataset *ds, int batch, float *vectors, uint8_t *ok) {
+/* Embed the images [first, end) of ds into vectors and ok (rows from `first`) batch by batch
+ * (batches start at multiples of `batch`), with progress; returns the number embedded. */
+static long embed_range(st_embedder *em, const st_dataset *ds, int batch, long first, long end, float *vectors,
+                        uint8_t *ok) {
     int d = st_embedder_dim(em);
     long kept = 0;
     double t0 = st_now_seconds();
-    for (long i0 = 0; i0 < ds->n; i0 += batch) {
-        long count = ds->n - i0 < batch ? ds->n - i0 : batch;
-        kept += st_embedder_run(em, (const char *const *)ds->paths + i0, count, vectors + (size_t)i0 * d, ok + i0);
-        print_progress(i0, i0 + count, ds->n, t0);
+    for (long i0 = first; i0 < end; i0 += batch) {
+        long count = end - i0 < batch ? end - i0 : batch, row = i0 - first;
+        kept += st_embedder_run(em, (const char *const *)ds->paths + i0, count, vectors + (size_t)row * d, ok + row);
+        if (st_comm_rank() == 0) print_progress(row, row + count, end - first, t0);
     }
+    return kept;
+}
+
+/* This rank's images [*first, *end): the rank-th contiguous share of whole batches. */
+static void rank_range(long n, int batch, long *first, long *end) {
+    long batches = (n + batch - 1) / batch, r = st_comm_rank(), ranks = st_comm_size();
+    *first = batches * r / ranks * batch;
+    *end = batches * (r + 1) / ranks * batch;
+    if (*end > n) *end = n;
+    if (*first > *end) *first = *end;
+}
+
+/* Every image of ds embedded into vectors and ok (ds->n rows on rank 0; on another rank, room
+ * for its range): with several ranks each embeds its range and rank 0 gathers them in rank
+ * order. The count embedded (valid on rank 0). */
+static long embed_on_ranks(st_embedder *em, const st_dataset *ds, int batch, float *vectors, uint8_t *ok) {
+    long first, end;
+    rank_range(ds->n, batch, &first, &end);
+    long kept = embed_range(em, ds, batch, first, end, vectors, ok);
+    if (st_comm_size() == 1) return kept;
+    size_t d = (size_t)st_embedder_dim(em);
+    st_comm_gatherv(vectors, (size_t)(end - first) * d * sizeof *vectors, vectors);
+    st_comm_gatherv(ok, (size_t)(end - first), ok);
+    kept = 0;
+    for (long i = 0; i < ds->n; i++) kept += ok[i];
     return kept;
 }
 
@@ -150,7 +187,7 @@ static void warn_dataset(const st_dataset *ds, const char *images) {
 }
 
 enum { O_WEIGHTS = 256, O_IMAGES, O_OUT, O_LAYER, O_POOL, O_GEM_P, O_NORM, O_NO_NORM, O_BATCH, O_SIZE, O_THREADS,
-       O_DEVICE, O_CONFIG };
+       O_DEVICE, O_PRECISION, O_CONFIG };
 
 static const struct option options[] = {
     {"weights", required_argument, NULL, O_WEIGHTS}, {"images", required_argument, NULL, O_IMAGES},
@@ -160,6 +197,7 @@ static const struct option options[] = {
     {"batch", required_argument, NULL, O_BATCH},     {"image-size", required_argument, NULL, O_SIZE},
     {"threads", required_argument, NULL, O_THREADS}, {"device", required_argument, NULL, O_DEVICE},
     {"config", required_argument, NULL, O_CONFIG},   {"help", no_argument, NULL, 'h'},
+    {"precision", required_argument, NULL, O_PRECISION},
     {NULL, 0, NULL, 0}};
 
 typedef struct embed_args {
@@ -179,6 +217,7 @@ static void apply_config(const st_train_config *cfg, embed_args *a) {
     if (!a->given[O_GEM_P]) o->gem_p = (float)cfg->model.gem_p;
     if (!a->given[O_THREADS]) o->threads = cfg->threads;
     if (!a->given[O_DEVICE] && cfg->device == ST_DEVICE_CUDA) o->device = "cuda";
+    if (!a->given[O_PRECISION]) o->precision = cfg->model.precision;
 }
 
 /* The options with a value to check: 0, or 2 after the usage error. */
@@ -194,6 +233,8 @@ static int parse_value(int c, const char *arg, st_embedder_options *o) {
     case O_BATCH: return st_cli_int_option("embed", "--batch", arg, 1, INT_MAX, &o->batch);
     case O_SIZE: return st_cli_int_option("embed", "--image-size", arg, 32, INT_MAX, &o->image_size);
     case O_THREADS: return st_cli_int_option("embed", "--threads", arg, 0, INT_MAX, &o->threads);
+    case O_PRECISION:
+        return st_precision_parse(arg, &o->precision) ? bad_usage("--precision must be fp32 or bf16") : 0;
     }
     ST_CHECK(0, "option %d has no parser", c);
     return 2;
@@ -249,17 +290,25 @@ static int embed(const embed_args *a) {
     float *vectors = NULL;
     uint8_t *ok = NULL;
     int rc = 1;
+    int root = st_comm_rank() == 0; /* prints, gathers and writes */
     if (st_dataset_load_index(a->images, &ds) != 0) goto done;
-    warn_dataset(&ds, a->images);
+    if (root) warn_dataset(&ds, a->images);
     if (st_embedder_open(&a->o, &em) != 0) goto done;
     char used[512];
     st_embedder_describe(em, used, sizeof used);
-    printf("embed: %d images with %s\n", ds.n, used);
+    if (root) printf("embed: %d images with %s%s\n", ds.n, used, st_comm_size() > 1 ? ", split across ranks" : "");
     fflush(stdout);
     int d = st_embedder_dim(em);
-    vectors = ST_MALLOC((size_t)ds.n * d * sizeof(float));
-    ok = ST_MALLOC((size_t)ds.n);
-    long kept = embed_all(em, &ds, a->o.batch, vectors, ok);
+    long first, end; /* rank 0 holds every row to gather them, another rank its own */
+    rank_range(ds.n, a->o.batch, &first, &end);
+    size_t rows = (size_t)(root ? ds.n : end - first) + 1;
+    vectors = ST_MALLOC(rows * d * sizeof(float));
+    ok = ST_CALLOC(rows, 1);
+    long kept = embed_on_ranks(em, &ds, a->o.batch, vectors, ok);
+    if (!root) {
+        rc = 0;
+        goto done;
+    }
     if (kept == 0) {
         st_error_set("%s: none of the %d images could be embedded", a->images, ds.n);
         goto done;

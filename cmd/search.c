@@ -31,6 +31,7 @@
 #include "data/base/clock.h"
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"
+#include "infer/query.h"
 #include "infer/report.h"
 #include "infer/topk.h"
 #include "kernels/check.h"
@@ -59,29 +60,6 @@ static void usage(FILE *out) {
 }
 
 static int bad_usage(const char *msg) { return st_cli_usage_error("search", msg); }
-
-/* Embedder options that reproduce the index: its layer (unless it is the model output),
- * pooling and GeM p, normalisation and crop size. */
-static int options_from_index(const st_embeddings *index, const char *index_path, st_embedder_options *eo) {
-    if (index->layer && strcmp(index->layer, "embedding") && strcmp(index->layer, "avg_pool")) eo->layer = index->layer;
-    if (index->pooling && st_embed_pool_parse(index->pooling, &eo->pool) != 0)
-        return st_error_set("%s: attribute pooling: %s", index_path, st_error_get());
-    if (index->gem_p > 0) eo->gem_p = index->gem_p;
-    if (index->normalized >= 0) eo->normalize = index->normalized;
-    if (index->image_size > 0) eo->image_size = index->image_size;
-    eo->set_by = "index";
-    eo->batch = 1;
-    return 0;
-}
-
-/* The query's label: the given one, else that of the index row with the same path. */
-static const char *query_label_of(const st_embeddings *index, const char *image, const char *given) {
-    if (given) return given;
-    for (long i = 0; index->paths && i < index->n; i++)
-        if (!strcmp(index->paths[i], image))
-            return index->labels[i] >= 0 && index->label_names ? index->label_names[index->labels[i]] : NULL;
-    return NULL;
-}
 
 typedef struct search_args {
     const char *index_path, *image, *html, *query_label;
@@ -138,33 +116,25 @@ static int parse_args(int argc, char **argv, search_args *a) {
     return 0;
 }
 
-/* The warning (into warning[size], "" when none) when the index was embedded with other weights. */
+/* The warning (into warning[size], "" when none, printed when not) when the index was embedded
+ * with other weights. */
 static void model_mismatch(const st_embeddings *index, const search_args *a, const char *query_id, char *warning,
                            size_t size) {
-    warning[0] = '\0';
-    if (index->weights_id && strcmp(index->weights_id, query_id))
-        snprintf(warning, size, "%s was embedded with other weights (%s, weights_id %s) than the query (%s, "
-                 "weights_id %s): the scores compare two models",
-                 a->index_path, index->model ? index->model : "?", index->weights_id, a->eo.weights, query_id);
+    st_query_weights_warning(index, a->index_path, a->eo.weights, query_id, warning, size);
     if (warning[0]) fprintf(stderr, "warning: %s\n", warning);
 }
 
 /* Embed the query (query: (D)) and search the index; out gets the timings. 0, or -1 with st_error_set. */
 static int embed_and_search(st_embedder *em, const search_args *a, const st_embeddings *index, float *query,
                             st_topk_result *r, st_search_results *out) {
-    if (st_embedder_dim(em) != index->d)
-        return st_error_set("%s: /embeddings has D=%d but %s embeds to D=%d (layer %s, pooling %s); HINT: "
-                            "use the weights the index was embedded with",
-                            a->index_path, index->d, a->eo.weights, st_embedder_dim(em), st_embedder_layer(em),
-                            st_embed_pool_name(st_embedder_settings_of(em)->pool));
+    if (st_query_check_dim(em, index, a->index_path, a->eo.weights) != 0) return -1;
     const char *paths[1] = {a->image};
     uint8_t ok = 0;
     double t1 = st_now_seconds();
     if (st_embedder_run(em, paths, 1, query, &ok) != 1)
         return st_error_set("%s: the query image could not be embedded", a->image);
     double t2 = st_now_seconds();
-    if (st_topk_search_matrix(st_embedder_backend(em), &a->to, query, 1, index->vectors, index->n, index->d, r) != 0)
-        return -1;
+    if (st_query_search(st_embedder_backend(em), &a->to, query, 1, index, r) != 0) return -1;
     out->embed_s = t2 - t1;
     out->search_s = st_now_seconds() - t2;
     return 0;
@@ -192,12 +162,14 @@ static int search(search_args *a) {
     float *query = ST_MALLOC((size_t)index.d * sizeof(float));
     st_topk_result r = {0};
     char warning[1024], used[512];
-    if (options_from_index(&index, a->index_path, &a->eo) != 0 || st_embedder_open(&a->eo, &em) != 0) goto done;
+    a->eo.batch = 1;
+    if (st_query_embedder_options(&index, a->index_path, &a->eo) != 0 || st_embedder_open(&a->eo, &em) != 0)
+        goto done;
     st_embedder_describe(em, used, sizeof used);
     fprintf(stderr, "search: query embedded with %s\n", used);
     model_mismatch(&index, a, st_embedder_weights_id(em), warning, sizeof warning);
     st_search_results s = {a->image, a->index_path, a->eo.weights, &index, &r,
-                           query_label_of(&index, a->image, a->query_label), warning[0] ? warning : NULL, 0, 0, 0};
+                           st_query_label_of(&index, a->image, a->query_label), warning[0] ? warning : NULL, 0, 0, 0};
     if (embed_and_search(em, a, &index, query, &r, &s) != 0) goto done;
     s.total_s = st_now_seconds() - t0;
     if (report(a, &s) != 0) goto done;

@@ -1,7 +1,8 @@
 /*
  * sweep.c: `simtune sweep`: plan (--dry-run) or run a Hyperband sweep described by a sweep
  * file (train/sweep.h, docs/config.md "Sweeps"). Real runs train each trial with the trainer's
- * st_train_trial (train/trainer.c); the sweep folder makes them resumable (--resume).
+ * st_train_trial (train/trainer.c); the sweep folder makes them resumable (--resume) and lets
+ * several processes work on it (--worker; every rank under mpirun or srun).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -11,14 +12,18 @@
 #include "cli.h"
 #include "commands.h"
 #include "kernels/check.h"
+#include "kernels/comm.h"
 #include "train/sweep.h"
 
 static void usage(FILE *out) {
     fprintf(out, "usage: simtune sweep --config SWEEP.yaml [options]\n"
-                 "       simtune sweep --resume SWEEP_DIR [--dry-run]\n\n"
+                 "       simtune sweep --resume SWEEP_DIR [--dry-run]\n"
+                 "       simtune sweep --worker SWEEP_DIR\n"
+                 "       mpirun -np N simtune sweep --config SWEEP.yaml     (srun alike: every rank a worker)\n\n"
                  "Hyperband search over train-config keys (docs/config.md, section Sweeps).\n\n"
                  "options:\n"
-                 "  --config FILE      sweep file: base, metric, seed, dir, keep_checkpoints, hyperband, parameters\n"
+                 "  --config FILE      sweep file: base, metric, seed, dir, keep_checkpoints, scheduler,\n"
+                 "                     hyperband, parameters\n"
                  "  --set KEY=VALUE    override a key of the sweep file (repeatable), value in YAML; under\n"
                  "                     parameters, KEY.PATH is a dotted train-config key; null removes:\n"
                  "                     --set hyperband.eta=3  --set 'parameters.optimizer.lr.max=0.1'\n"
@@ -29,8 +34,15 @@ static void usage(FILE *out) {
                  "  --json             with --dry-run: print only the plan as one JSON array of brackets,\n"
                  "                     each an array of rungs {\"n\": trials, \"r\": epochs}\n"
                  "  --resume DIR       continue the sweep in DIR (settings come from DIR/sweep.yaml)\n"
+                 "  --worker           work on the sweep as one of several processes, on this machine or on\n"
+                 "                     others sharing the file system: with --config, start the sweep in\n"
+                 "                     its dir or join it there; --worker DIR joins the sweep in DIR\n"
                  "  --help             this text\n\n"
-                 "The sweep folder is locked while a sweep runs in it: a second process is refused.\n");
+                 "A single process (no --worker) owns the sweep folder: a second one is refused, and so are\n"
+                 "workers. Workers share it through a queue in DIR/state.json; a worker that dies leaves its\n"
+                 "evaluation to the others, which continue it from the trial's last checkpoint. Under mpirun\n"
+                 "or srun with more than one rank (OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_STEP_NUM_TASKS), every\n"
+                 "rank is a worker on the same folder and rank 0 prints the closing summary.\n");
 }
 
 static int bad_usage(const char *msg, const char *arg) {
@@ -78,9 +90,12 @@ static void print_plan(const st_sweep_config *sc, const st_hb_plan *plan, const 
     printf("sweep %s\n  base %s\n  metric %s (%s), seed %llu\n", sc->path, sc->base_path, sc->metric,
            sc->maximize ? "maximize" : "minimize", (unsigned long long)sc->seed);
     print_validation(sc);
-    printf("hyperband: max_resource %d epochs, min_resource %d, eta %d, iterations %d, rounding %s -> s_max %d\n\n",
+    printf("hyperband: max_resource %d epochs, min_resource %d, eta %d, iterations %d, rounding %s -> s_max %d\n",
            c->max_resource, c->min_resource, c->eta, c->iterations,
            c->rounding == ST_HB_ROUNDING_PAPER ? "paper" : "algorithm", plan->s_max);
+    printf("scheduler: %s\n\n", sc->scheduler == ST_SWEEP_ASHA
+                                     ? "asha (a trial continues as soon as it is in the best 1/eta of its rung so far)"
+                                     : "hyperband (a rung's promotions wait until all its trials are evaluated)");
     printf("%-8s %3s %-40s %7s %8s\n", "bracket", "s", "rungs (trials x epochs)", "trials", "epochs");
     for (int b = 0; b < plan->n_brackets; b++) {
         const st_hb_bracket *br = &plan->brackets[b];
@@ -130,11 +145,12 @@ int cmd_sweep(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 's'},
         {"seed", required_argument, NULL, 'S'},   {"dry-run", no_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},         {"resume", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+        {"worker", no_argument, NULL, 'w'},       {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *config = NULL, *resume = NULL;
     const char **sets = ST_CALLOC((size_t)argc + 1, sizeof *sets);
     char seed_set[64];
-    int n_sets = 0, dry = 0, json = 0, opt;
+    int n_sets = 0, dry = 0, json = 0, worker = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -153,6 +169,7 @@ int cmd_sweep(int argc, char **argv) {
         case 'n': dry = 1; break;
         case 'j': json = 1; break;
         case 'r': resume = optarg; break;
+        case 'w': worker = 1; break;
         case 'h':
             usage(stdout);
             free(sets);
@@ -160,11 +177,14 @@ int cmd_sweep(int argc, char **argv) {
         default: free(sets); return bad_usage("bad option", NULL);
         }
     }
+    if (worker && !config && !resume && optind == argc - 1) resume = argv[optind++]; /* --worker DIR */
     const char *problem = NULL;
     if (optind < argc)
         problem = "unexpected argument";
+    else if (worker && dry)
+        problem = "--dry-run trains nothing: drop --worker";
     else if (!config == !resume)
-        problem = "give exactly one of --config FILE or --resume DIR";
+        problem = "give exactly one of --config FILE, --resume DIR or --worker DIR";
     else if (resume && n_sets)
         problem = "--set and --seed cannot change a sweep being resumed (its settings are in DIR/sweep.yaml)";
     else if (json && !dry)
@@ -185,7 +205,13 @@ int cmd_sweep(int argc, char **argv) {
     if (dry) {
         rc = dry_run(&sc, dir, json);
     } else {
-        st_sweep_run_options run = {.progress = stdout, .resume = resume != NULL};
+        /* under mpirun or srun (cmd/main.c joined the ranks) every rank is a worker on the folder
+         * queue and trains its trials alone: the trainer must not all-reduce with a rank that
+         * trains another trial */
+        int rank = st_comm_rank(), size = st_comm_size();
+        st_comm_solo(1);
+        st_sweep_run_options run = {
+            .progress = stdout, .resume = resume != NULL, .worker = worker || size > 1, .quiet_summary = rank > 0};
         rc = st_sweep_run(&sc, dir, &run, st_train_trial, NULL);
     }
     if (rc != 0) fprintf(stderr, "simtune sweep: %s\n", st_error_get());

@@ -9,6 +9,12 @@
  *                             for l2 (smaller is better); empty slots -FLT_MAX / +FLT_MAX
  *   attributes: metric, k, gallery, queries
  * The search time (without file reading of the queries) is printed to stderr.
+ *
+ * Under `mpirun -np N` every rank reads the queries and searches its shard of the gallery (a
+ * contiguous range of rows, whole tiles when --tile-rows is given), rank 0 merges the per-shard
+ * lists exactly (infer/topk_merge.h) and writes the one result file: identical to one process's
+ * when --tile-rows is given (otherwise the shards' GEMMs have other shapes: scores may differ in
+ * the last bits; docs/scaling.md).
  */
 #include <getopt.h>
 #include <limits.h>
@@ -24,7 +30,9 @@
 #include "infer/embeddings_h5.h"
 #include "infer/h5util.h"
 #include "infer/topk.h"
+#include "infer/topk_merge.h"
 #include "kernels/check.h"
+#include "kernels/comm.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -40,13 +48,88 @@ static void usage(FILE *out) {
             "  --tile-rows T       gallery rows per tile (default 0 = from a 256 MiB budget)\n"
             "  --out FILE          result: /indices int64 (Q, K), /scores float32 (Q, K)\n"
             "  -h, --help          this text\n\n"
-            "Ties go to the lower gallery row. Output is written atomically.\n");
+            "Ties go to the lower gallery row. Output is written atomically.\n"
+            "Under mpirun -np N each rank searches a shard of the gallery and rank 0 merges the\n"
+            "lists exactly and writes the file (docs/scaling.md; give --tile-rows for bit-identical\n"
+            "scores).\n");
 }
 
 static int bad_usage(const char *msg) { return st_cli_usage_error("topk", msg); }
 
 static int gallery_rows(void *ctx, long start, long count, float *dst) {
     return st_embeddings_reader_rows(ctx, start, count, dst);
+}
+
+/* This rank's share of the gallery: rows [first, first + shard->rows). */
+typedef struct gallery_shard {
+    st_embeddings_reader *reader;
+    long first, rows;
+} gallery_shard;
+
+static int shard_rows(void *ctx, long start, long count, float *dst) {
+    const gallery_shard *s = ctx;
+    return st_embeddings_reader_rows(s->reader, s->first + start, count, dst);
+}
+
+/* Rank r of R takes the r-th of R contiguous ranges: of whole tiles when the tile size is
+ * given, so each tile (and its GEMM) is the one a single process forms, else of rows. */
+static gallery_shard shard_of(st_embeddings_reader *g, long tile_rows) {
+    long unit = tile_rows > 0 ? tile_rows : 1, units = (g->n + unit - 1) / unit;
+    long r = st_comm_rank(), ranks = st_comm_size();
+    long first = units * r / ranks * unit, end = units * (r + 1) / ranks * unit;
+    if (first > g->n) first = g->n;
+    if (end > g->n) end = g->n;
+    return (gallery_shard){g, first, end - first};
+}
+
+/* Every rank's (Q, k) lists gathered at rank 0 into parts (R results). */
+static void gather_parts(const st_topk_result *mine, st_topk_result *parts) {
+    int ranks = st_comm_size(), root = st_comm_rank() == 0;
+    size_t cells = (size_t)mine->q * mine->k;
+    int64_t *index = root ? ST_MALLOC(cells * ranks * sizeof *index + 1) : NULL;
+    float *key = root ? ST_MALLOC(cells * ranks * sizeof *key + 1) : NULL;
+    float *score = root ? ST_MALLOC(cells * ranks * sizeof *score + 1) : NULL;
+    st_comm_gatherv(mine->index, cells * sizeof *index, index);
+    st_comm_gatherv(mine->key, cells * sizeof *key, key);
+    st_comm_gatherv(mine->score, cells * sizeof *score, score);
+    if (!root) return;
+    for (int r = 0; r < ranks; r++) { /* each part owns a copy: st_topk_result_free frees it */
+        parts[r] = (st_topk_result){mine->q, mine->k, ST_MALLOC(cells * sizeof *index + 1),
+                                    ST_MALLOC(cells * sizeof *score + 1), ST_MALLOC(cells * sizeof *key + 1)};
+        memcpy(parts[r].index, index + cells * r, cells * sizeof *index);
+        memcpy(parts[r].score, score + cells * r, cells * sizeof *score);
+        memcpy(parts[r].key, key + cells * r, cells * sizeof *key);
+    }
+    free(index);
+    free(key);
+    free(score);
+}
+
+/* The search of every query against the whole gallery: this rank's shard, then (several ranks)
+ * the exact merge at rank 0. 0 with *r valid on rank 0 (other ranks: r empty), or -1. */
+static int search_on_ranks(st_backend *be, const st_topk_options *o, const st_embeddings *q,
+                           st_embeddings_reader *g, st_topk_result *r) {
+    memset(r, 0, sizeof *r);
+    if (st_comm_size() == 1) return st_topk_search(be, o, q->vectors, (int)q->n, q->d, g->n, gallery_rows, g, r);
+    gallery_shard s = shard_of(g, o->tile_rows);
+    st_topk_result mine;
+    int own = st_topk_search(be, o, q->vectors, (int)q->n, q->d, s.rows, shard_rows, &s, &mine);
+    double failed = own != 0; /* every rank learns it, or the others would wait at the gather */
+    st_comm_allreduce_sum_f64(&failed, 1);
+    if (own) return -1;
+    if (failed > 0) {
+        st_topk_result_free(&mine);
+        return st_error_set("another rank could not search its shard of the gallery (its message says why)");
+    }
+    for (size_t c = 0; c < (size_t)mine.q * mine.k; c++)
+        if (mine.index[c] >= 0) mine.index[c] += s.first;
+    st_topk_result *parts = ST_CALLOC((size_t)st_comm_size(), sizeof *parts);
+    gather_parts(&mine, parts);
+    if (st_comm_rank() == 0) st_topk_merge(parts, st_comm_size(), r);
+    for (int p = 0; p < st_comm_size(); p++) st_topk_result_free(&parts[p]);
+    free(parts);
+    st_topk_result_free(&mine);
+    return 0;
 }
 
 static int write_int64_dataset(hid_t file, const char *name, const int64_t *data, int rows,
@@ -145,8 +228,12 @@ int cmd_topk(int argc, char **argv) {
     if (!be) goto done;
     double t0 = st_now_seconds();
     st_topk_result r;
-    if (st_topk_search(be, &o, q.vectors, (int)q.n, q.d, g.n, gallery_rows, &g, &r) != 0) goto done;
+    if (search_on_ranks(be, &o, &q, &g, &r) != 0) goto done;
     double seconds = st_now_seconds() - t0;
+    if (st_comm_rank() != 0) { /* rank 0 writes the merged result */
+        rc = 0;
+        goto done;
+    }
     fprintf(stderr, "simtune topk: %ld queries x %ld gallery rows, D=%d, k=%d, %s on %s (%d threads): %.3f s\n",
             q.n, g.n, q.d, o.k, st_metric_name(o.metric), be->name, be->threads, seconds);
     rc = write_result(out, &r, o.metric, gallery, queries) == 0 ? 0 : 1;

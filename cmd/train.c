@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "kernels/check.h"
+#include "kernels/comm.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -36,6 +37,7 @@ static void usage(FILE *out) {
             "                     <config file name>-<YYYYmmdd>-<HHMMSS>, -2, -3 ... added if taken)\n"
             "  --device D         cpu or cuda (overrides the config's device)\n"
             "  --threads N        CPU threads (default: the config's, 0 = all cores)\n"
+            "  --precision P      fp32 or bf16 (overrides model.precision)\n"
             "  --resume RUN_DIR   continue a run from its newest checkpoint (uses RUN_DIR/config.yaml)\n"
             "  --epochs N         with --resume: train until N epochs in total; past the run's own\n"
             "                     length its last phase grows, as if N had been set from the start\n"
@@ -47,7 +49,9 @@ static void usage(FILE *out) {
             "                     summary, write nothing\n"
             "  --help             this text\n\n"
             "The run folder holds config.yaml, metrics.jsonl, checkpoints (ckpt-*.h5, best.h5),\n"
-            "best_weights.h5 (Keras layout) and curves.png. Ctrl-C saves a checkpoint and exits.\n");
+            "best_weights.h5 (Keras layout) and curves.png. Ctrl-C saves a checkpoint and exits.\n"
+            "Under mpirun -np N (or srun) the ranks train data-parallel on slices of each global\n"
+            "batch, which N must divide; rank 0 writes the run folder (docs/scaling.md).\n");
 }
 
 /* <config file stem>-<YYYYmmdd>-<HHMMSS> (local time) */
@@ -93,9 +97,10 @@ static int holds_a_run(const char *run_dir) {
 /* The command line, as parsed. */
 typedef struct train_args {
     const char *config_path, *name, *resume_dir;
-    const char *sets[MAX_SETS + 2];
+    const char *sets[MAX_SETS + 3];
     int n_sets, epochs, strict, check;
     char device_set[64], threads_set[64]; /* --device/--threads as sets, applied after every --set */
+    char precision_set[64];               /* --precision as a set, likewise */
     char resume_config[4200];
 } train_args;
 
@@ -105,7 +110,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},   {"name", required_argument, 0, 'n'},
         {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'}, {"resume", required_argument, 0, 'r'},
         {"epochs", required_argument, 0, 'e'}, {"strict", no_argument, 0, 'S'},       {"help", no_argument, 0, 'h'},
-        {"check", no_argument, 0, 'C'},        {0, 0, 0, 0}};
+        {"check", no_argument, 0, 'C'},        {"precision", required_argument, 0, 'p'},
+        {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     optind = 1;
     int c;
@@ -122,6 +128,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         case 'n': a->name = optarg; break;
         case 'd': snprintf(a->device_set, sizeof a->device_set, "device=%s", optarg); break;
         case 't': snprintf(a->threads_set, sizeof a->threads_set, "threads=%s", optarg); break;
+        case 'p': snprintf(a->precision_set, sizeof a->precision_set, "model.precision=%s", optarg); break;
         case 'r': a->resume_dir = optarg; break;
         case 'e':
             if (st_cli_int_option("train", "--epochs", optarg, 1, 1000000, &a->epochs)) return 2;
@@ -135,6 +142,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     /* a repeated --device/--threads overwrites its one slot (sets has room for both) */
     if (a->device_set[0]) a->sets[a->n_sets++] = a->device_set;
     if (a->threads_set[0]) a->sets[a->n_sets++] = a->threads_set;
+    if (a->precision_set[0]) a->sets[a->n_sets++] = a->precision_set;
     if (optind < argc || (!a->config_path && !a->resume_dir) || (a->config_path && a->resume_dir)) {
         fprintf(stderr, "simtune train: give --config FILE or --resume RUN_DIR (one of them)\n"
                         "try 'simtune train --help'\n");
@@ -168,6 +176,27 @@ static int choose_run_dir(const train_args *a, const st_train_config *cfg, char 
     return 0;
 }
 
+/* With several ranks the run folder is rank 0's choice (a default name is claimed by one mkdir),
+ * sent to the others. */
+static int choose_run_dir_on_ranks(const train_args *a, const st_train_config *cfg, char *run_dir, size_t size) {
+    int rc = st_comm_rank() == 0 ? choose_run_dir(a, cfg, run_dir, size) : 0;
+    st_comm_broadcast(&rc, sizeof rc, 0);
+    if (rc == 0) {
+        st_comm_broadcast(run_dir, size, 0);
+        return 0;
+    }
+    return st_comm_rank() == 0 ? rc : st_error_set("rank 0 could not choose the run folder (its message says why)");
+}
+
+/* st_error_get() as `simtune train: ...`. With several ranks, what the ranks agreed on
+ * ("rank R: ...", every rank has it) is printed by rank 0, a rank's own error by that rank. */
+static void print_error(void) {
+    const char *msg = st_error_get();
+    if (st_comm_size() == 1) fprintf(stderr, "simtune train: %s\n", msg);
+    else if (strncmp(msg, "rank ", 5) != 0) fprintf(stderr, "simtune train: rank %d: %s\n", st_comm_rank(), msg);
+    else if (st_comm_rank() == 0) fprintf(stderr, "simtune train: %s\n", msg);
+}
+
 static int check_config(const char *config_path, const st_train_config *cfg, const st_train_options *opt) {
     if (st_train_check(cfg, opt)) {
         fprintf(stderr, "simtune train: %s: %s\n", config_path, st_error_get());
@@ -182,9 +211,10 @@ static int check_config(const char *config_path, const st_train_config *cfg, con
 static int train_config(const st_train_config *cfg, const st_train_options *opt) {
     st_train_result res;
     if (st_train_run(cfg, opt, &res)) {
-        fprintf(stderr, "simtune train: %s\n", st_error_get());
+        print_error();
         return 1;
     }
+    if (st_comm_rank() != 0) return res.interrupted ? 130 : 0; /* rank 0 reports */
     if (res.interrupted) {
         printf("stopped: resume with `simtune train --resume %s`\n", opt->run_dir);
         return 130;
@@ -207,8 +237,8 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     char run_dir[4096];
-    if (choose_run_dir(&a, &cfg, run_dir, sizeof run_dir)) {
-        fprintf(stderr, "simtune train: %s\n", st_error_get());
+    if (choose_run_dir_on_ranks(&a, &cfg, run_dir, sizeof run_dir)) {
+        print_error();
         st_config_free(&cfg);
         return 1;
     }

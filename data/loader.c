@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/backend.h"
 #include "kernels/check.h"
 
 typedef enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_HANDED } slot_state;
@@ -89,7 +90,7 @@ static int fill_sample(st_loader *L, slot *s, int position) {
     const char *path = L->cfg.dataset->paths[index];
     st_rng rng;
     st_rng_derive(&rng, L->cfg.seed, (uint64_t)s->batch.epoch,
-                  (uint64_t)s->batch.step * (uint64_t)L->capacity + (uint64_t)position);
+                  st_sampler_sample_key(&L->sampler, s->batch.step, position));
     return st_load_image_transformed(path, &L->cfg.decode, &L->cfg.transform, &rng,
                                      s->batch.x + (size_t)position * L->sample_floats);
 }
@@ -164,6 +165,18 @@ static void *worker_main(void *arg) {
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
+/* The images of one batch buffer: cfg->batch_memory's host_alloc, else malloc. */
+static float *batch_images_alloc(const st_loader_config *cfg, size_t bytes) {
+    st_backend *be = cfg->batch_memory;
+    return be ? be->host_alloc(be, bytes) : ST_MALLOC(bytes);
+}
+
+static void batch_images_free(const st_loader_config *cfg, float *x) {
+    st_backend *be = cfg->batch_memory;
+    if (be) be->host_free(be, x);
+    else free(x);
+}
+
 int st_loader_create(const st_loader_config *cfg, st_loader **out) {
     *out = NULL;
     if (st_transform_validate(&cfg->transform, "data transform")) return -1;
@@ -179,6 +192,11 @@ int st_loader_create(const st_loader_config *cfg, st_loader **out) {
         free(L);
         return -1;
     }
+    if (cfg->slices > 1 && st_sampler_set_slice(&L->sampler, cfg->slice, cfg->slices)) {
+        st_sampler_free(&L->sampler);
+        free(L);
+        return -1;
+    }
     L->capacity = st_sampler_batch_capacity(&L->sampler);
     L->sample_floats = (size_t)cfg->transform.out_h * cfg->transform.out_w * 3;
     L->n_slots = cfg->prefetch;
@@ -187,7 +205,8 @@ int st_loader_create(const st_loader_config *cfg, st_loader **out) {
         slot *s = &L->slots[i];
         s->batch.h = cfg->transform.out_h;
         s->batch.w = cfg->transform.out_w;
-        s->batch.x = ST_MALLOC((size_t)L->capacity * L->sample_floats * sizeof(float));
+        s->batch.x =
+            batch_images_alloc(cfg, (size_t)L->capacity * L->sample_floats * sizeof(float));
         s->batch.labels = ST_MALLOC((size_t)L->capacity * sizeof(int32_t));
         s->batch.indices = ST_MALLOC((size_t)L->capacity * sizeof(int32_t));
         s->requested = ST_MALLOC((size_t)L->capacity * sizeof(int32_t));
@@ -216,7 +235,7 @@ void st_loader_destroy(st_loader *L) {
     pthread_cond_destroy(&L->work_available);
     pthread_cond_destroy(&L->batch_ready);
     for (int i = 0; i < L->n_slots; i++) {
-        free(L->slots[i].batch.x);
+        batch_images_free(&L->cfg, L->slots[i].batch.x);
         free(L->slots[i].batch.labels);
         free(L->slots[i].batch.indices);
         free(L->slots[i].requested);

@@ -25,14 +25,16 @@
  * consumer may hold up to prefetch - 1 batches at once (holding all of them and asking for
  * another is a programming error that fails loudly rather than deadlocking).
  *
- * Pipeline: a ring of cfg.prefetch host batch buffers, allocated once. Worker threads
- * (pthreads) take batches from the sampler in order and decode + transform their samples one at
- * a time (the samples of one batch are spread over all workers). st_loader_next hands out
- * batches strictly in step order.
+ * Pipeline: a ring of cfg.prefetch host batch buffers, allocated once (the images through
+ * cfg.batch_memory when set, so a GPU trainer uploads them from page-locked memory). Worker
+ * threads (pthreads) take batches from the sampler in order and decode + transform their
+ * samples one at a time (the samples of one batch are spread over all workers).
+ * st_loader_next hands out batches strictly in step order.
  *
- * Determinism: a sample's augmentation RNG is st_rng_derive(seed, epoch, step * capacity +
- * position), a pure function of where it sits in the epoch, so the batches are bit-identical
- * for a given seed whatever the thread count or timing.
+ * Determinism: a sample's augmentation RNG is st_rng_derive(seed, epoch, step * batch size +
+ * position) (st_sampler_sample_key: the position in the whole batch, also when the loader hands
+ * out one slice of it), a pure function of where it sits in the epoch, so the batches are
+ * bit-identical for a given seed whatever the thread count, timing or number of slices.
  *
  * Bad images (corrupt, truncated, empty, not an image, unsupported, above the pixel limit):
  * the first failure of each file prints ONE warning line naming the file and the problem and is
@@ -60,16 +62,23 @@
 #include "data/sampler.h"
 #include "data/transform.h"
 
+struct st_backend; /* kernels/backend.h: only its host_alloc / host_free, for batch_memory */
+
 typedef struct st_loader_config {
     const st_dataset *dataset; /* borrowed; must outlive the loader */
     st_sampler_config sampler; /* its seed is replaced by `seed` below */
     st_transform transform;
+    struct st_backend *batch_memory; /* NULL: batch images in malloc memory; else in this
+                                      * backend's host_alloc memory (page-locked on CUDA), which
+                                      * its upload_async copies without a host wait */
     st_decode_opts decode;     /* min_short_side: JPEG DCT-scaling target (0 = full decode) */
     int n_threads;             /* worker threads, >= 1 */
     int prefetch;              /* batch buffers in the ring, >= 2 */
     uint64_t seed;             /* sampler order and augmentation */
     int strict;                /* a bad image is an error rather than a warning */
     FILE *warnings;            /* where warning lines go; NULL = stderr */
+    int slice, slices;         /* data parallel: this process's part of every batch
+                                * (st_sampler_set_slice); slices 0 or 1: whole batches */
 } st_loader_config;
 
 typedef struct st_batch {

@@ -18,6 +18,29 @@ static void swap_ints(int *a, int *b) {
     *b = t;
 }
 
+/* Samples of one whole (global) batch. */
+static int global_capacity(const st_sampler *s) {
+    return s->cfg.mode == ST_SAMPLE_PK ? s->cfg.p * s->cfg.k : s->cfg.batch_size;
+}
+
+static int n_slices(const st_sampler *s) { return s->slices > 1 ? s->slices : 1; }
+
+/* Slicing needs every batch full and of a size the slices divide. */
+int st_sampler_set_slice(st_sampler *s, int slice, int slices) {
+    int global = global_capacity(s);
+    if (slices < 1 || slice < 0 || slice >= slices)
+        return st_error_set("sampler: slice %d of %d does not exist", slice, slices);
+    if (global % slices != 0)
+        return st_error_set("sampler: a batch of %d images cannot be split evenly across %d processes "
+                            "(%d %% %d = %d; HINT: a batch size that is a multiple of the process count)",
+                            global, slices, global, slices, global % slices);
+    if (s->cfg.mode != ST_SAMPLE_PK && !s->cfg.drop_last && s->n % global != 0)
+        return st_error_set("sampler: a batch split across processes must be full (drop_last)");
+    s->slice = slice;
+    s->slices = slices;
+    return 0;
+}
+
 int st_sampler_init(st_sampler *s, const st_sampler_config *cfg, const st_dataset *ds) {
     memset(s, 0, sizeof *s);
     if (ds->n < 1) return st_error_set("sampler: the dataset is empty");
@@ -46,7 +69,7 @@ int st_sampler_init(st_sampler *s, const st_sampler_config *cfg, const st_datase
                             "(HINT: lower P)", cfg->p, s->n_nonempty);
     }
     s->scratch = ST_MALLOC(((size_t)ds->n + ds->n_classes) * sizeof(int)); /* PK: classes + one pool */
-    s->order_len = st_sampler_batches_per_epoch(s) * st_sampler_batch_capacity(s);
+    s->order_len = st_sampler_batches_per_epoch(s) * global_capacity(s);
     if (cfg->mode != ST_SAMPLE_PK && s->order_len < s->n) s->order_len = s->n;
     s->order = ST_MALLOC((size_t)s->order_len * sizeof(int));
     s->epoch = -1;
@@ -63,12 +86,16 @@ void st_sampler_free(st_sampler *s) {
     memset(s, 0, sizeof *s);
 }
 
-int st_sampler_batch_capacity(const st_sampler *s) {
-    return s->cfg.mode == ST_SAMPLE_PK ? s->cfg.p * s->cfg.k : s->cfg.batch_size;
+int st_sampler_batch_capacity(const st_sampler *s) { return global_capacity(s) / n_slices(s); }
+
+uint64_t st_sampler_sample_key(const st_sampler *s, long step, int position) {
+    int share = st_sampler_batch_capacity(s);
+    return (uint64_t)step * (uint64_t)global_capacity(s) + (uint64_t)s->slice * share +
+           (uint64_t)position;
 }
 
 int st_sampler_batches_per_epoch(const st_sampler *s) {
-    int cap = st_sampler_batch_capacity(s);
+    int cap = global_capacity(s);
     if (s->cfg.mode == ST_SAMPLE_PK) return s->n / cap > 0 ? s->n / cap : 1;
     return s->cfg.drop_last ? s->n / cap : (s->n + cap - 1) / cap;
 }
@@ -117,7 +144,7 @@ static void generate_order(st_sampler *s) {
         }
         break;
     case ST_SAMPLE_PK: {
-        const int cap = st_sampler_batch_capacity(s);
+        const int cap = global_capacity(s);
         for (int b = 0; b < st_sampler_batches_per_epoch(s); b++) draw_pk_batch(s, s->order + (size_t)b * cap);
         break;
     }
@@ -138,10 +165,13 @@ void st_sampler_begin_epoch(st_sampler *s) {
 int st_sampler_next_batch(st_sampler *s, int *index) {
     ST_CHECK(s->epoch >= 0 && !s->resume_pending, "sampler: next_batch before begin_epoch");
     if (s->batches_done >= st_sampler_batches_per_epoch(s)) return 0;
-    const int cap = st_sampler_batch_capacity(s);
+    const int cap = global_capacity(s);
     const int start = s->batches_done * cap;
-    const int len = s->cfg.mode == ST_SAMPLE_PK ? cap : (s->n - start < cap ? s->n - start : cap);
-    memcpy(index, s->order + start, (size_t)len * sizeof(int));
+    int len = s->cfg.mode == ST_SAMPLE_PK ? cap : (s->n - start < cap ? s->n - start : cap);
+    const int share = len / n_slices(s); /* full batches when sliced (slice_check) */
+    const int first = start + s->slice * share;
+    len = share;
+    memcpy(index, s->order + first, (size_t)len * sizeof(int));
     s->batches_done++;
     return len;
 }

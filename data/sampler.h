@@ -12,6 +12,13 @@
  *               image of it (class-balanced sampling)
  * The last partial batch is kept unless drop_last (PK batches are always full).
  *
+ * Slices (data-parallel training, one process of `slices`, st_sampler_set_slice): the batches
+ * are drawn exactly as without slicing (the GLOBAL batch, from the shared seed), and next_batch
+ * hands out only the slice-th of `slices` equal contiguous parts of each, so the samples every
+ * rank sees together do not depend on the number of ranks; the saved state is the global
+ * position, valid for any number of slices. A slice needs full batches of a size `slices`
+ * divides (PK, or drop_last); anything else is refused with the numbers.
+ *
  * Randomness: one xoshiro256** stream seeded with cfg.seed, consumed epoch after epoch. An
  * epoch's whole order is drawn when it begins, so the state to checkpoint is small:
  * st_sampler_save writes ST_SAMPLER_STATE_WORDS uint64 words (format version, epoch, batches
@@ -59,18 +66,27 @@ typedef struct st_sampler {
     int batches_done;     /* batches handed out in the current epoch */
     int resume_pending;   /* restored: the next begin_epoch continues the restored epoch */
     int *scratch;         /* (n + n_classes) workspace for PK draws */
+    int slice, slices;    /* this process's part of each batch; slices 1: the whole batch */
 } st_sampler;
 
 /* -1 with st_error_set for an unusable config (batch < 1, PK with P > classes, empty dataset). */
 int st_sampler_init(st_sampler *s, const st_sampler_config *cfg, const st_dataset *ds);
 void st_sampler_free(st_sampler *s);
+/* Hand out only part `slice` of `slices` of every batch (before the first begin_epoch); -1 with
+ * st_error_set when the batches cannot be split so (sizes above). */
+int st_sampler_set_slice(st_sampler *s, int slice, int slices);
 
 void st_sampler_begin_epoch(st_sampler *s);
-/* Writes the next batch's dataset indices into index (capacity st_sampler_batch_capacity);
- * returns how many, 0 when the epoch is over. */
+/* Writes the next batch's dataset indices (of the slice) into index (capacity
+ * st_sampler_batch_capacity); returns how many, 0 when the epoch is over. */
 int st_sampler_next_batch(st_sampler *s, int *index);
+/* Samples next_batch hands out at most: the slice's share of a batch. */
 int st_sampler_batch_capacity(const st_sampler *s);
 int st_sampler_batches_per_epoch(const st_sampler *s);
+/* Position of sample `position` of the slice in batch `step` among all samples of all slices
+ * (step * global batch + slice offset + position): the key of its augmentation randomness, so
+ * an image is augmented alike whatever the number of slices. */
+uint64_t st_sampler_sample_key(const st_sampler *s, long step, int position);
 
 /* State of the batch stream after the batches handed out so far. */
 void st_sampler_save(const st_sampler *s, uint64_t words[ST_SAMPLER_STATE_WORDS]);

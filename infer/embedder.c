@@ -140,6 +140,7 @@ static int embedder_build(st_embedder *e, const st_weights_info *info) {
      * readable after the forward pass ("all" = the last map before avg_pool) */
     cfg.freeze_until = host_pool ? (o->layer ? o->layer : "all") : NULL;
     cfg.bn_momentum = 0.1f;
+    cfg.precision = o->precision;
     e->m = st_model_create(e->be, &cfg, 0);
     if (!e->m) return -1;
     if (st_weights_load(e->m, o->weights, NULL) != 0) return -1;
@@ -327,6 +328,30 @@ static void export_batch(st_embedder *e, int nb, float *out) {
     else e->be->download(e->be, out, device_vectors(e, nb), (size_t)nb * e->dim * sizeof(float));
 }
 
+size_t st_embedder_input_floats(const st_embedder *e) {
+    return (size_t)e->settings.image_size * e->settings.image_size * 3;
+}
+
+int st_embedder_batch(const st_embedder *e) { return e->o.batch; }
+
+int st_embedder_prepare(const st_embedder *e, const uint8_t *data, size_t size, const char *name,
+                        int64_t max_pixels, float *input) {
+    st_decode_opts opts = e->decode;
+    if (max_pixels > 0) opts.max_pixels = max_pixels;
+    st_image img;
+    if (st_image_decode_mem(data, size, name, &opts, &img) != 0) return -1;
+    st_transform_apply(&e->transform, &img, NULL, input);
+    st_image_free(&img);
+    return 0;
+}
+
+void st_embedder_run_prepared(st_embedder *e, const float *inputs, int n, float *out) {
+    ST_CHECK(n >= 1 && n <= e->o.batch, "%d prepared inputs for a batch of %d", n, e->o.batch);
+    e->be->upload(e->be, e->m->input.data, inputs, (size_t)n * st_embedder_input_floats(e) * sizeof(float));
+    st_model_forward(e->m, n, 0);
+    export_batch(e, n, out);
+}
+
 long st_embedder_run(st_embedder *e, const char *const *paths, long n, float *out, uint8_t *ok) {
     int s = e->settings.image_size;
     size_t image_floats = (size_t)s * s * 3;
@@ -353,9 +378,7 @@ long st_embedder_run(st_embedder *e, const char *const *paths, long n, float *ou
         }
         for (int j = 0; j < count; j++) memset(out + (size_t)(i0 + j) * e->dim, 0, (size_t)e->dim * sizeof(float));
         if (nb == 0) continue;
-        e->be->upload(e->be, e->m->input.data, e->host_input, (size_t)nb * image_floats * sizeof(float));
-        st_model_forward(e->m, nb, 0);
-        export_batch(e, nb, vectors);
+        st_embedder_run_prepared(e, e->host_input, nb, vectors);
         for (int j = 0; j < nb; j++)
             memcpy(out + (size_t)slot[j] * e->dim, vectors + (size_t)j * e->dim, (size_t)e->dim * sizeof(float));
         done += nb;

@@ -66,6 +66,7 @@ typedef struct st_embedder_options {
     int image_size;        /* crop side; 0: the recipe's, else 224 */
     int threads;           /* 0 = all cores */
     const char *device;    /* "cpu" | "cuda" */
+    st_precision precision; /* convolutions in fp32 (default) or bf16 (model.h) */
     const char *set_by;    /* source named for the values set here (NULL: "flag") */
 } st_embedder_options;
 
@@ -99,6 +100,19 @@ void st_embedder_describe(const st_embedder *e, char *out, size_t size);
 /* Embed n images: out (n, D); ok (n) = 1 for embedded images, 0 for skipped bad ones (their
  * rows are zero, and a warning line each on stderr). Returns the number embedded. */
 long st_embedder_run(st_embedder *e, const char *const *paths, long n, float *out, uint8_t *ok);
+
+/* The query path of a server (cmd/serve.c), split so that many threads decode while one runs
+ * the model: st_embedder_prepare decodes an in-memory JPEG/PNG (refusing more than max_pixels,
+ * 0 = the decoder's default, from the header before any pixel is decoded) and applies the
+ * evaluation transform into input (st_embedder_input_floats() floats), exactly what
+ * st_embedder_run does per file; 0, or -1 with st_error_set naming `name`. Thread-safe.
+ * st_embedder_run_prepared embeds n prepared inputs, 1 <= n <= st_embedder_batch(): out (n, D);
+ * one thread at a time, as st_embedder_run. */
+size_t st_embedder_input_floats(const st_embedder *e);
+int st_embedder_batch(const st_embedder *e);
+int st_embedder_prepare(const st_embedder *e, const uint8_t *data, size_t size, const char *name,
+                        int64_t max_pixels, float *input);
+void st_embedder_run_prepared(st_embedder *e, const float *inputs, int n, float *out);
 
 void st_embedder_close(st_embedder *e);
 

@@ -245,16 +245,21 @@ void st_diffusion_search(st_backend *be, const st_diffusion_options *o, const fl
     int k = o->k < n - 1 ? o->k : (int)(n > 1 ? n - 1 : 1);
     int64_t *identity = ST_MALLOC((size_t)(n ? n : 1) * sizeof(int64_t));
     for (long i = 0; i < n; i++) identity[i] = i;
+    /* one gallery for the graph and the queries: loaded and normalised once when it fits */
+    st_topk_gallery *g;
+    ST_CHECK(st_topk_gallery_open_matrix(be, ST_METRIC_COSINE, gallery, n, d, 0, &g) == 0,
+             "diffusion gallery: %s", st_error_get());
     st_topk_options graph_opts = {ST_METRIC_COSINE, k, 0, 0, identity};
     st_topk_result knn, query_nn;
-    ST_CHECK(st_topk_search_matrix(be, &graph_opts, gallery, (int)n, gallery, n, d, &knn) == 0,
+    ST_CHECK(st_topk_gallery_search(g, &graph_opts, gallery, (int)n, &knn) == 0,
              "diffusion graph search: %s", st_error_get());
     sparse_graph s = mutual_knn_graph(&knn, n, o->gamma);
     st_topk_result_free(&knn);
     free(identity);
     st_topk_options query_opts = {ST_METRIC_COSINE, k, 0, 0, self_index};
-    ST_CHECK(st_topk_search_matrix(be, &query_opts, queries, q, gallery, n, d, &query_nn) == 0,
+    ST_CHECK(st_topk_gallery_search(g, &query_opts, queries, q, &query_nn) == 0,
              "diffusion query search: %s", st_error_get());
+    st_topk_gallery_close(g);
 
     out->q = q;
     out->k = depth;

@@ -15,8 +15,11 @@
  *
  * Memory is bounded whatever the gallery size: the gallery is pulled through a row callback in
  * tiles of T rows (so it can stream from disk), queries go in blocks, and the device holds one
- * gallery tile (T, D), one query block (B, D), one score tile (B, T) and the (B, k) lists.
- * T and B default to fit a 256 MiB score-plus-tile budget.
+ * query block (B, D), one score tile (B, T), the (B, k) lists and the gallery: resident (N, D),
+ * loaded once and prepared on the device, when it fits the resident budget (half the backend's
+ * free memory by default), else two gallery tiles (T, D) streamed with double-buffered uploads
+ * for every query block. T and B default to fit a 256 MiB score-plus-tile budget. Resident or
+ * not, the scores and so the results are the same.
  *
  * Self-exclusion (leave-one-out): with self_index[i] = the gallery row that IS query i, that row
  * is removed from query i's list by index (an exact duplicate at another index stays and counts),
@@ -55,7 +58,28 @@ typedef struct st_topk_result {
     float *key;       /* (Q, k) ranking key, larger is better; what run files must carry */
 } st_topk_result;
 
-/* queries (Q, D) host memory. 0, or -1 with st_error_set when the gallery callback fails. */
+/* A gallery opened once for many searches (the k-NN graph, a search service): resident on the
+ * device when its prepared rows (N, D; D + 1 for l2) fit resident_budget bytes (0: half the free
+ * memory be->mem_info reports), read through rows once at open; otherwise every search streams
+ * it through rows again, which must stay valid until close. metric is fixed at open. 0, or -1
+ * with st_error_set when rows fails (*out NULL). */
+typedef struct st_topk_gallery st_topk_gallery;
+int st_topk_gallery_open(st_backend *be, st_metric metric, int d, long n, st_gallery_rows_fn rows,
+                         void *ctx, size_t resident_budget, st_topk_gallery **out);
+/* Same with the gallery in host memory (N, D), which must stay valid until close. */
+int st_topk_gallery_open_matrix(st_backend *be, st_metric metric, const float *gallery, long n,
+                                int d, size_t resident_budget, st_topk_gallery **out);
+/* 1 when the gallery is resident, 0 when it streams. */
+int st_topk_gallery_is_resident(const st_topk_gallery *g);
+/* queries (Q, D) host memory; o->metric must be the gallery's. 0, or -1 with st_error_set when a
+ * streamed gallery's callback fails. */
+int st_topk_gallery_search(st_topk_gallery *g, const st_topk_options *o, const float *queries,
+                           int q, st_topk_result *out);
+void st_topk_gallery_close(st_topk_gallery *g);
+
+/* One search: the gallery is opened for it (resident when there is more than one query block and
+ * it fits) and closed after. queries (Q, D) host memory. 0, or -1 with st_error_set when the
+ * gallery callback fails. */
 int st_topk_search(st_backend *be, const st_topk_options *o, const float *queries, int q, int d,
                    long n_gallery, st_gallery_rows_fn rows, void *ctx, st_topk_result *out);
 

@@ -34,6 +34,9 @@ typedef struct st_conv_desc {
     int pad_top, pad_bottom, pad_left, pad_right; /* explicit zero padding (Keras ZeroPadding2D) */
     int p, q;                           /* output (N, P, Q, K); filled by st_conv_desc_finish */
     int relu;                           /* forward applies ReLU after bias (fused) */
+    int bf16;                           /* math in bf16: x, dy and the kernel rounded to bf16,
+                                         * FP32 accumulation, outputs, parameters and gradients
+                                         * (only where conv_bf16_supported) */
 } st_conv_desc;
 
 typedef struct st_bn_desc {
@@ -76,6 +79,25 @@ typedef struct st_optim_desc {
     long step;           /* 1-based step count, for Adam bias correction */
 } st_optim_desc;
 
+/* A flat run of floats, e.g. one parameter's gradient slice (device memory). */
+typedef struct st_span {
+    const float *x;
+    size_t n;
+} st_span;
+
+/* The gradient-norm verdict of one optimizer step, in DEVICE memory: written by optim_grad_norm,
+ * read by optim_step, so clipping and the skip of a non-finite step need no read back; the host
+ * downloads it only when asked (train/optim.c st_optimizer_stats). Rules in kernels/math/optim.h
+ * (st_optim_status_decide). */
+typedef struct st_optim_status {
+    double sum_squares;  /* of the gradients of this step */
+    double norm;         /* sqrt(sum_squares): the norm before clipping */
+    float clip_coef;     /* what optim_step multiplies each gradient by when clip is 1 */
+    int clip;            /* 1: clip_norm / (norm + 1e-6) < 1 (torch clip_grad_norm_) */
+    int skip;            /* 1: norm not finite; optim_step leaves parameters and state alone */
+    int64_t skipped;     /* steps skipped since the host last folded it into its counters */
+} st_optim_status;
+
 typedef struct st_triplet_desc {
     int n, d;            /* embeddings (N, D), N = P*K */
     int batch_all;       /* 0: batch hard (Hermans eq. 5), 1: batch all, mean over active terms */
@@ -114,6 +136,19 @@ typedef struct st_triplet_stats { /* host */
     X(void, copy, (st_backend *be, void *dst, const void *src, size_t bytes))                      \
     /* waits until every op issued so far has finished */                                          \
     X(void, sync, (st_backend *be))                                                                \
+    /* page-locked host memory, the source upload_async needs (cpu: alloc); zeroed, 64-byte        \
+     * aligned */                                                                                  \
+    X(void *, host_alloc, (st_backend *be, size_t bytes))                                          \
+    /* releases a block from host_alloc; NULL is ignored */                                        \
+    X(void, host_free, (st_backend *be, void *ptr))                                                \
+    /* host_alloc memory -> device on a copy stream; returns at once. The copy starts after the    \
+     * ops issued before it (dst may still be read) and the ops issued after it wait for the copy; \
+     * pinned_src must stay unchanged until upload_fence returns (cpu: memcpy) */                  \
+    X(void, upload_async, (st_backend *be, void *dst, const void *pinned_src, size_t bytes))       \
+    /* waits until every upload_async issued so far has read its source */                         \
+    X(void, upload_fence, (st_backend *be))                                                        \
+    /* free and total device memory in bytes (cpu: available and total physical memory) */         \
+    X(void, mem_info, (st_backend *be, size_t *free_bytes, size_t *total_bytes))                   \
     /* frees the backend and everything it owns (called by st_backend_close) */                    \
     X(void, destroy, (st_backend *be))                                                             \
                                                                                                    \
@@ -143,6 +178,9 @@ typedef struct st_triplet_stats { /* host */
      * serves the plans of every batch size; gradients and optimizer state share it. */            \
     /* cached per shape */                                                                         \
     X(st_conv_plan *, conv_plan, (st_backend *be, const st_conv_desc *d))                          \
+    /* 1 when plans with d->bf16 run on bf16 hardware (cpu: oneDNN's avx512_core_bf16 ISA); 0:     \
+     * callers must not set d->bf16 */                                                             \
+    X(int, conv_bf16_supported, (st_backend *be))                                                  \
     /* floats of one kernel in the backend layout, >= R*S*C*K (padding) */                         \
     X(size_t, conv_weights_numel, (st_backend *be, const st_conv_plan *p))                         \
     /* host HWIO (R, S, C, K) -> w (conv_weights_numel floats), padding zeroed */                  \
@@ -235,10 +273,18 @@ typedef struct st_triplet_stats { /* host */
                            st_triplet_stats *stats))                                               \
                                                                                                    \
     /* ---- optimizer ---- */                                                                      \
+    /* status (device) from the gradients of one step, nothing read back: sum_squares = the sum of \
+     * x^2 over count spans (a device array; cpu: each span summed alone, then added in order),    \
+     * then norm, clip (clip_norm > 0), skip and skipped by st_optim_status_decide */              \
+    X(void, optim_grad_norm, (st_backend *be, const st_span *spans, int count, float clip_norm,    \
+                              st_optim_status *status))                                            \
     /* one optimizer step over a flat slice of the parameter arena; m, v optimizer state           \
-     * (unused ones may be NULL) */                                                                \
+     * (unused ones may be NULL). status (device) NULL: d as given; else nothing happens when      \
+     * status->skip, gradients are multiplied by clip_coef when status->clip, and the Adam         \
+     * bias-correction step is d->step - status->skipped */                                        \
     X(void, optim_step, (st_backend *be, const st_optim_desc *d, float *param,                     \
-                         const float *grad, float *m, float *v, size_t n))                         \
+                         const float *grad, float *m, float *v, size_t n,                          \
+                         const st_optim_status *status))                                           \
                                                                                                    \
     /* ---- retrieval ---- */                                                                      \
     /* merge one tile of scores (Q, tile) into running per-query top-k lists (Q, k) kept sorted    \
@@ -256,6 +302,8 @@ struct st_backend {
     const char *name; /* "cpu" or "cuda" */
     void *ctx;        /* backend-private state */
     int threads;
+    int profile;            /* 1: ops add the time of their internal layout conversions */
+    double reorder_seconds; /*    (oneDNN reorders in cpu convs) here; 0 stays 0 */
     ST_BACKEND_OPS(ST_BACKEND_MEMBER_) /* one function pointer per op, in list order */
 };
 

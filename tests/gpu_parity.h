@@ -7,6 +7,9 @@
  *   open_noisy_cpu                       a CPU backend whose convolutions add ~1e-6 relative
  *                                        noise, a stand-in for a second backend (tolerances
  *                                        checked without a GPU); one per process
+ *   open_tf32_cpu                        the same wrapper rounding every convolution input to
+ *                                        TF32 instead (10 mantissa bits, round to nearest even),
+ *                                        what SIMTUNE_CUDA_MATH=tf32 does to cuDNN's inputs
  *   randomize_parameters                 random BN affine, biases and moving statistics, and
  *                                        damped residual branches (why: at the function)
  *   check_same_init / copy_params_by_name / snapshot_values / restore_values
@@ -24,6 +27,7 @@
 #define ST_TEST_GPU_PARITY_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,29 +98,71 @@ static inline st_conv_plan *noisy_conv_plan(st_backend *be, const st_conv_desc *
     return p;
 }
 
+static int noisy_tf32; /* open_tf32_cpu: round the inputs instead of perturbing the outputs */
+
+/* A copy of x (n floats) rounded to TF32: 10 explicit mantissa bits, round to nearest even (the
+ * conversion cuBLAS and cuDNN apply in TF32 mode); the caller frees it with noisy_inner->free.
+ * Without noisy_tf32: x itself. */
+static inline const float *tf32_input(const float *x, size_t n) {
+    if (!noisy_tf32) return x;
+    float *h = download(noisy_inner, x, n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &h[i], sizeof bits);
+        if ((bits & 0x7f800000u) != 0x7f800000u) /* finite: round the low 13 bits away */
+            bits = (bits + 0x0fffu + ((bits >> 13) & 1u)) & ~0x1fffu;
+        memcpy(&h[i], &bits, sizeof bits);
+    }
+    float *r = noisy_inner->alloc(noisy_inner, n * sizeof *r);
+    noisy_inner->upload(noisy_inner, r, h, n * sizeof *h);
+    free(h);
+    return r;
+}
+
+static inline void tf32_input_free(const float *copy, const float *x) {
+    if (copy != x) noisy_inner->free(noisy_inner, (void *)copy);
+}
+
 static inline void noisy_conv_forward(st_backend *be, st_conv_plan *p, const float *x,
                                       const float *w, const float *bias, float *y) {
     (void)be;
     const st_conv_desc *d = noisy_desc(p);
-    noisy_inner->conv_forward(noisy_inner, p, x, w, bias, y);
-    add_rounding_noise(y, (size_t)d->n * d->p * d->q * d->k);
+    const float *xr = tf32_input(x, (size_t)d->n * d->h * d->w * d->c);
+    const float *wr = tf32_input(w, noisy_inner->conv_weights_numel(noisy_inner, p));
+    noisy_inner->conv_forward(noisy_inner, p, xr, wr, bias, y);
+    tf32_input_free(xr, x);
+    tf32_input_free(wr, w);
+    if (!noisy_tf32) add_rounding_noise(y, (size_t)d->n * d->p * d->q * d->k);
 }
 
 static inline void noisy_conv_backward_data(st_backend *be, st_conv_plan *p,
                                             const float *dy, const float *w, float *dx) {
     (void)be;
     const st_conv_desc *d = noisy_desc(p);
-    noisy_inner->conv_backward_data(noisy_inner, p, dy, w, dx);
-    add_rounding_noise(dx, (size_t)d->n * d->h * d->w * d->c);
+    const float *dyr = tf32_input(dy, (size_t)d->n * d->p * d->q * d->k);
+    const float *wr = tf32_input(w, noisy_inner->conv_weights_numel(noisy_inner, p));
+    noisy_inner->conv_backward_data(noisy_inner, p, dyr, wr, dx);
+    tf32_input_free(dyr, dy);
+    tf32_input_free(wr, w);
+    if (!noisy_tf32) add_rounding_noise(dx, (size_t)d->n * d->h * d->w * d->c);
 }
 
+/* TF32 rounds x and dy of the filter gradient, not the bias gradient (a column sum of dy in
+ * FP32/double on both backends): dbias comes from a second call on the unrounded dy. */
 static inline void noisy_conv_backward_filter(st_backend *be, st_conv_plan *p,
                                               const float *x, const float *dy, float *dw,
                                               float *dbias) {
     (void)be;
     const st_conv_desc *d = noisy_desc(p);
-    noisy_inner->conv_backward_filter(noisy_inner, p, x, dy, dw, dbias);
-    add_rounding_noise(dw, noisy_inner->conv_weights_numel(noisy_inner, p)); /* backend layout */
+    const size_t nw = noisy_inner->conv_weights_numel(noisy_inner, p);
+    if (noisy_tf32 && dbias) noisy_inner->conv_backward_filter(noisy_inner, p, x, dy, dw, dbias);
+    const float *xr = tf32_input(x, (size_t)d->n * d->h * d->w * d->c);
+    const float *dyr = tf32_input(dy, (size_t)d->n * d->p * d->q * d->k);
+    noisy_inner->conv_backward_filter(noisy_inner, p, xr, dyr, dw, noisy_tf32 ? NULL : dbias);
+    tf32_input_free(xr, x);
+    tf32_input_free(dyr, dy);
+    if (noisy_tf32) return;
+    add_rounding_noise(dw, nw); /* backend layout */
     if (dbias) add_rounding_noise(dbias, (size_t)d->k);
 }
 
@@ -131,6 +177,11 @@ static inline st_backend *open_noisy_cpu(void) {
     noisy_backend.conv_backward_data = noisy_conv_backward_data;
     noisy_backend.conv_backward_filter = noisy_conv_backward_filter;
     return &noisy_backend;
+}
+
+static inline st_backend *open_tf32_cpu(void) {
+    noisy_tf32 = 1;
+    return open_noisy_cpu();
 }
 
 static inline int ends_with(const char *s, const char *suffix) {

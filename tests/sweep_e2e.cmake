@@ -30,3 +30,16 @@ st_add_script_test(NAME sweep_locks
 # real run refuse a missing weight file before training.
 st_add_script_test(NAME sweep_examples
   COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/sweep_examples.py)
+
+# sweep_workers (slow): one sweep folder worked on by several processes: two `--worker`s and
+# `mpirun -np 2` give one process's leaderboard, a worker killed mid-trial is re-queued and its
+# trial continued from its checkpoint, kill -9 of all + --resume loses no finished evaluation,
+# asha completes, and single processes and workers refuse each other (tests/sweep_workers.py).
+st_add_script_test(NAME sweep_workers
+  COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/sweep_workers.py $<TARGET_FILE:make_synthetic>
+  LABELS slow)
+# 68-102 s measured on 2 shared cores (load average 5-13); the timeout only catches a hang
+set_tests_properties(sweep_workers PROPERTIES TIMEOUT 600)
+
+# sweep_queue_locks: the flock primitives of the workers' queue (train/lock.h) between processes.
+st_add_test(NAME sweep_queue_locks SOURCES sweep_queue_locks.c LIBS st_train)

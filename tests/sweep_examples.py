@@ -44,6 +44,7 @@ EFFECTS = {
     "parameters.data.val_classes={value: 0.5}":
         lambda out: "validation: open-set, 0.5 of the classes held out (data.val_classes)" in out,
     "parameters=null": lambda out: "(none: every trial is the base config with its own seed)" in out,
+    "scheduler=asha": lambda out: "scheduler: asha (a trial continues as soon as" in out,
 }
 
 

@@ -122,7 +122,7 @@ static void check_padding_kept(st_backend *be, st_conv_plan *p, const geometry_c
     free(got);
     st_optim_desc adam = {.kind = ST_OPT_ADAM, .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f,
                           .eps = 1e-8f, .weight_decay = 1e-4f, .step = 1};
-    be->optim_step(be, &adam, wb, dwb, m, v, nb);
+    be->optim_step(be, &adam, wb, dwb, m, v, nb, NULL);
     got = host_of(be, wb, nb);
     check_padding_zero("Adam step", g, got, mask, nb);
     free(got);
@@ -223,10 +223,10 @@ static void check_backend(const char *backend_name) {
     }
     /* st_conv_desc: n h w c k r s stride_h stride_w pad top bottom left right, p q relu */
     geometry_case cases[] = {
-        {"3x3 64->64 (ResNet body)", {8, 14, 14, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0}, 3},
-        {"1x1 s2 64->128 (projection)", {8, 14, 14, 64, 128, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0}, 5},
-        {"7x7 s2 3->64 (stem, asym pad)", {4, 23, 23, 3, 64, 7, 7, 2, 2, 3, 2, 3, 2, 0, 0, 0}, 1},
-        {"3x3 6->10 (padded channels)", {4, 9, 9, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0}, 3},
+        {"3x3 64->64 (ResNet body)", {8, 14, 14, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}, 3},
+        {"1x1 s2 64->128 (projection)", {8, 14, 14, 64, 128, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0}, 5},
+        {"7x7 s2 3->64 (stem, asym pad)", {4, 23, 23, 3, 64, 7, 7, 2, 2, 3, 2, 3, 2, 0, 0, 0, 0}, 1},
+        {"3x3 6->10 (padded channels)", {4, 9, 9, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}, 3},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         geometry_case *g = &cases[i];

@@ -3,7 +3,8 @@
  * several sizes, plus one file of each bad kind).
  *  - training transform (random crop, flip, jitter) over 2 epochs with 1, 2 and 4 threads:
  *    every batch bit-identical (augmentation RNG from (seed, epoch, position), not timing)
- *  - a different seed gives different batches
+ *  - a different seed gives different batches; batch images in a backend's host_alloc memory
+ *    (cfg.batch_memory) give the same batches
  *  - bad files: dropped, ONE warning line per file naming it, counted in the stats; strict
  *    mode turns the first one into an error naming the file
  *  - save/restore of the loader state mid-epoch and at an epoch's end continues with
@@ -18,6 +19,7 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "kernels/backend.h"
 #include "kernels/check.h"
 #include "test_data_images.h"
 #include "test_util.h"
@@ -169,6 +171,15 @@ static void test_determinism_and_bad_files(const st_dataset *ds) {
         TEST_CHECK(same_results(&r, &ref, per_sample), "%d threads: batches differ from 1 thread", threads[k]);
         free_result(&r);
     }
+    /* the images in a backend's host_alloc memory (what a GPU trainer hands the loader, so its
+     * batches upload from page-locked memory): the same batches */
+    st_backend *be = st_backend_open("cpu", 1);
+    cfg.batch_memory = be;
+    run_result pinned = run(cfg, 2, NULL);
+    TEST_CHECK(same_results(&pinned, &ref, per_sample), "batch_memory: batches differ");
+    free_result(&pinned);
+    cfg.batch_memory = NULL;
+    st_backend_close(be);
     /* epoch 2 must not repeat epoch 1's order or augmentations */
     const size_t half = ref.n_samples / 2;
     TEST_CHECK(memcmp(ref.indices, ref.indices + half, half * sizeof(int32_t)) != 0, "epochs 0 and 1 have the same order");

@@ -323,11 +323,11 @@ static void check_conv(st_conv_desc d, int with_bias) {
 
 static void test_conv(void) {
     /*        n  h  w  c   k  r  s  sh sw  top bot left right */
-    st_conv_desc stem = {2, 19, 19, 3, 8, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0, 0};
-    st_conv_desc body = {2, 8, 8, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1};
-    st_conv_desc shortcut = {2, 8, 8, 16, 32, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0};
-    st_conv_desc same_s2 = {2, 8, 8, 8, 8, 3, 3, 2, 2, 0, 1, 0, 1, 0, 0, 1}; /* TF "same" */
-    st_conv_desc lopsided = {1, 7, 6, 4, 5, 3, 2, 2, 1, 2, 1, 1, 0, 0, 0, 0};
+    st_conv_desc stem = {2, 19, 19, 3, 8, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0, 0, 0};
+    st_conv_desc body = {2, 8, 8, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0};
+    st_conv_desc shortcut = {2, 8, 8, 16, 32, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0};
+    st_conv_desc same_s2 = {2, 8, 8, 8, 8, 3, 3, 2, 2, 0, 1, 0, 1, 0, 0, 1, 0}; /* TF "same" */
+    st_conv_desc lopsided = {1, 7, 6, 4, 5, 3, 2, 2, 1, 2, 1, 1, 0, 0, 0, 0, 0};
     check_conv(stem, 1);
     check_conv(body, 1);
     check_conv(shortcut, 0);
@@ -336,7 +336,7 @@ static void test_conv(void) {
 }
 
 static void test_fold_bn(void) {
-    st_conv_desc d = {1, 4, 4, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0};
+    st_conv_desc d = {1, 4, 4, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
     st_conv_desc_finish(&d);
     size_t nw = (size_t)d.r * d.s * d.c * d.k;
     float *hw = host_random(nw, -1, 1), *hb = host_random(d.k, -1, 1);
@@ -595,8 +595,8 @@ static void test_optim(void) {
             float *hg = host_random(n, -1, 1);
             twin grad = twin_floats(hg, n);
             d.step = step;
-            ref->optim_step(ref, &d, R(param), R(grad), R(m), R(v), n);
-            dev->optim_step(dev, &d, D(param), D(grad), D(m), D(v), n);
+            ref->optim_step(ref, &d, R(param), R(grad), R(m), R(v), n, NULL);
+            dev->optim_step(dev, &d, D(param), D(grad), D(m), D(v), n, NULL);
             twin_free(grad);
             free(hg);
         }
@@ -610,6 +610,102 @@ static void test_optim(void) {
         twin_free(v);
     }
     free(hp);
+}
+
+/* The optimizer step without a read back: the gradient-norm verdict over a device list of
+ * spans, then optim_step under it. Three rounds: plain (clip 10 leaves these gradients alone),
+ * clipped (clip 1), and a NaN in the last span (skipped: parameters and state unchanged, the
+ * device's skip count 1, and the following clean step uses the bias correction of step 3). */
+static void check_grad_norm_round(twin param, twin m, twin v, twin grads, twin status,
+                                  const st_span *hr, const st_span *hd, int spans, float clip,
+                                  long step, const char *what) {
+    twin list = {ref->alloc(ref, spans * sizeof(st_span)), dev->alloc(dev, spans * sizeof(st_span)),
+                 spans * sizeof(st_span)};
+    ref->upload(ref, list.ref, hr, list.bytes);
+    dev->upload(dev, list.dev, hd, list.bytes);
+    ref->optim_grad_norm(ref, list.ref, spans, clip, status.ref);
+    dev->optim_grad_norm(dev, list.dev, spans, clip, status.dev);
+    st_optim_desc d = {ST_OPT_ADAM, 1e-2f, 0, 0, 0.9f, 0.999f, 1e-8f, 0.99f, 1e-4f, step};
+    ref->optim_step(ref, &d, R(param), R(grads), R(m), R(v), param.bytes / 4, status.ref);
+    dev->optim_step(dev, &d, D(param), D(grads), D(m), D(v), param.bytes / 4, status.dev);
+    st_optim_status sr, sd;
+    ref->download(ref, &sr, status.ref, sizeof sr);
+    dev->download(dev, &sd, status.dev, sizeof sd);
+    /* double sums of ~1e4 squares in another order: 1e-12 relative is 1e4 x the rounding */
+    TEST_CHECK(sr.skip == sd.skip && sr.clip == sd.clip && sr.skipped == sd.skipped &&
+                   (sr.skip || fabs(sd.norm - sr.norm) <= 1e-12 * sr.norm),
+               "%s: status skip %d/%d clip %d/%d skipped %lld/%lld norm %.17g/%.17g", what,
+               sd.skip, sr.skip, sd.clip, sr.clip, (long long)sd.skipped, (long long)sr.skipped,
+               sd.norm, sr.norm);
+    char name[96];
+    snprintf(name, sizeof name, "%s: parameters", what);
+    compare(name, param, 1e-7, TOL_OPT);
+    snprintf(name, sizeof name, "%s: Adam v", what);
+    compare(name, v, 1e-9, TOL_OPT);
+    twin_free(list);
+}
+
+static void test_grad_norm(void) {
+    const size_t sizes[3] = {3000, 7, 9000}, n = 3000 + 7 + 9000;
+    float *hp = host_random(n, -1, 1), *hg = host_random(n, -0.1f, 0.1f);
+    twin param = twin_floats(hp, n), m = twin_floats(NULL, n), v = twin_floats(NULL, n);
+    twin grads = twin_floats(hg, n), status = twin_bytes(NULL, sizeof(st_optim_status));
+    st_span hr[3], hd[3];
+    for (size_t i = 0, at = 0; i < 3; at += sizes[i], i++) {
+        hr[i] = (st_span){R(grads) + at, sizes[i]};
+        hd[i] = (st_span){D(grads) + at, sizes[i]};
+    }
+    check_grad_norm_round(param, m, v, grads, status, hr, hd, 3, 10.0f, 1, "unclipped step");
+    check_grad_norm_round(param, m, v, grads, status, hr, hd, 3, 1.0f, 2, "clipped step");
+    const float nan = NAN;
+    ref->upload(ref, R(grads) + n - 1, &nan, sizeof nan);
+    dev->upload(dev, D(grads) + n - 1, &nan, sizeof nan);
+    check_grad_norm_round(param, m, v, grads, status, hr, hd, 3, 1.0f, 3, "skipped step");
+    ref->upload(ref, R(grads) + n - 1, hg + n - 1, sizeof(float));
+    dev->upload(dev, D(grads) + n - 1, hg + n - 1, sizeof(float));
+    check_grad_norm_round(param, m, v, grads, status, hr, hd, 3, 1.0f, 4, "step after a skip");
+    twin parts[] = {param, m, v, grads, status};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
+    free(hp);
+    free(hg);
+}
+
+/* Page-locked memory, the asynchronous upload on the copy stream and its ordering: an op queued
+ * before the upload still reads the old contents of dst, an op after it reads the new ones;
+ * the fence lets the host rewrite the source. Also mem_info. */
+static void test_pinned_upload(void) {
+    const size_t n = 3u << 20; /* 12 MB */
+    float *pinned = dev->host_alloc(dev, n * sizeof(float));
+    TEST_CHECK(pinned && pinned[0] == 0 && pinned[n - 1] == 0, "host_alloc is zeroed");
+    float *h = host_random(n, -1, 1);
+    memcpy(pinned, h, n * sizeof(float));
+    float *dst = dev->alloc(dev, n * sizeof(float)), *before = dev->alloc(dev, n * sizeof(float));
+    dev->fill(dev, dst, 2.0f, n);
+    dev->copy(dev, before, dst, n * sizeof(float)); /* queued before: must see the 2s */
+    dev->upload_async(dev, dst, pinned, n * sizeof(float));
+    dev->scale(dev, dst, 0.5f, n); /* queued after: must see the upload */
+    dev->upload_fence(dev);
+    memset(pinned, 0, n * sizeof(float)); /* allowed after the fence */
+    float *got = ST_MALLOC(n * sizeof(float)), *old = ST_MALLOC(n * sizeof(float));
+    dev->download(dev, got, dst, n * sizeof(float));
+    dev->download(dev, old, before, n * sizeof(float));
+    size_t bad = 0, bad_old = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad += got[i] != h[i] * 0.5f;
+        bad_old += old[i] != 2.0f;
+    }
+    TEST_CHECK(bad == 0 && bad_old == 0, "upload_async ordering: %zu elements wrong after, %zu "
+               "before", bad, bad_old);
+    size_t free_bytes = 0, total_bytes = 0;
+    dev->mem_info(dev, &free_bytes, &total_bytes);
+    TEST_CHECK(total_bytes > 0 && free_bytes > 0 && free_bytes <= total_bytes,
+               "mem_info: %zu free of %zu", free_bytes, total_bytes);
+    dev->free(dev, dst);
+    dev->free(dev, before);
+    dev->host_free(dev, pinned);
+    free(got);
+    free(old);
+    free(h);
 }
 
 /* ---- top-k: identical lists, tie order included ------------------------------------- */
@@ -719,6 +815,8 @@ int main(int argc, char **argv) {
     test_xent();
     test_triplet();
     test_optim();
+    test_grad_norm();
+    test_pinned_upload();
     test_topk();
     test_tf32_mode(name);
     st_backend_close(ref);

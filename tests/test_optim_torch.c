@@ -45,7 +45,7 @@ static void check_optim_case(const fixture *fx, int index, int steps, int numel)
     int bit_equal = 0;
     for (int t = 0; t < steps; t++) {
         d.step = t + 1;
-        cpu_optim_step(NULL, &d, p, grads + (size_t)t * numel, m, v, numel);
+        cpu_optim_step(NULL, &d, p, grads + (size_t)t * numel, m, v, numel, NULL);
         const size_t at = (size_t)t * numel;
         double ep = test_rel_error(p, ref_p + at, numel);
         double em = test_rel_error(m, ref_m + at, numel);

@@ -297,7 +297,7 @@ static int run_child(const char *dir, int resume, int kill_at_call, int kill_aft
         int rc = resume ? st_sweep_load_dir(dir, &sc) : st_sweep_load("sweep_fixture/sweep.yaml", NULL, 0, &sc);
         if (rc == 0) {
             objective o = {log_path, kill_at_call, 0, kill_after_ms ? 2000 : 0};
-            st_sweep_run_options opt = {NULL, resume};
+            st_sweep_run_options opt = {.progress = NULL, .resume = resume};
             rc = st_sweep_run(&sc, dir, &opt, synthetic_trial, &o);
             st_sweep_free(&sc);
         }
@@ -398,7 +398,7 @@ static void test_run_and_resume(void) {
         for (int i = 0; i < plan.brackets[b].n_rungs; i++) evaluations += plan.brackets[b].rungs[i].n;
     objective o = {"sweep_ref.log", 0, 0, 0};
     remove("sweep_ref.log");
-    st_sweep_run_options opt = {NULL, 0};
+    st_sweep_run_options opt = {.progress = NULL, .resume = 0};
     int rc = st_sweep_run(&sc, "sweep_ref", &opt, synthetic_trial, &o);
     TEST_CHECK(rc == 0, "reference run: %s", st_error_get());
     /* the folder exists now: a second start must refuse, not overwrite */

@@ -5,7 +5,10 @@
  *   - slots: frozen tensors and moving statistics are never touched;
  *   - groups: weight decay off for gamma/beta/bias when asked, head_lr_mult on `embedding` and
  *     `predictions`; every tensor must equal a direct optim_step with its group's lr and wd;
- *   - global-norm clipping (torch clip_grad_norm_) and the skip on a non-finite gradient;
+ *   - global-norm clipping (torch clip_grad_norm_) and the skip on a non-finite gradient, both
+ *     decided by the backend without a read back: the clip equals today's in-place scaling bit
+ *     for bit, a skipped Adam step does not advance the bias correction, and the counters are
+ *     folded once by st_optimizer_stats;
  *   - checkpoint blobs: names, and save after 3 steps / restore into a fresh optimizer /
  *     2 more steps == 5 uninterrupted steps, bit for bit.
  */
@@ -116,7 +119,7 @@ static void groups_and_frozen(st_backend *be) {
             st_optim_desc d = {.kind = ST_OPT_ADAM, .lr = head ? 1e-2f * 10.0f : 1e-2f,
                                .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                                .weight_decay = decay ? 0.1f : 0, .step = 1};
-            be->optim_step(be, &d, value, grad, mstate, vstate, (size_t)n);
+            be->optim_step(be, &d, value, grad, mstate, vstate, (size_t)n, NULL);
         }
         TEST_CLOSE(SPEC[p].trainable ? "group update" : "frozen tensor untouched", g, value,
                    (size_t)n, 0, 0);
@@ -144,7 +147,8 @@ static void clipping_and_nonfinite(st_backend *be) {
     TEST_CHECK(st_optimizer_blob_count(o) == 0, "plain SGD keeps no state");
     float before[TOTAL], after[TOTAL];
     get_values(&m, before);
-    double norm = st_optimizer_step(o, 1.0f);
+    st_optimizer_step(o, 1.0f);
+    double norm = st_optimizer_stats(o).norm;
     get_values(&m, after);
     double moved = 0;
     for (int i = 0; i < TOTAL; i++)
@@ -155,15 +159,101 @@ static void clipping_and_nonfinite(st_backend *be) {
 
     float nan_grad = NAN;
     be->upload(be, m.params[0].grad, &nan_grad, sizeof nan_grad);
-    double bad = st_optimizer_step(o, 1.0f);
+    st_optimizer_step(o, 1.0f);
+    st_optim_stats bad = st_optimizer_stats(o);
     float again[TOTAL];
     get_values(&m, again);
-    TEST_CHECK(!isfinite(bad) && o->skipped_steps == 1 && o->step == 1,
-               "non-finite gradient: norm %g, skipped %ld, step %ld", bad, o->skipped_steps,
+    TEST_CHECK(!isfinite(bad.norm) && o->skipped_steps == 1 && o->step == 1 &&
+                   bad.skipped_steps == 1 && bad.step == 1,
+               "non-finite gradient: norm %g, skipped %ld, step %ld", bad.norm, o->skipped_steps,
                o->step);
     TEST_CLOSE("skipped step leaves the parameters", again, after, TOTAL, 0, 0);
+    st_optim_stats twice = st_optimizer_stats(o);
+    TEST_CHECK(twice.skipped_steps == 1 && twice.step == 1,
+               "a second stats read must not count the skip again: skipped %ld, step %ld",
+               twice.skipped_steps, twice.step);
     st_optimizer_free(o);
     free_fake_model(&m);
+}
+
+/* The device-side clip must be today's in-place clip bit for bit: SGD with momentum and wd,
+ * clip 0.5, against the gradients scaled by (float)(0.5 / (norm + 1e-6)) with be->scale (the
+ * norm from one be->sum_squares per tensor, added in slot order) then unclipped optim_steps. */
+static void clipping_matches_inplace_scale(st_backend *be) {
+    st_model m = fake_model(be), ref = fake_model(be);
+    set_values(&m, 5);
+    set_values(&ref, 5);
+    st_optim_config cfg = st_optim_config_default(ST_OPT_SGD);
+    cfg.momentum = 0.9f;
+    cfg.weight_decay = 1e-2f;
+    cfg.clip_norm = 0.5f;
+    st_optimizer *o = st_optimizer_create(&m, &cfg);
+    float mstate[N_PARAMS][16];
+    memset(mstate, 0, sizeof mstate);
+    for (int t = 0; t < 3; t++) {
+        set_grads(&m, t, 3.0f);
+        set_grads(&ref, t, 3.0f);
+        st_optimizer_step(o, 0.1f);
+        double sum = 0;
+        for (int p = 0; p < N_PARAMS; p++)
+            if (ref.params[p].grad)
+                sum += be->sum_squares(be, ref.params[p].grad, ref.params[p].numel);
+        double coef = (double)0.5f / (sqrt(sum) + 1e-6);
+        TEST_CHECK(coef < 1.0, "step %d: the gradients (norm %g) must be clipped", t, sqrt(sum));
+        for (int p = 0; p < N_PARAMS; p++) {
+            st_param *q = &ref.params[p];
+            if (!q->grad) continue;
+            be->scale(be, q->grad, (float)coef, q->numel);
+            st_optim_desc d = {.kind = ST_OPT_SGD, .lr = 0.1f, .momentum = 0.9f,
+                               .weight_decay = 1e-2f, .step = t + 1};
+            be->optim_step(be, &d, q->value, q->grad, mstate[p], NULL, q->numel, NULL);
+        }
+        TEST_CHECK(st_optimizer_stats(o).norm == sqrt(sum), "step %d: norm %.17g vs %.17g", t,
+                   st_optimizer_stats(o).norm, sqrt(sum));
+    }
+    float got[TOTAL], want[TOTAL];
+    get_values(&m, got);
+    get_values(&ref, want);
+    TEST_CLOSE("device-side clip == in-place scale", got, want, TOTAL, 0, 0);
+    st_optimizer_free(o);
+    free_fake_model(&m);
+    free_fake_model(&ref);
+}
+
+/* Adam with an infinite gradient at step 2 of 4: the skipped step must leave parameters and
+ * state alone and must not advance the bias correction, so the result equals 3 clean steps
+ * bit for bit, with the counters only read at the end (no read back between steps). */
+static void skip_keeps_adam_bias_correction(st_backend *be) {
+    st_optim_config cfg = st_optim_config_default(ST_OPT_ADAM);
+    st_model m = fake_model(be), ref = fake_model(be);
+    set_values(&m, 7);
+    set_values(&ref, 7);
+    st_optimizer *o = st_optimizer_create(&m, &cfg), *r = st_optimizer_create(&ref, &cfg);
+    for (int t = 0, clean = 0; t < 4; t++) {
+        if (t == 1) {
+            float inf_grad = INFINITY;
+            set_grads(&m, 99, 1.0f);
+            be->upload(be, m.params[5].grad, &inf_grad, sizeof inf_grad);
+        } else {
+            set_grads(&m, clean, 1.0f);
+            set_grads(&ref, clean, 1.0f);
+            st_optimizer_step(r, 1e-2f);
+            clean++;
+        }
+        st_optimizer_step(o, 1e-2f);
+    }
+    float got[TOTAL], want[TOTAL];
+    get_values(&m, got);
+    get_values(&ref, want);
+    TEST_CLOSE("Adam with a skipped step == the clean steps", got, want, TOTAL, 0, 0);
+    st_optim_stats s = st_optimizer_stats(o);
+    TEST_CHECK(s.step == 3 && s.skipped_steps == 1 && isfinite(s.norm) && s.norm > 0,
+               "after 4 steps, 1 skipped: step %ld, skipped %ld, last norm %g", s.step,
+               s.skipped_steps, s.norm);
+    st_optimizer_free(o);
+    st_optimizer_free(r);
+    free_fake_model(&m);
+    free_fake_model(&ref);
 }
 
 /* RMSprop with momentum (both m and v in use): 5 straight steps vs 3 steps, blobs and counter
@@ -243,6 +333,8 @@ int main(void) {
     ST_CHECK(be, "cpu backend: %s", st_error_get());
     groups_and_frozen(be);
     clipping_and_nonfinite(be);
+    clipping_matches_inplace_scale(be);
+    skip_keeps_adam_bias_correction(be);
     checkpoint_roundtrip(be);
     refused_configs(be);
     st_backend_close(be);

@@ -9,7 +9,8 @@
 #   2. binaries: build here with -DSIMTUNE_CUDA=REQUIRE when the packages exist, else unpack the
 #      bundle tools/gpu-bundle.sh made (.gpu_bundle/bundle.tar.xz, carried along) -> build.log
 #   3. required: `simtune doctor` must say the backend opens; every test labelled gpu with
-#      SIMTUNE_REQUIRE_GPU=1 (a skip is a failure); `bench train` resnet50 fp32 and tf32
+#      SIMTUNE_REQUIRE_GPU=1 (a skip is a failure; bundle mode: the test executables, then
+#      tests/test_gpu_e2e.py on make_synthetic's images); `bench train` resnet50 fp32 and tf32
 #      (SIMTUNE_CUDA_MATH), tv_resnet50, triplet frozen to conv4_block6_out, `bench infer`, all at
 #      224 px batch 64; `topk` on the GPU against the CPU at N=100k D=2048 (k=10 cosine, k=4000 l2)
 #                                                          -> tests.log bench.log smi.log topk.log
@@ -101,8 +102,10 @@ build_here() { # sets BIN and GPU_TESTS (ctest names = executables under $BUILD/
     # REQUIRE: a configuration that cannot build the CUDA backend stops here, naming what is missing
     step build.log configure 180 cmake -S "$SRC" -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
         -DSIMTUNE_CUDA=REQUIRE -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" || { say "configure failed: see build.log"; exit 3; }
-    mapfile -t GPU_TESTS < <(ctest --test-dir "$BUILD" -L gpu -N | sed -n 's/^ *Test *#[0-9]*: *//p')
-    step build.log build 300 cmake --build "$BUILD" -j"$(nproc)" --target simtune "${GPU_TESTS[@]}" ||
+    # the executables among the gpu tests (tests/<name>.c); ctest -L gpu also runs the scripts
+    mapfile -t GPU_TESTS < <(ctest --test-dir "$BUILD" -L gpu -N | sed -n 's/^ *Test *#[0-9]*: *//p' |
+        while read -r t; do [[ -f $SRC/tests/$t.c ]] && echo "$t"; done)
+    step build.log build 300 cmake --build "$BUILD" -j"$(nproc)" --target simtune make_synthetic "${GPU_TESTS[@]}" ||
         { say "build failed: see build.log"; exit 1; }
     BIN=$BUILD/simtune TESTS=$BUILD/tests
 }
@@ -144,6 +147,14 @@ check_doctor() {
     grep -Eq '^CUDA backend: +compiled in; opens' "$OUTDIR/bench.log" || need "doctor: the CUDA backend does not open (bench.log)"
 }
 
+check_gpu_e2e() { # bundle mode: tests/test_gpu_e2e.py as ctest would run it (gpu_e2e.cmake)
+    local d=/tmp/st-gpu-e2e
+    rm -rf "$d" && mkdir -p "$d" && (cd "$d" && "$TESTS/make_synthetic" gpu_e2e_data 6 8 40 40 17 0 0 >/dev/null) ||
+        { need "test_gpu_e2e: make_synthetic"; return; }
+    step tests.log test_gpu_e2e 240 env -C "$d" SIMTUNE_BIN="$BIN" SIMTUNE_REQUIRE_GPU=1 \
+        OMP_NUM_THREADS="$(nproc)" python3 "$SRC/tests/test_gpu_e2e.py" || need test_gpu_e2e
+}
+
 check_gpu_tests() { # SIMTUNE_REQUIRE_GPU=1: a test that cannot open the backend fails, never skips
     local t
     if [[ $MODE == build ]]; then
@@ -153,6 +164,7 @@ check_gpu_tests() { # SIMTUNE_REQUIRE_GPU=1: a test that cannot open the backend
         for t in "${GPU_TESTS[@]}"; do
             SIMTUNE_REQUIRE_GPU=1 step tests.log "$t" 240 "$TESTS/$t" || need "$t"
         done
+        check_gpu_e2e
     fi
     grep -Eq 'Skipped|Not Run|SKIP:' "$OUTDIR/tests.log" && need "a gpu test was skipped (tests.log)"
 }

@@ -5,14 +5,19 @@
 #   tools/install-deps.sh           what building and running simtune needs (the quick start)
 #   tools/install-deps.sh --tests   that plus the test and benchmark extras: the PyTorch,
 #                                   torchvision, h5py and FAISS oracles, sanitizer runtimes,
-#                                   valgrind (about 1 GB more)
+#                                   valgrind, headless Chromium + selenium for the serve page
+#                                   test (about 1 GB more, plus Chromium)
 #
 # The CUDA toolkit, cuDNN and cuBLAS are not Debian packages; the build uses them when present.
+# Open MPI: mpirun for multi-process runs (docs/scaling.md); simtune loads libmpi only when
+# launched by it, so a single process runs without it.
 set -eu
 MAIN="build-essential cmake pkg-config libopenblas-dev liblapacke-dev libdnnl-dev libhdf5-dev
-  libpng-dev libjpeg62-turbo-dev libyaml-dev libcairo2-dev libjansson-dev"
+  libpng-dev libjpeg62-turbo-dev libyaml-dev libcairo2-dev libjansson-dev openmpi-bin libopenmpi-dev
+  libmicrohttpd-dev"
 TESTS="hdf5-tools python3 python3-numpy python3-h5py python3-torch python3-torchvision
-  python3-faiss python3-yaml python3-pil clang libclang-rt-14-dev valgrind"
+  python3-faiss python3-yaml python3-pil clang libclang-rt-14-dev valgrind
+  chromium chromium-driver python3-selenium"
 case "${1:-}" in
   "") PACKAGES="$MAIN" ;;
   --tests) PACKAGES="$MAIN $TESTS" ;;

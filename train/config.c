@@ -304,6 +304,7 @@ static const char *const optimizer_names[] = {"sgd", "adam", "adamw", "rmsprop",
 static const char *const schedule_names[] = {"constant", "step", "cosine", "plateau", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const goal_names[] = {"minimize", "maximize", NULL};
+static const char *const precision_names[] = {"fp32", "bf16", NULL}; /* st_precision order */
 
 #define STRUCT st_model_section
 static const st_key model_keys[] = {
@@ -315,6 +316,7 @@ static const st_key model_keys[] = {
     F("embed_dim", ST_KEY_INT, embed_dim, 0, 65536, 0),
     F("num_classes", ST_KEY_INT, num_classes, 0, 10000000, 0),
     F("bn_momentum", ST_KEY_FLOAT, bn_momentum, 0, 1, LO_OPEN),
+    E("precision", precision, precision_names),
     END};
 #undef STRUCT
 
@@ -440,6 +442,7 @@ static const st_key top_keys[] = {
     E("device", device, device_names),
     F("threads", ST_KEY_INT, threads, 0, 4096, 0),
     F("divergence_factor", ST_KEY_FLOAT, divergence_factor, 0, 1e12, 0),
+    F("sync_bn", ST_KEY_BOOL, sync_bn, 0, 0, 0),
     SECTION("validation", validation, validation_keys),
     SECTION("early_stopping", early_stopping, early_stopping_keys),
     SECTION("output", output, output_keys),

@@ -48,6 +48,7 @@ typedef struct st_model_section {
     int embed_dim;      /* 0: no embedding projection */
     int num_classes;    /* 0: auto (number of training classes) for cross-entropy; 0 for triplet */
     double bn_momentum; /* PyTorch convention: running = (1-m) running + m batch */
+    st_precision precision; /* convolutions in fp32 or bf16 (model.h) */
 } st_model_section;
 
 typedef struct st_dataset_spec {
@@ -133,6 +134,7 @@ typedef struct st_train_config {
     st_device_kind device;
     int threads; /* 0 = all cores */
     double divergence_factor; /* stop when a step's loss exceeds this times the running mean; 0 = off */
+    int sync_bn; /* data parallel: average BN running statistics over the ranks every step */
     st_validation_config validation;
     st_early_stopping_config early_stopping;
     st_output_config output;

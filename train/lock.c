@@ -10,6 +10,10 @@
  * The line is written in place after the flock is won, not by rename: a rename would give the
  * path a new inode that the flock does not cover. A machine crash leaves a stale file that the
  * next acquire takes over, so the line is not fsynced either.
+ *
+ * The bare flock files of the sweep workers' queue (st_flock_file: DIR/queue.lock, per-trial and
+ * per-worker files) are never unlinked while a process may hold them (a worker's own file goes
+ * only with its holder, a dead one's only under the flock), so they need no still_linked check.
  */
 #define _GNU_SOURCE
 #include "lock.h"
@@ -64,13 +68,19 @@ static int refuse(const char *dir, const holder *h) {
     return st_error_set("%s is in use by pid %ld on host %s since %s", dir, h->pid, h->host, h->since);
 }
 
-static int write_holder(int fd, const char *path) {
-    char host[256], since[64], line[512];
-    this_host(host, sizeof host);
+void st_lock_timestamp(char *buf, size_t size) {
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
-    strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void st_lock_host(char *buf, size_t size) { this_host(buf, size); }
+
+static int write_holder(int fd, const char *path) {
+    char host[256], since[64], line[512];
+    this_host(host, sizeof host);
+    st_lock_timestamp(since, sizeof since);
     int len = snprintf(line, sizeof line, "%ld %s %s\n", (long)getpid(), host, since);
     if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len)
         return st_error_set("%s: cannot write the lock: %s", path, strerror(errno));
@@ -162,4 +172,52 @@ int st_lock_probe(const char *dir) {
     read_holder(fd, &h);
     close(fd);
     return held || from_another_host(&h) ? refuse(dir, &h) : 0;
+}
+
+int st_lock_clear(const char *dir) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/.lock", dir) >= (int)sizeof path) return st_error_set("%s: path too long", dir);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : st_error_set("%s: cannot open the lock: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        holder h;
+        read_holder(fd, &h);
+        close(fd);
+        return err == EWOULDBLOCK ? refuse(dir, &h) : st_error_set("%s: cannot lock: %s", path, strerror(err));
+    }
+    /* unlinked while we hold the flock, as a release does: see still_linked */
+    int rc = unlink(path) == 0 || errno == ENOENT ? 0 : st_error_set("%s: cannot remove: %s", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+int st_flock_file(const char *path, int wait) {
+    int fd = open_lock_file(path);
+    if (fd < 0) return st_error_set("%s: cannot open the lock: %s", path, strerror(errno));
+    int rc;
+    while ((rc = flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) != 0 && errno == EINTR) continue;
+    if (rc == 0) return fd;
+    int err = errno;
+    close(fd);
+    return err == EWOULDBLOCK ? 0 : st_error_set("%s: cannot lock: %s", path, strerror(err));
+}
+
+int st_flock_file_named(const char *path) {
+    int fd = st_flock_file(path, 0);
+    if (fd > 0 && write_holder(fd, path) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+const char *st_flock_holder(int fd, char *buf, size_t size) {
+    holder h;
+    read_holder(fd, &h);
+    if (h.pid == 0)
+        snprintf(buf, size, "an unnamed process");
+    else
+        snprintf(buf, size, "pid %ld on host %s since %s", h.pid, h.host, h.since);
+    return buf;
 }

@@ -1,7 +1,8 @@
 /*
  * loss.c: the trainer's loss layer (contract in train/loss.h). The math is the backend's
  * xent_forward/backward and triplet_loss ops (kernels/math/{xent,triplet}.h); this file picks
- * the input tensor, owns the workspace and turns device results into host statistics.
+ * the input tensor, owns the workspace and turns device results into host statistics; with
+ * several ranks it makes the loss the global batch's (kernels/comm.h).
  */
 #include "loss.h"
 
@@ -9,21 +10,27 @@
 #include <string.h>
 
 #include "../kernels/check.h"
+#include "../kernels/comm.h"
 
 #define ST_LOSS_NORMALIZE_EPS 1e-12f /* torch.nn.functional.normalize's default */
 
 struct st_loss {
     st_loss_config config;
     st_model *model;
-    int rows;            /* batch rows the workspace holds */
+    int rows;            /* batch rows of this rank (the model's batch) */
+    int global_rows;     /* rows of the global batch: rows x ranks */
     int dim;             /* TRIPLET input width (D or C_feat) */
-    int32_t *labels;     /* device (rows) */
+    int32_t *labels;     /* device (global_rows) */
+    float *global_input; /* TRIPLET, several ranks: device (global_rows, dim), all ranks' rows */
+    float *global_grad;  /* TRIPLET, several ranks: device (global_rows, dim), its gradient */
+    char *gather_send;   /* TRIPLET, several ranks: host block (n, labels, rows) of this rank */
+    char *gather_recv;   /* TRIPLET, several ranks: host blocks of all ranks, rank order */
     float *probs;        /* XENT device (rows, K) */
     float *loss_rows;    /* XENT device (rows) */
-    float *dist;         /* TRIPLET device (rows, rows) */
-    float *normalized;   /* TRIPLET + normalize: device (rows, dim) */
-    float *norms;        /* TRIPLET + normalize: device (rows) */
-    float *d_normalized; /* TRIPLET + normalize: device (rows, dim) */
+    float *dist;         /* TRIPLET device (global_rows, global_rows) */
+    float *normalized;   /* TRIPLET + normalize: device (global_rows, dim) */
+    float *norms;        /* TRIPLET + normalize: device (global_rows) */
+    float *d_normalized; /* TRIPLET + normalize: device (global_rows, dim) */
     float *host_rows;    /* host (rows * max(K, 1)): logits or per-row losses downloaded */
 };
 
@@ -49,6 +56,26 @@ static int loss_config_check(const st_model *m, const st_loss_config *cfg) {
     return st_error_set("loss: unknown kind %d", (int)cfg->kind);
 }
 
+/* Bytes of one rank's block in the triplet all-gather: its row count, labels and input rows. */
+static size_t gather_block_bytes(const st_loss *l) {
+    return sizeof(int32_t) * (1 + (size_t)l->rows) + sizeof(float) * (size_t)l->rows * l->dim;
+}
+
+static void triplet_workspace(st_loss *l, st_backend *be) {
+    const size_t rows = (size_t)l->global_rows, dim = (size_t)l->dim;
+    l->dist = be->alloc(be, sizeof(float) * rows * rows);
+    if (l->config.normalize) {
+        l->normalized = be->alloc(be, sizeof(float) * rows * dim);
+        l->norms = be->alloc(be, sizeof(float) * rows);
+        l->d_normalized = be->alloc(be, sizeof(float) * rows * dim);
+    }
+    if (st_comm_size() == 1) return;
+    l->global_input = be->alloc(be, sizeof(float) * rows * dim);
+    l->global_grad = be->alloc(be, sizeof(float) * rows * dim);
+    l->gather_send = ST_MALLOC(gather_block_bytes(l));
+    l->gather_recv = ST_MALLOC(gather_block_bytes(l) * (size_t)st_comm_size());
+}
+
 st_loss *st_loss_create(st_model *m, const st_loss_config *cfg) {
     if (loss_config_check(m, cfg) < 0) return NULL;
     st_backend *be = m->backend;
@@ -56,20 +83,16 @@ st_loss *st_loss_create(st_model *m, const st_loss_config *cfg) {
     l->config = *cfg;
     l->model = m;
     l->rows = m->config.batch;
+    l->global_rows = l->rows * st_comm_size();
     const size_t rows = (size_t)l->rows, classes = (size_t)m->config.num_classes;
-    l->labels = be->alloc(be, sizeof(int32_t) * rows);
+    l->labels = be->alloc(be, sizeof(int32_t) * (size_t)l->global_rows);
     l->host_rows = ST_MALLOC(sizeof(float) * rows * (classes > 0 ? classes : 1));
     if (cfg->kind == ST_LOSS_XENT) {
         l->probs = be->alloc(be, sizeof(float) * rows * classes);
         l->loss_rows = be->alloc(be, sizeof(float) * rows);
     } else {
         l->dim = m->config.embed_dim > 0 ? m->config.embed_dim : m->feature_dim;
-        l->dist = be->alloc(be, sizeof(float) * rows * rows);
-        if (cfg->normalize) {
-            l->normalized = be->alloc(be, sizeof(float) * rows * (size_t)l->dim);
-            l->norms = be->alloc(be, sizeof(float) * rows);
-            l->d_normalized = be->alloc(be, sizeof(float) * rows * (size_t)l->dim);
-        }
+        triplet_workspace(l, be);
     }
     return l;
 }
@@ -77,11 +100,14 @@ st_loss *st_loss_create(st_model *m, const st_loss_config *cfg) {
 void st_loss_free(st_loss *l) {
     if (!l) return;
     st_backend *be = l->model->backend;
-    float *device[] = {l->probs, l->loss_rows, l->dist, l->normalized, l->norms, l->d_normalized};
+    float *device[] = {l->probs,        l->loss_rows,    l->dist,        l->normalized,
+                       l->norms,        l->d_normalized, l->global_input, l->global_grad};
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
         if (device[i]) be->free(be, device[i]);
     be->free(be, l->labels);
     free(l->host_rows);
+    free(l->gather_send);
+    free(l->gather_recv);
     free(l);
 }
 
@@ -90,9 +116,9 @@ const char *st_loss_input_layer(const st_loss *l) {
     return l->model->config.embed_dim > 0 ? "embedding_norm" : "avg_pool";
 }
 
-/* Top-1 accuracy of the model's logits for the first n rows (labels already checked to be
- * class indices by xent_forward). */
-static float logits_accuracy(st_loss *l, int n, const int32_t *labels) {
+/* Top-1 hits of the model's logits for the first n rows (labels already checked to be class
+ * indices by xent_forward). */
+static int logits_correct(st_loss *l, int n, const int32_t *labels) {
     const st_model *m = l->model;
     const int k = m->config.num_classes;
     m->backend->download(m->backend, l->host_rows, m->logits.data, sizeof(float) * (size_t)n * k);
@@ -104,30 +130,34 @@ static float logits_accuracy(st_loss *l, int n, const int32_t *labels) {
             if (row[j] > row[best]) best = j;
         correct += best == labels[i];
     }
-    return (float)correct / (float)n;
+    return correct;
 }
 
-static st_loss_stats xent(st_loss *l, int n, const int32_t *labels) {
+/* The global batch's mean: per-row losses, top-1 hits and rows summed over the ranks before
+ * the gradient is scaled by 1 / global rows. */
+static st_loss_stats xent(st_loss *l, int n, const int32_t *labels, int global) {
     st_model *m = l->model;
     st_backend *be = m->backend;
     const float eps = (float)l->config.label_smoothing;
     const int k = m->config.num_classes;
+    be->upload(be, l->labels, labels, sizeof(int32_t) * (size_t)n);
     be->xent_forward(be, n, k, m->logits.data, l->labels, eps, l->probs, l->loss_rows);
-    be->xent_backward(be, n, k, l->probs, l->labels, eps, 1.0f / (float)n, m->d_logits.data);
     be->download(be, l->host_rows, l->loss_rows, sizeof(float) * (size_t)n);
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += l->host_rows[i];
-    st_loss_stats s = {.loss = (float)(sum / n), .active_fraction = 1.0f,
-                       .accuracy = logits_accuracy(l, n, labels)};
+    double sums[3] = {0, 0, n}; /* loss, correct, rows */
+    for (int i = 0; i < n; i++) sums[0] += l->host_rows[i];
+    sums[1] = logits_correct(l, n, labels);
+    if (global) st_comm_allreduce_sum_f64(sums, 3);
+    const int rows = (int)sums[2];
+    be->xent_backward(be, n, k, l->probs, l->labels, eps, 1.0f / (float)rows, m->d_logits.data);
+    st_loss_stats s = {.loss = (float)(sums[0] / rows), .active_fraction = 1.0f,
+                       .accuracy = (float)sums[1] / (float)rows, .rows = rows};
     return s;
 }
 
-static st_loss_stats triplet(st_loss *l, int n) {
-    st_model *m = l->model;
-    st_backend *be = m->backend;
-    const int on_embedding = m->config.embed_dim > 0;
-    const float *input = on_embedding ? m->embedding.data : m->features.data;
-    float *d_input = on_embedding ? m->d_embedding.data : m->d_features.data;
+/* Triplet loss of n rows of input (device; labels already in l->labels), its gradient into
+ * d_input. */
+static st_loss_stats triplet_rows(st_loss *l, int n, const float *input, float *d_input) {
+    st_backend *be = l->model->backend;
     st_triplet_desc d = {.n = n, .d = l->dim, .batch_all = l->config.batch_all,
                          .soft_margin = l->config.soft_margin, .margin = (float)l->config.margin,
                          .eps = 1e-12f};
@@ -140,13 +170,56 @@ static st_loss_stats triplet(st_loss *l, int n) {
         be->triplet_loss(be, &d, input, l->labels, l->dist, d_input, &ts);
     }
     st_loss_stats s = {.loss = ts.loss, .accuracy = -1.0f, .active_fraction = ts.active_fraction,
-                       .mean_pos = ts.mean_pos, .mean_neg = ts.mean_neg};
+                       .mean_pos = ts.mean_pos, .mean_neg = ts.mean_neg, .rows = n};
     return s;
 }
 
-st_loss_stats st_loss_compute(st_loss *l, int n, const int32_t *labels) {
-    ST_CHECK(n > 0 && n <= l->rows, "loss: %d rows for a workspace of %d", n, l->rows);
+/* Every rank's rows and labels, in rank order, into l->global_input and l->labels; returns
+ * the global row count and this rank's first row in *offset. A rank may have fewer rows than
+ * its share (images that failed to decode were left out), hence the count in each block. */
+static int gather_global(st_loss *l, int n, const float *input, const int32_t *labels, int *offset) {
     st_backend *be = l->model->backend;
-    be->upload(be, l->labels, labels, sizeof(int32_t) * (size_t)n);
-    return l->config.kind == ST_LOSS_XENT ? xent(l, n, labels) : triplet(l, n);
+    const size_t block = gather_block_bytes(l), row_bytes = sizeof(float) * (size_t)l->dim;
+    int32_t header = n;
+    memcpy(l->gather_send, &header, sizeof header);
+    memcpy(l->gather_send + sizeof header, labels, sizeof(int32_t) * (size_t)n);
+    be->download(be, l->gather_send + sizeof(int32_t) * (1 + (size_t)l->rows), input, row_bytes * (size_t)n);
+    st_comm_allgather(l->gather_send, block, l->gather_recv);
+    int total = 0;
+    for (int r = 0; r < st_comm_size(); r++) {
+        const char *b = l->gather_recv + block * (size_t)r;
+        memcpy(&header, b, sizeof header);
+        if (r == st_comm_rank()) *offset = total;
+        be->upload(be, l->labels + total, b + sizeof header, sizeof(int32_t) * (size_t)header);
+        be->upload(be, l->global_input + (size_t)total * l->dim, b + sizeof(int32_t) * (1 + (size_t)l->rows),
+                   row_bytes * (size_t)header);
+        total += header;
+    }
+    return total;
 }
+
+static st_loss_stats triplet(st_loss *l, int n, const int32_t *labels, int global) {
+    st_model *m = l->model;
+    st_backend *be = m->backend;
+    const int on_embedding = m->config.embed_dim > 0;
+    const float *input = on_embedding ? m->embedding.data : m->features.data;
+    float *d_input = on_embedding ? m->d_embedding.data : m->d_features.data;
+    if (!global || st_comm_size() == 1) {
+        be->upload(be, l->labels, labels, sizeof(int32_t) * (size_t)n);
+        return triplet_rows(l, n, input, d_input);
+    }
+    int offset = 0;
+    int total = gather_global(l, n, input, labels, &offset);
+    st_loss_stats s = triplet_rows(l, total, l->global_input, l->global_grad);
+    be->copy(be, d_input, l->global_grad + (size_t)offset * l->dim, sizeof(float) * (size_t)n * l->dim);
+    return s;
+}
+
+static st_loss_stats compute(st_loss *l, int n, const int32_t *labels, int global) {
+    ST_CHECK(n > 0 && n <= l->rows, "loss: %d rows for a workspace of %d", n, l->rows);
+    return l->config.kind == ST_LOSS_XENT ? xent(l, n, labels, global) : triplet(l, n, labels, global);
+}
+
+st_loss_stats st_loss_compute(st_loss *l, int n, const int32_t *labels) { return compute(l, n, labels, 1); }
+
+st_loss_stats st_loss_compute_local(st_loss *l, int n, const int32_t *labels) { return compute(l, n, labels, 0); }

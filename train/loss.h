@@ -21,6 +21,17 @@
  * positive / negative distances (kernels/cpu/triplet.c).
  * Labels are int32 host values: class indices for XENT, identity labels of the PK batch for
  * TRIPLET. Workspace (device) is allocated once in st_loss_create for m->config.batch rows.
+ *
+ * Data parallel (kernels/comm.h, more than one rank): each rank's n rows are its slice of the
+ * global batch, in rank order, and every rank calls st_loss_compute at the same step. The
+ * loss is that of the GLOBAL batch and the gradient written is this rank's rows of the gradient
+ * of the global mean loss, so summing the ranks' parameter gradients gives one process's:
+ *   XENT     per-row losses are summed over the ranks (with the row count and the correct
+ *            top-1 count), the gradient scaled by 1 / global rows;
+ *   TRIPLET  the inputs and labels of all ranks are all-gathered, batch-hard / batch-all mining
+ *            and the loss run on the global batch on every rank (so mining sees the candidates
+ *            one process sees), and each rank keeps its own rows of the gradient.
+ * The workspace then holds the global batch (ranks x m->config.batch rows).
  * Callers: train/trainer.c, tests/test_train_loss.c.
  */
 #ifndef ST_TRAIN_LOSS_H
@@ -46,6 +57,7 @@ typedef struct st_loss_stats {
     float accuracy;        /* in [0, 1], or -1 without a classifier */
     float active_fraction; /* TRIPLET; 1 for XENT */
     float mean_pos, mean_neg; /* TRIPLET; 0 for XENT */
+    int rows;              /* rows of the global batch the loss is over */
 } st_loss_stats;
 
 typedef struct st_loss st_loss;
@@ -55,8 +67,11 @@ typedef struct st_loss st_loss;
 st_loss *st_loss_create(st_model *m, const st_loss_config *cfg);
 void st_loss_free(st_loss *loss);
 
-/* Loss and gradient of the first n <= batch rows; labels (n) host. */
+/* Loss and gradient of the first n <= batch rows; labels (n) host. Collective with several
+ * ranks: the global batch's loss (above). */
 st_loss_stats st_loss_compute(st_loss *loss, int n, const int32_t *labels);
+/* The same over this rank's rows only, never collective (validation, which one rank runs). */
+st_loss_stats st_loss_compute_local(st_loss *loss, int n, const int32_t *labels);
 
 /* Keras name of the layer whose output gradient the loss writes: "predictions",
  * "embedding_norm" or "avg_pool". */

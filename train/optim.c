@@ -1,7 +1,8 @@
 /*
  * optim.c: learning-rate schedules and the optimizer over a model's parameter tensors
  * (contract and formulas in train/optim.h). The per-element update is the backend's
- * optim_step (kernels/math/optim.h); this file decides groups, clipping and state layout.
+ * optim_step (kernels/math/optim.h), after the backend's optim_grad_norm has decided clipping and
+ * skipping on the device; this file decides groups and state layout, and keeps the counters.
  */
 #include "optim.h"
 
@@ -179,6 +180,18 @@ static void layout_state(st_optimizer *o) {
     }
 }
 
+/* The gradient of every slot as a span, in slot order, copied once to the device. */
+static void upload_gradient_spans(st_optimizer *o) {
+    st_backend *be = o->model->backend;
+    st_span *host = ST_MALLOC((size_t)o->n_slots * sizeof *host);
+    for (int i = 0; i < o->n_slots; i++)
+        host[i] = (st_span){.x = o->slots[i].param->grad,
+                            .n = st_param_storage_numel(o->model, o->slots[i].param)};
+    o->spans = be->alloc(be, (size_t)o->n_slots * sizeof *host);
+    be->upload(be, o->spans, host, (size_t)o->n_slots * sizeof *host);
+    free(host);
+}
+
 st_optimizer *st_optimizer_create(st_model *m, const st_optim_config *cfg) {
     if (optim_config_validate(cfg) < 0) return NULL;
     int trainable = 0;
@@ -206,41 +219,27 @@ st_optimizer *st_optimizer_create(st_model *m, const st_optim_config *cfg) {
         st_arena_commit(&o->state_arena, m->backend); /* zeroed: torch's initial state */
         layout_state(o);
     }
+    upload_gradient_spans(o);
+    o->status = m->backend->alloc(m->backend, sizeof *o->status); /* zeroed: nothing skipped */
     return o;
 }
 
 void st_optimizer_free(st_optimizer *o) {
     if (!o) return;
+    st_backend *be = o->model->backend;
     if (o->state_arena.base) st_arena_free(&o->state_arena);
+    be->free(be, o->spans);
+    be->free(be, o->status);
     free(o->slots);
     free(o);
 }
 
-static double global_grad_norm(const st_optimizer *o) {
-    st_backend *be = o->model->backend;
-    double sum = 0;
-    for (int i = 0; i < o->n_slots; i++)
-        sum += be->sum_squares(be, o->slots[i].param->grad,
-                               st_param_storage_numel(o->model, o->slots[i].param));
-    return sqrt(sum);
-}
-
-double st_optimizer_step(st_optimizer *o, float lr) {
+void st_optimizer_step(st_optimizer *o, float lr) {
     st_backend *be = o->model->backend;
     const st_optim_config *c = &o->config;
-    double norm = global_grad_norm(o);
-    if (!isfinite(norm)) {
-        o->skipped_steps++;
-        return norm;
-    }
-    if ((float)c->clip_norm > 0) {
-        double coef = (double)(float)c->clip_norm / (norm + 1e-6); /* torch clip_grad_norm_, max_norm in float32 */
-        if (coef < 1.0)
-            for (int i = 0; i < o->n_slots; i++)
-                be->scale(be, o->slots[i].param->grad, (float)coef,
-                          st_param_storage_numel(o->model, o->slots[i].param));
-    }
-    o->step++;
+    /* clip_norm in float32 as torch's max_norm; the verdict stays on the device */
+    be->optim_grad_norm(be, o->spans, o->n_slots, (float)c->clip_norm, o->status);
+    o->step++; /* undone by st_optimizer_stats when the device skipped the step */
     for (int i = 0; i < o->n_slots; i++) {
         const st_optim_slot *s = &o->slots[i];
         st_optim_desc d = {.kind = c->kind,
@@ -254,9 +253,22 @@ double st_optimizer_step(st_optimizer *o, float lr) {
                            .weight_decay = s->decay ? (float)c->weight_decay : 0.0f,
                            .step = o->step};
         be->optim_step(be, &d, s->param->value, s->param->grad, s->m, s->v,
-                       st_param_storage_numel(o->model, s->param));
+                       st_param_storage_numel(o->model, s->param), o->status);
     }
-    return norm;
+}
+
+st_optim_stats st_optimizer_stats(st_optimizer *o) {
+    st_backend *be = o->model->backend;
+    st_optim_status status;
+    be->download(be, &status, o->status, sizeof status);
+    if (status.skipped > 0) { /* fold the device's skips into the host counters */
+        o->step -= (long)status.skipped;
+        o->skipped_steps += (long)status.skipped;
+        status.skipped = 0;
+        be->upload(be, o->status, &status, sizeof status);
+    }
+    return (st_optim_stats){.norm = status.norm, .step = o->step,
+                            .skipped_steps = o->skipped_steps};
 }
 
 int st_optimizer_blob_count(const st_optimizer *o) {

@@ -8,11 +8,18 @@
  *   - learning-rate multiplier: head_lr_mult for the new head layers `embedding` and
  *     `predictions`, 1 elsewhere.
  * The state tensors (m, v: roles in kernels/math/optim.h) live in one optimizer-state arena
- * allocated once at creation. A step: global gradient norm over all slots (be->sum_squares),
- * optional clipping to clip_norm as torch.nn.utils.clip_grad_norm_ (scale clip/(norm + 1e-6)
- * when that is < 1), then be->optim_step per slot with the PyTorch 1.13 update.
- * A step whose gradient norm is not finite is skipped (parameters and state untouched,
- * skipped_steps counts it) so one bad batch cannot poison the weights.
+ * allocated once at creation. A step never waits for the device: be->optim_grad_norm reduces
+ * the global gradient norm over all slots into a device status (st_optim_status) and decides
+ * there the optional clipping to clip_norm as torch.nn.utils.clip_grad_norm_ (scale
+ * clip/(norm + 1e-6) when that is < 1) and the skip of a step whose norm is not finite
+ * (parameters and state untouched, so one bad batch cannot poison the weights); then
+ * be->optim_step per slot applies the PyTorch 1.13 update under that verdict.
+ *
+ * Counters: `step` counts the steps issued, and st_optimizer_stats (one download, so call it at
+ * the logging interval, not per step) reads the norm of the last step and folds the steps the
+ * device skipped since the last call into `step` (minus) and `skipped_steps` (plus). Read
+ * st_optimizer_stats before saving the counters; after restoring them into a fresh optimizer
+ * the device has no skips pending, so plain assignment of `step` and `skipped_steps` is right.
  *
  * Checkpoints: the state is a list of named float blobs (st_optimizer_blob: "m/<layer>/<weight>",
  * "v/<layer>/<weight>", device memory) plus the counters `step` and `skipped_steps`; an
@@ -109,18 +116,29 @@ typedef struct st_optimizer {
     st_optim_slot *slots;
     int n_slots;
     st_arena state_arena;   /* "optimizer": every m and v */
-    long step;              /* steps taken (the Adam bias-correction step is step after ++) */
-    long skipped_steps;     /* steps refused for a non-finite gradient norm */
+    long step;              /* steps taken, counting the device's unfolded skips (above) */
+    long skipped_steps;     /* steps refused for a non-finite gradient norm, as last folded */
+    st_span *spans;         /* (n_slots) device: each slot's gradient, for optim_grad_norm */
+    st_optim_status *status;/* device: the last step's norm verdict and its unfolded skips */
 } st_optimizer;
+
+typedef struct st_optim_stats {
+    double norm;            /* global gradient norm of the last step, before clipping */
+    long step;              /* steps taken (skipped ones excluded) */
+    long skipped_steps;     /* steps refused for a non-finite gradient norm */
+} st_optim_stats;
 
 /* NULL with st_error_set on a bad config (negative lr multiplier, betas outside [0, 1) ...)
  * or a model without trainable parameters. */
 st_optimizer *st_optimizer_create(st_model *m, const st_optim_config *cfg);
 void st_optimizer_free(st_optimizer *o);
 
-/* One step at learning rate lr (the schedule's value). Returns the global gradient norm
- * before clipping; when it is not finite the step was skipped. */
-double st_optimizer_step(st_optimizer *o, float lr);
+/* One step at learning rate lr (the schedule's value), queued on the backend; nothing is read
+ * back. A step whose gradient norm is not finite is skipped on the device. */
+void st_optimizer_step(st_optimizer *o, float lr);
+/* Waits for the steps queued so far: the last step's norm (not finite: it was skipped) and the
+ * counters, with the device's skips folded into o->step and o->skipped_steps. */
+st_optim_stats st_optimizer_stats(st_optimizer *o);
 
 /* Checkpoint view of the state: 2 blobs per slot at most. */
 typedef struct st_optim_blob {

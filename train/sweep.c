@@ -11,10 +11,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "data/base/fileio.h"
@@ -53,6 +55,7 @@ static const char *metric_text(double v, char *buf, size_t size) {
 /* clang-format off: the key tables read as a reference, one key per line */
 static const char *const goal_names[] = {"minimize", "maximize", NULL};
 static const char *const rounding_names[] = {"algorithm", "paper", NULL};
+static const char *const scheduler_names[] = {"hyperband", "asha", NULL};
 static const char *const distribution_names[] = {"uniform", "log_uniform", "int_uniform", "q_uniform", NULL};
 
 #define STRUCT st_sweep_config
@@ -79,6 +82,7 @@ static const st_key sweep_keys[] = {
     ST_KEY("seed", ST_KEY_U64, seed, 0, 0, 0),
     ST_KEY("dir", ST_KEY_STR, dir, 0, 0, 0),
     ST_KEY("keep_checkpoints", ST_KEY_BOOL, keep_checkpoints, 0, 0, 0),
+    ST_KEY_ENUM_OF("scheduler", scheduler, scheduler_names, 0),
     ST_KEY_SUB("hyperband", hyperband, hyperband_keys, 0),
     ST_KEY_CALLER("parameters"), /* read_parameters: keys are train-config key paths */
     ST_KEY_END};
@@ -600,6 +604,14 @@ typedef struct {
     double metric; /* NaN: diverged (ranked worst) */
 } evaluation;
 
+/* An evaluation being trained: by whom, since when (its trial lock says whether it still is). */
+typedef struct {
+    int trial, rung;
+    long pid;
+    char host[256];
+    char since[32];
+} claim;
+
 typedef struct {
     const st_sweep_config *sc;
     const char *dir;
@@ -610,6 +622,12 @@ typedef struct {
     st_ynode **params; /* (n_trials) sampled parameters */
     uint64_t *seeds;   /* (n_trials) */
     int *scratch;      /* (n_trials) */
+    claim *claims;     /* (n_trials): a trial is trained by one worker at a time */
+    int n_claims;
+    json_t *requeues;  /* state.json's log of the claims taken over from dead workers */
+    long pid;          /* this process */
+    char host[256];
+    char tag[300];     /* "[host:pid] " before a worker's progress lines, "" for a single process */
     FILE *progress;
 } runner;
 
@@ -656,6 +674,97 @@ static int last_done_rung(const runner *r, int t) {
     return last;
 }
 
+/* ---- the runner: scheduling ---------------------------------------------------------------------- */
+
+typedef struct {
+    int trial, rung;
+} task;
+
+static int claim_of(const runner *r, int t, int rung) {
+    for (int c = 0; c < r->n_claims; c++)
+        if (r->claims[c].trial == t && r->claims[c].rung == rung) return c;
+    return -1;
+}
+
+/* 1 when trial t has been evaluated, or is being trained, at `rung` or above. */
+static int has_reached(const runner *r, int t, int rung) {
+    for (int i = rung; i < r->plan.brackets[r->bracket_of[t]].n_rungs; i++)
+        if (eval_at(r, t, i)->done || claim_of(r, t, i) >= 0) return 1;
+    return 0;
+}
+
+/* hyperband: the first unclaimed evaluation of bracket b's current rung (the lowest rung not yet
+ * complete: a rung opens only when the one before is complete, so its trials are known). */
+static int sync_next(const runner *r, int b, task *out) {
+    const st_hb_bracket *br = &r->plan.brackets[b];
+    for (int i = 0; i < br->n_rungs; i++) {
+        int n = alive_at(r, b, i, r->scratch);
+        for (int k = 0; k < n; k++) {
+            int t = r->scratch[k];
+            if (!eval_at(r, t, i)->done && claim_of(r, t, i) < 0) {
+                *out = (task){t, i};
+                return 1;
+            }
+        }
+        if (n < 0) break;
+    }
+    return 0;
+}
+
+/* asha: in bracket b, a promotion from the highest rung that has one (a trial among the best
+ * floor(evaluated / eta) of the rung so far that has not gone further), else the next rung-0
+ * trial nobody has started. Promotions are never taken back: the set a rung promotes depends on
+ * the order its evaluations finish in. */
+static int asha_next(const runner *r, int b, task *out) {
+    const st_hb_bracket *br = &r->plan.brackets[b];
+    int n0 = br->rungs[0].n, found = 0;
+    int *ids = ST_MALLOC((size_t)n0 * sizeof *ids), *chosen = ST_MALLOC((size_t)n0 * sizeof *chosen);
+    double *metrics = ST_MALLOC((size_t)n0 * sizeof *metrics);
+    for (int i = br->n_rungs - 2; i >= 0 && !found; i--) {
+        int m = 0;
+        for (int k = 0; k < n0; k++)
+            if (eval_at(r, br->first_trial + k, i)->done) {
+                ids[m] = br->first_trial + k;
+                metrics[m++] = eval_at(r, br->first_trial + k, i)->metric;
+            }
+        int keep = st_hb_select(metrics, ids, m, m / r->plan.config.eta, r->sc->maximize, chosen);
+        for (int j = 0; j < keep && !found; j++)
+            if (!has_reached(r, ids[chosen[j]], i + 1)) {
+                *out = (task){ids[chosen[j]], i + 1};
+                found = 1;
+            }
+    }
+    for (int k = 0; k < n0 && !found; k++)
+        if (!has_reached(r, br->first_trial + k, 0)) {
+            *out = (task){br->first_trial + k, 0};
+            found = 1;
+        }
+    free(ids);
+    free(chosen);
+    free(metrics);
+    return found;
+}
+
+static int bracket_next(const runner *r, int b, task *out) {
+    return r->sc->scheduler == ST_SWEEP_ASHA ? asha_next(r, b, out) : sync_next(r, b, out);
+}
+
+/* The next evaluation to train, brackets in plan order: with one worker the order of the
+ * single-process runner (bracket by bracket, rung by rung, trials by id). */
+static int next_task(const runner *r, task *out) {
+    for (int b = 0; b < r->plan.n_brackets; b++)
+        if (bracket_next(r, b, out)) return 1;
+    return 0;
+}
+
+/* asha: 1 while bracket b may still train something (a claim, or an evaluation to take). */
+static int bracket_open(const runner *r, int b) {
+    task unused;
+    for (int c = 0; c < r->n_claims; c++)
+        if (r->bracket_of[r->claims[c].trial] == b) return 1;
+    return asha_next(r, b, &unused);
+}
+
 /* doc written atomically (data/base/json.h), as one document or as JSON Lines; the reference
  * to doc is taken. */
 static int write_json_file(const char *path, json_t *doc, int lines) {
@@ -676,7 +785,15 @@ static int save_state(const runner *r) {
             json_array_append_new(evals, json_pack("{s:i, s:i, s:i, s:o}", "trial", t, "rung", i, "epochs",
                                                    br->rungs[i].r, "metric", st_json_number(e->metric)));
         }
-    return write_json_file(path, json_pack("{s:i, s:i, s:o}", "version", 1, "n_trials", r->n_trials, "evaluations", evals),
+    json_t *claims = json_array();
+    for (int c = 0; c < r->n_claims; c++) {
+        const claim *k = &r->claims[c];
+        json_array_append_new(claims, json_pack("{s:i, s:i, s:I, s:s, s:s}", "trial", k->trial, "rung", k->rung, "pid",
+                                                (json_int_t)k->pid, "host", k->host, "since", k->since));
+    }
+    return write_json_file(path,
+                           json_pack("{s:i, s:i, s:o, s:o, s:O}", "version", 2, "n_trials", r->n_trials, "evaluations",
+                                     evals, "claims", claims, "requeues", r->requeues),
                            0);
 }
 
@@ -704,18 +821,48 @@ static int load_evaluation(runner *r, const json_t *item, int index) {
     return 0;
 }
 
+/* One evaluation being trained, of state.json's claims (version 2; none in version 1). */
+static int load_claim(runner *r, const json_t *item, int index) {
+    long long t = 0, i = 0, pid = 0;
+    const char *host = json_string_value(json_object_get(item, "host")),
+               *since = json_string_value(json_object_get(item, "since"));
+    char where[64];
+    snprintf(where, sizeof where, "claims[%d]", index);
+    if (r->n_claims == r->n_trials) return st_error_set("%s: more claims than trials", where);
+    if (state_int(item, "trial", 0, r->n_trials - 1, &t) ||
+        state_int(item, "rung", 0, r->plan.brackets[r->bracket_of[t]].n_rungs - 1, &i) ||
+        state_int(item, "pid", 1, INT64_MAX, &pid))
+        return wrap_error("%s: %s", where);
+    if (!host || !since) return st_error_set("%s: host, since: expected strings", where);
+    claim *c = &r->claims[r->n_claims++];
+    *c = (claim){(int)t, (int)i, (long)pid, "", ""};
+    snprintf(c->host, sizeof c->host, "%s", host);
+    snprintf(c->since, sizeof c->since, "%s", since);
+    return 0;
+}
+
+/* state.json read afresh (other workers change it between two reads). */
 static int load_state(runner *r) {
     char path[4200];
     snprintf(path, sizeof path, "%s/state.json", r->dir);
+    memset(r->evals, 0, (size_t)r->n_trials * (size_t)r->max_rungs * sizeof *r->evals);
+    r->n_claims = 0;
+    json_decref(r->requeues);
+    r->requeues = json_array();
     if (!file_exists(path)) return 0; /* killed before the first evaluation finished */
     json_error_t error;
     json_t *root = json_load_file(path, 0, &error);
     if (!root) return st_error_set("%s:%d:%d: %s", path, error.line, error.column, error.text);
     long long n = 0;
     int rc = state_int(root, "n_trials", r->n_trials, r->n_trials, &n);
-    const json_t *list = json_object_get(root, "evaluations");
+    const json_t *list = json_object_get(root, "evaluations"), *claims = json_object_get(root, "claims");
+    json_t *requeues = json_object_get(root, "requeues");
     if (rc == 0 && !json_is_array(list)) rc = st_error_set("evaluations: expected a list");
+    if (rc == 0 && ((claims && !json_is_array(claims)) || (requeues && !json_is_array(requeues))))
+        rc = st_error_set("claims, requeues: expected lists");
     for (size_t k = 0; rc == 0 && k < json_array_size(list); k++) rc = load_evaluation(r, json_array_get(list, k), (int)k);
+    for (size_t k = 0; rc == 0 && k < json_array_size(claims); k++) rc = load_claim(r, json_array_get(claims, k), (int)k);
+    if (rc == 0 && requeues) json_array_extend(r->requeues, requeues);
     json_decref(root);
     if (rc != 0) return wrap_error("%s: does not match this sweep's plan: %s", path);
     return 0;
@@ -730,7 +877,30 @@ static void trial_dir_of(const runner *r, int t, char *buf, size_t size) {
 /* Status of every trial: pending (never evaluated), finished (evaluated at its bracket's last
  * rung), promoted (selected for the next rung), stopped (not selected), running (its rung is not
  * complete yet, so the selection is not made). One pass per bracket and rung. */
+static void asha_statuses(const runner *r, const char **status) {
+    int *open = ST_MALLOC((size_t)r->plan.n_brackets * sizeof *open);
+    for (int b = 0; b < r->plan.n_brackets; b++) open[b] = bracket_open(r, b);
+    for (int t = 0; t < r->n_trials; t++) {
+        int last = last_done_rung(r, t);
+        if (last < 0)
+            status[t] = "pending";
+        else if (last == r->plan.brackets[r->bracket_of[t]].n_rungs - 1)
+            status[t] = "finished";
+        else if (has_reached(r, t, last + 1))
+            status[t] = "promoted";
+        else if (!open[r->bracket_of[t]])
+            status[t] = "stopped";
+        else
+            status[t] = "running";
+    }
+    free(open);
+}
+
 static void trial_statuses(const runner *r, const char **status) {
+    if (r->sc->scheduler == ST_SWEEP_ASHA) {
+        asha_statuses(r, status);
+        return;
+    }
     int *reached = ST_MALLOC((size_t)r->n_trials * sizeof *reached),
         *complete = ST_MALLOC((size_t)r->n_trials * sizeof *complete);
     for (int b = 0; b < r->plan.n_brackets; b++) {
@@ -1003,8 +1173,8 @@ static int prune_stopped(const runner *r) {
         rc = remove_checkpoints(run_dir, &files, &bytes);
         if (files && r->progress)
             fprintf(r->progress,
-                    "    trial %04d stopped: removed %d checkpoint file(s), %.1f MB (keep_checkpoints: false)\n", t,
-                    files, (double)bytes / 1e6);
+                    "%s    trial %04d stopped: removed %d checkpoint file(s), %.1f MB (keep_checkpoints: false)\n",
+                    r->tag, t, files, (double)bytes / 1e6);
     }
     free(status);
     return rc;
@@ -1023,11 +1193,15 @@ static const char *params_text(const st_ynode *params, char *buf, size_t size) {
     return buf;
 }
 
-static int runner_init(runner *r, const st_sweep_config *sc, const char *dir, FILE *progress) {
+static int runner_init(runner *r, const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt) {
     memset(r, 0, sizeof *r);
     r->sc = sc;
     r->dir = dir;
-    r->progress = progress;
+    r->progress = opt->progress;
+    r->pid = (long)getpid();
+    st_lock_host(r->host, sizeof r->host);
+    if (opt->worker) snprintf(r->tag, sizeof r->tag, "[%.200s:%ld] ", r->host, r->pid);
+    r->requeues = json_array();
     if (st_hyperband_plan(&sc->hyperband, &r->plan)) return -1;
     r->n_trials = r->plan.n_trials;
     r->max_rungs = r->plan.s_max + 1;
@@ -1036,6 +1210,7 @@ static int runner_init(runner *r, const st_sweep_config *sc, const char *dir, FI
     r->params = ST_CALLOC((size_t)r->n_trials, sizeof *r->params);
     r->seeds = ST_CALLOC((size_t)r->n_trials, sizeof *r->seeds);
     r->scratch = ST_CALLOC((size_t)r->n_trials, sizeof *r->scratch);
+    r->claims = ST_CALLOC((size_t)r->n_trials, sizeof *r->claims);
     for (int b = 0; b < r->plan.n_brackets; b++)
         for (int k = 0; k < r->plan.brackets[b].rungs[0].n; k++) r->bracket_of[r->plan.brackets[b].first_trial + k] = b;
     for (int t = 0; t < r->n_trials; t++) r->params[t] = st_sweep_sample(sc, t, &r->seeds[t]);
@@ -1049,74 +1224,396 @@ static void runner_free(runner *r) {
     free(r->bracket_of);
     free(r->seeds);
     free(r->scratch);
+    free(r->claims);
+    json_decref(r->requeues);
     st_hb_plan_free(&r->plan);
 }
 
-static int run_evaluation(runner *r, int t, int rung, st_trial_fn fn, void *user) {
-    const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
+/* ---- the runner: the queue ------------------------------------------------------------------------- */
+
+/* The queue lock, held for one read-modify-write of state.json and the files derived from it:
+ * the fd to close, or -1. It blocks: holders never wait for anything while they hold it. */
+static int lock_queue(const runner *r) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/queue.lock", r->dir);
+    return st_flock_file(path, 1);
+}
+
+/* Trial t's lock, held by the worker training it: the fd, 0 when another process holds it. */
+static int lock_trial(const runner *r, int t) {
     char dir[4200], path[4300];
     trial_dir_of(r, t, dir, sizeof dir);
     if (st_mkdirs(dir)) return -1;
+    snprintf(path, sizeof path, "%s/worker.lock", dir);
+    return st_flock_file(path, 0);
+}
+
+static void set_claim(const runner *r, claim *c, task tk) {
+    *c = (claim){tk.trial, tk.rung, r->pid, "", ""};
+    snprintf(c->host, sizeof c->host, "%s", r->host);
+    st_lock_timestamp(c->since, sizeof c->since);
+}
+
+/* Our claim on tk, or -1 (another worker took it over, believing us dead). */
+static int own_claim(const runner *r, task tk) {
+    int c = claim_of(r, tk.trial, tk.rung);
+    return c >= 0 && r->claims[c].pid == r->pid && !strcmp(r->claims[c].host, r->host) ? c : -1;
+}
+
+static void remove_claim(runner *r, int c) { r->claims[c] = r->claims[--r->n_claims]; }
+
+/* Claim c was left by a worker that died (its trial lock was free): logged, and ours now. */
+static void take_over_claim(runner *r, int c) {
+    claim *k = &r->claims[c];
+    char now[32];
+    st_lock_timestamp(now, sizeof now);
+    int epochs = r->plan.brackets[r->bracket_of[k->trial]].rungs[k->rung].r;
+    json_array_append_new(r->requeues,
+                          json_pack("{s:i, s:i, s:i, s:I, s:s, s:s, s:s, s:I, s:s}", "trial", k->trial, "rung", k->rung,
+                                    "epochs", epochs, "pid", (json_int_t)k->pid, "host", k->host, "since", k->since,
+                                    "at", now, "by_pid", (json_int_t)r->pid, "by_host", r->host));
+    if (r->progress)
+        fprintf(r->progress,
+                "%s  trial %04d rung %d: re-queued: pid %ld on host %s, training it since %s, is gone; the trial "
+                "continues from its last checkpoint\n",
+                r->tag, k->trial, k->rung, k->pid, k->host, k->since);
+    set_claim(r, k, (task){k->trial, k->rung});
+}
+
+/* The claim is in state.json: the trial lock fd is the caller's. A taken-over trial's run
+ * folder still holds the dead trainer's lock, which the trainer would refuse when it was
+ * written on another host: our trial lock proves its writer gone. */
+static int commit_claim(runner *r, task tk, int fd, int requeued, int *trial_fd) {
+    char dir[4200], run_dir[4300];
+    trial_dir_of(r, tk.trial, dir, sizeof dir);
+    snprintf(run_dir, sizeof run_dir, "%s/checkpoints", dir);
+    if (save_state(r) || (requeued && st_lock_clear(run_dir))) {
+        close(fd);
+        return -1;
+    }
+    *trial_fd = fd;
+    return 1;
+}
+
+/* Under the queue lock, state.json just read: the evaluation this worker trains next, with its
+ * trial lock in *trial_fd: a dead worker's claim first (a re-queue), else the next free one.
+ * 1 with a task; 0 when none is free now (*finished: none is left at all); -1 on an error. */
+static int take_task(runner *r, task *out, int *trial_fd, int *finished) {
+    *finished = 0;
+    for (int c = 0; c < r->n_claims; c++) {
+        int fd = lock_trial(r, r->claims[c].trial);
+        if (fd < 0) return -1;
+        if (fd == 0) continue; /* its worker is alive */
+        *out = (task){r->claims[c].trial, r->claims[c].rung};
+        take_over_claim(r, c);
+        return commit_claim(r, *out, fd, 1, trial_fd);
+    }
+    if (!next_task(r, out)) {
+        *finished = r->n_claims == 0;
+        return 0;
+    }
+    int fd = lock_trial(r, out->trial);
+    if (fd <= 0)
+        return fd < 0 ? -1
+                      : st_error_set("%s/trials/%04d/worker.lock: held by a process that state.json does not name "
+                                     "(HINT: is another simtune training this trial by hand?)",
+                                     r->dir, out->trial);
+    set_claim(r, &r->claims[r->n_claims++], *out);
+    return commit_claim(r, *out, fd, 0, trial_fd);
+}
+
+static int train_task(const runner *r, task tk, st_trial_fn fn, void *user, double *metric) {
+    const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[tk.trial]];
+    char dir[4200], path[4300];
+    trial_dir_of(r, tk.trial, dir, sizeof dir);
     st_train_config cfg;
-    if (st_sweep_trial_config(r->sc, r->params[t], r->seeds[t], dir, &cfg)) return -1;
+    if (st_sweep_trial_config(r->sc, r->params[tk.trial], r->seeds[tk.trial], dir, &cfg)) return -1;
+    if (r->progress) {
+        fprintf(r->progress, "%s  trial %04d: bracket %d rung %d/%d, training to %d epochs\n", r->tag, tk.trial,
+                r->bracket_of[tk.trial] + 1, tk.rung + 1, br->n_rungs, br->rungs[tk.rung].r);
+        fflush(r->progress);
+    }
     snprintf(path, sizeof path, "%s/config.yaml", dir);
-    double metric = NAN;
+    *metric = NAN;
     int rc = file_exists(path) ? 0 : st_config_write_yaml(&cfg, path);
-    if (rc == 0) rc = fn(&cfg, dir, br->rungs[rung].r, &metric, user);
+    if (rc == 0) rc = fn(&cfg, dir, br->rungs[tk.rung].r, metric, user);
     st_config_free(&cfg);
     if (rc != 0) {
         char label[64];
-        snprintf(label, sizeof label, "trial %d", t);
+        snprintf(label, sizeof label, "trial %d", tk.trial);
         return wrap_error("%s: %s (HINT: fix the cause, then simtune sweep --resume the sweep folder)", label);
-    }
-    *eval_at(r, t, rung) = (evaluation){1, metric};
-    if (save_state(r) || write_trial_metrics(r, t)) return -1;
-    int best;
-    if (write_derived(r, &best)) return -1;
-    if (r->progress) {
-        char value[40], params[2048];
-        fprintf(r->progress, "    trial %04d  %4d epochs  %s = %-10s %s\n", t, br->rungs[rung].r, r->sc->metric,
-                metric_text(metric, value, sizeof value), params_text(r->params[t], params, sizeof params));
-        fflush(r->progress);
     }
     return 0;
 }
 
-static int run_bracket(runner *r, int b, st_trial_fn fn, void *user) {
+static void report_result(const runner *r, task tk, double metric) {
+    int b = r->bracket_of[tk.trial];
     const st_hb_bracket *br = &r->plan.brackets[b];
-    if (r->progress)
-        fprintf(r->progress, "bracket %d/%d (s=%d, iteration %d): %d trials, rungs of", b + 1, r->plan.n_brackets,
-                br->s, br->iteration + 1, br->rungs[0].n);
-    for (int i = 0; i < br->n_rungs && r->progress; i++) fprintf(r->progress, " %dx%d", br->rungs[i].n, br->rungs[i].r);
-    if (r->progress) fprintf(r->progress, " (trials x epochs)\n");
-    int *alive = ST_MALLOC((size_t)br->rungs[0].n * sizeof *alive);
-    int rc = 0;
-    for (int i = 0; i < br->n_rungs && rc == 0; i++) {
-        int n = alive_at(r, b, i, alive), done = 0;
-        ST_CHECK(n == br->rungs[i].n, "bracket %d rung %d: %d alive trials, plan says %d", b, i, n, br->rungs[i].n);
-        for (int k = 0; k < n; k++) done += eval_at(r, alive[k], i)->done;
-        if (r->progress) {
-            fprintf(r->progress, "  rung %d/%d: %d trials to %d epochs", i + 1, br->n_rungs, n, br->rungs[i].r);
-            if (done) fprintf(r->progress, " (%d finished earlier)", done);
-            fputc('\n', r->progress);
-        }
-        for (int k = 0; k < n && rc == 0; k++)
-            if (!eval_at(r, alive[k], i)->done) rc = run_evaluation(r, alive[k], i, fn, user);
-        if (rc == 0 && r->progress && i + 1 < br->n_rungs)
-            fprintf(r->progress, "  rung %d/%d done: %d of %d trials continue\n", i + 1, br->n_rungs,
-                    br->rungs[i + 1].n, n);
-        if (rc == 0) rc = prune_stopped(r);
-        if (rc == 0) rc = write_plot(r);
+    char value[40], params[2048];
+    fprintf(r->progress, "%s    trial %04d  %4d epochs  %s = %-10s %s\n", r->tag, tk.trial, br->rungs[tk.rung].r,
+            r->sc->metric, metric_text(metric, value, sizeof value), params_text(r->params[tk.trial], params, sizeof params));
+    if (r->sc->scheduler == ST_SWEEP_HYPERBAND && tk.rung + 1 < br->n_rungs) {
+        int n = alive_at(r, b, tk.rung, r->scratch), done = 0;
+        for (int k = 0; k < n; k++) done += eval_at(r, r->scratch[k], tk.rung)->done;
+        if (n > 0 && done == n)
+            fprintf(r->progress, "%s  bracket %d rung %d/%d done: %d of %d trials continue\n", r->tag, b + 1,
+                    tk.rung + 1, br->n_rungs, br->rungs[tk.rung + 1].n, n);
     }
-    free(alive);
+    fflush(r->progress);
+}
+
+/* Under the queue lock: the result into state.json (unless a worker that took our claim over,
+ * believing us dead, recorded it first: training is deterministic, so it is the same), our
+ * claim out, then the derived files. */
+static int record_result(runner *r, task tk, double metric) {
+    if (load_state(r)) return -1;
+    int c = own_claim(r, tk), fresh = !eval_at(r, tk.trial, tk.rung)->done;
+    if (c >= 0) remove_claim(r, c);
+    if (fresh) *eval_at(r, tk.trial, tk.rung) = (evaluation){1, metric};
+    int best;
+    if (save_state(r) || write_trial_metrics(r, tk.trial) || write_derived(r, &best) || prune_stopped(r) ||
+        write_plot(r))
+        return -1;
+    if (fresh && r->progress) report_result(r, tk, metric);
+    return 0;
+}
+
+/* Under the queue lock, after a failed evaluation: our claim out, so that any worker (or a
+ * --resume) takes the evaluation again; the failure's message is kept. */
+static void drop_claim(runner *r, task tk) {
+    char msg[3000];
+    snprintf(msg, sizeof msg, "%s", st_error_get());
+    if (load_state(r) == 0) {
+        int c = own_claim(r, tk);
+        if (c >= 0) remove_claim(r, c);
+        save_state(r);
+    }
+    st_error_set("%s", msg);
+}
+
+/* Nothing free while other workers train what the next rungs wait for: poll state.json, at
+ * most once a second (a shared file system gives no cheaper notice across machines). */
+static void idle(const runner *r, int *delay_ms) {
+    if (*delay_ms == 0 && r->progress) {
+        fprintf(r->progress, "%s  waiting: %d evaluation(s) being trained by other workers\n", r->tag, r->n_claims);
+        fflush(r->progress);
+    }
+    *delay_ms = *delay_ms ? (*delay_ms * 2 > 1000 ? 1000 : *delay_ms * 2) : 50;
+    struct timespec pause = {*delay_ms / 1000, (long)(*delay_ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
+}
+
+/* One worker's loop: take, train (without the queue lock), record; until nothing is left. */
+static int work(runner *r, st_trial_fn fn, void *user) {
+    for (int delay_ms = 0;;) {
+        task tk;
+        int trial_fd = 0, finished = 0, q = lock_queue(r);
+        if (q < 0) return -1;
+        int got = load_state(r) ? -1 : take_task(r, &tk, &trial_fd, &finished);
+        close(q);
+        if (got < 0) return -1;
+        if (finished) return 0;
+        if (got == 0) {
+            idle(r, &delay_ms);
+            continue;
+        }
+        delay_ms = 0;
+        double metric;
+        int rc = train_task(r, tk, fn, user, &metric);
+        q = lock_queue(r);
+        if (q >= 0 && rc == 0) rc = record_result(r, tk, metric);
+        if (q >= 0 && rc != 0) drop_claim(r, tk);
+        close(trial_fd); /* after state.json no longer names the claim, before the queue is free */
+        if (q < 0) return -1;
+        close(q);
+        if (rc != 0) return -1;
+    }
+}
+
+/* ---- the runner: who works on the folder --------------------------------------------------------- */
+
+/* A worker's presence, DIR/workers/HOST.PID.lock, flocked (named) for the worker's life. */
+static int register_worker(const runner *r, char *path, size_t size) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/workers", r->dir);
+    if (st_mkdirs(dir)) return -1;
+    snprintf(path, size, "%s/%s.%ld.lock", dir, r->host, r->pid);
+    int fd = st_flock_file_named(path);
+    return fd == 0 ? st_error_set("%s: held by another process", path) : fd;
+}
+
+/* A single process refuses a folder that live workers work on; dead workers' files go. */
+static int refuse_live_workers(const runner *r) {
+    char dir[4200], names[2048] = "";
+    snprintf(dir, sizeof dir, "%s/workers", r->dir);
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : st_error_set("%s: cannot list: %s", dir, strerror(errno));
+    int live = 0, rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+        char path[4500], who[600];
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        int fd = st_flock_file(path, 0);
+        if (fd > 0) unlink(path); /* its worker is gone */
+        if (fd != 0) {
+            rc = fd < 0 ? -1 : 0;
+            if (fd > 0) close(fd);
+            continue;
+        }
+        int rfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (rfd >= 0) {
+            st_flock_holder(rfd, who, sizeof who);
+            close(rfd);
+        } else {
+            snprintf(who, sizeof who, "a worker (%s)", e->d_name);
+        }
+        size_t used = strlen(names);
+        if (used + strlen(who) + 3 < sizeof names) snprintf(names + used, sizeof names - used, "%s%s", live ? "; " : "", who);
+        live++;
+    }
+    closedir(d);
+    if (rc == 0 && live)
+        rc = st_error_set("%s is worked on by %d worker(s): %s (HINT: join them with simtune sweep --worker %s, or "
+                          "wait until they finish)",
+                          r->dir, live, names, r->dir);
     return rc;
+}
+
+/* A worker refuses a folder that a single process holds (its .lock, train/lock.h). */
+static int refuse_single_process(const runner *r) {
+    if (st_lock_probe(r->dir) == 0) return 0;
+    char msg[3000];
+    snprintf(msg, sizeof msg, "%s", st_error_get());
+    return st_error_set("%s (a single process runs this sweep: workers cannot join it; wait for it to finish, or "
+                        "stop it and start the workers)",
+                        msg);
+}
+
+/* Trial t's train config, as sweep sc makes it: 1 when a and b make the same. */
+static int same_trial(const st_sweep_config *a, const st_ynode *a_params, uint64_t a_seed, const st_sweep_config *b,
+                      const st_ynode *b_params, uint64_t b_seed) {
+    st_train_config ca, cb;
+    if (st_sweep_trial_config(a, a_params, a_seed, NULL, &ca)) return 0;
+    int same = 0;
+    if (st_sweep_trial_config(b, b_params, b_seed, NULL, &cb) == 0) {
+        same = st_config_equal(&ca, &cb);
+        st_config_free(&cb);
+    }
+    st_config_free(&ca);
+    return same;
+}
+
+/* What differs between the sweep dir holds and ours into buf ("" when nothing). */
+static void sweep_difference(const runner *r, const st_sweep_config *held, char *buf, size_t size) {
+    const st_hyperband_config *a = &held->hyperband, *b = &r->sc->hyperband;
+    const char *what = NULL;
+    if (a->max_resource != b->max_resource || a->min_resource != b->min_resource || a->eta != b->eta ||
+        a->iterations != b->iterations || a->rounding != b->rounding)
+        what = "hyperband";
+    else if (held->scheduler != r->sc->scheduler)
+        what = "scheduler";
+    else if (strcmp(held->metric, r->sc->metric) || held->maximize != r->sc->maximize)
+        what = "metric";
+    else if (held->keep_checkpoints != r->sc->keep_checkpoints)
+        what = "keep_checkpoints";
+    snprintf(buf, size, "%s", what ? what : "");
+    for (int t = 0; t < r->n_trials && !buf[0]; t++) {
+        uint64_t seed;
+        st_ynode *params = st_sweep_sample(held, t, &seed);
+        if (!same_trial(held, params, seed, r->sc, r->params[t], r->seeds[t]))
+            snprintf(buf, size, "trial %d's train config", t);
+        st_ynode_free(params);
+    }
+}
+
+/* A worker started with --config joins a folder that holds a sweep only when it is the same
+ * one: scheduler, plan, metric, and trial by trial the train config. */
+static int check_same_sweep(const runner *r) {
+    st_sweep_config held;
+    if (st_sweep_load_dir(r->dir, &held)) return -1;
+    char what[128];
+    sweep_difference(r, &held, what, sizeof what);
+    st_sweep_free(&held);
+    if (!what[0]) return 0;
+    return st_error_set("%s holds a different sweep: its %s differs from %s's (HINT: join it as it is with simtune "
+                        "sweep --worker %s, or set dir to a new folder)",
+                        r->dir, what, r->sc->path, r->dir);
+}
+
+static int start_folder(runner *r) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sweep.yaml", r->dir);
+    if (file_exists(path))
+        return st_error_set("%s: already holds a sweep (HINT: --resume %s to continue it, or set dir to a new folder)",
+                            r->dir, r->dir);
+    if (st_mkdirs(r->dir) || write_plan_json(r) || save_state(r)) return -1;
+    return st_sweep_write(r->sc, r->dir); /* last: its presence marks a complete start */
+}
+
+/* Under the queue lock: a new folder, or the sweep it holds (resumed, or joined by a worker). */
+static int open_folder(runner *r, const st_sweep_run_options *opt) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sweep.yaml", r->dir);
+    if (opt->resume) return load_state(r) || write_plan_json(r) ? -1 : 0;
+    if (opt->worker && file_exists(path)) return check_same_sweep(r) || load_state(r) ? -1 : 0;
+    return start_folder(r);
+}
+
+/* A single process owns the folder (its .lock) for its whole run and refuses live workers; a
+ * worker refuses a single process and registers. Both under the queue lock, so that neither
+ * can slip in between the other's check and its hold. *presence: the worker's file, or 0. */
+static int enter_folder(runner *r, const st_sweep_run_options *opt, st_lock *own, int *presence, char *presence_path,
+                        size_t size) {
+    if (st_mkdirs(r->dir) || (!opt->worker && st_lock_acquire(r->dir, own))) return -1;
+    int q = lock_queue(r);
+    if (q < 0) return -1;
+    int rc = opt->worker ? refuse_single_process(r) : refuse_live_workers(r);
+    if (rc == 0 && opt->worker) {
+        *presence = register_worker(r, presence_path, size);
+        rc = *presence < 0 ? -1 : 0;
+    }
+    if (rc == 0) rc = open_folder(r, opt);
+    int best;
+    if (rc == 0) rc = write_derived(r, &best); /* derived files may be one evaluation behind after a kill */
+    close(q);
+    return rc;
+}
+
+static void print_requeues(const runner *r) {
+    size_t n = json_array_size(r->requeues);
+    if (n == 0) return;
+    fprintf(r->progress, "\nre-queued: %zu evaluation(s) whose worker died; each continued from its trial's last "
+                         "checkpoint:\n",
+            n);
+    for (size_t k = 0; k < n; k++) {
+        const json_t *q = json_array_get(r->requeues, k);
+        fprintf(r->progress, "  trial %04d rung %d (%d epochs): pid %lld on host %s (since %s), taken over at %s by "
+                             "pid %lld on host %s\n",
+                (int)json_integer_value(json_object_get(q, "trial")), (int)json_integer_value(json_object_get(q, "rung")),
+                (int)json_integer_value(json_object_get(q, "epochs")),
+                (long long)json_integer_value(json_object_get(q, "pid")), json_string_value(json_object_get(q, "host")),
+                json_string_value(json_object_get(q, "since")), json_string_value(json_object_get(q, "at")),
+                (long long)json_integer_value(json_object_get(q, "by_pid")),
+                json_string_value(json_object_get(q, "by_host")));
+    }
+}
+
+/* Epochs trained, promoted trials continued: each trial's epochs at its last rung (the plan's
+ * total for hyperband; asha may promote more). */
+static long long trained_epochs(const runner *r) {
+    long long total = 0;
+    for (int t = 0; t < r->n_trials; t++) {
+        int last = last_done_rung(r, t);
+        if (last >= 0) total += r->plan.brackets[r->bracket_of[t]].rungs[last].r;
+    }
+    return total;
 }
 
 static void print_summary(const runner *r, int best) {
     FILE *out = r->progress;
     char value[40], params[2048];
     fprintf(out, "\nsweep finished: %d trials, %lld epochs trained (continued), %d brackets\n", r->n_trials,
-            st_hb_total_epochs(&r->plan, 1), r->plan.n_brackets);
+            trained_epochs(r), r->plan.n_brackets);
     fprintf(out, "%-8s %3s %6s %6s %7s  %-10s\n", "bracket", "s", "trials", "best", "epochs", r->sc->metric);
     for (int b = 0; b < r->plan.n_brackets; b++) {
         const st_hb_bracket *br = &r->plan.brackets[b];
@@ -1142,6 +1639,7 @@ static void print_summary(const runner *r, int best) {
                 params_text(r->params[t], params, sizeof params));
     }
     free(order);
+    print_requeues(r);
     if (best >= 0)
         fprintf(out,
                 "\nbest: trial %d; ready-to-train config: %s/best.yaml\nleaderboard: %s/trials.csv, curves: "
@@ -1149,35 +1647,40 @@ static void print_summary(const runner *r, int best) {
                 best, r->dir, r->dir, r->dir);
 }
 
-static int start_folder(const runner *r) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/sweep.yaml", r->dir);
-    if (file_exists(path))
-        return st_error_set("%s: already holds a sweep (HINT: --resume %s to continue it, or set dir to a new folder)",
-                            r->dir, r->dir);
-    if (st_mkdirs(r->dir) || write_plan_json(r) || save_state(r)) return -1;
-    return st_sweep_write(r->sc, r->dir); /* last: its presence marks a complete start */
+/* The end, under the queue lock: the derived files from the final state (every worker writes
+ * the same). */
+static int finish(runner *r, int *best) {
+    int q = lock_queue(r);
+    if (q < 0) return -1;
+    int rc = load_state(r) || write_derived(r, best) || write_plot(r) ? -1 : 0;
+    close(q);
+    return rc;
 }
 
 int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt, st_trial_fn fn,
                  void *user) {
     runner r;
-    st_lock lock = {0};
-    int rc = runner_init(&r, sc, dir, opt->progress);
-    /* locked before state.json is read: two processes on one folder would train the same trial */
-    if (rc == 0) rc = st_mkdirs(dir) || st_lock_acquire(dir, &lock) ? -1 : 0;
-    if (rc == 0) rc = opt->resume ? load_state(&r) : start_folder(&r);
-    if (rc == 0 && opt->resume) rc = write_plan_json(&r);
-    int best = -1;
-    if (rc == 0) rc = write_derived(&r, &best); /* derived files may be one evaluation behind after a kill */
-    if (rc == 0 && r.progress)
-        fprintf(r.progress, "sweep %s: %d brackets, %d trials, %lld epochs (continued); metric %s (%s)\n", dir,
-                r.plan.n_brackets, r.n_trials, st_hb_total_epochs(&r.plan, 1), sc->metric, goal_names[sc->maximize]);
-    for (int b = 0; b < r.plan.n_brackets && rc == 0; b++) rc = run_bracket(&r, b, fn, user);
-    if (rc == 0) rc = write_derived(&r, &best);
-    if (rc == 0) rc = write_plot(&r);
-    if (rc == 0 && r.progress) print_summary(&r, best);
-    st_lock_release(&lock);
+    st_lock own = {0};
+    char presence_path[4500] = "";
+    int presence = 0, best = -1;
+    int rc = runner_init(&r, sc, dir, opt);
+    if (rc == 0) rc = enter_folder(&r, opt, &own, &presence, presence_path, sizeof presence_path);
+    if (rc == 0 && r.progress) {
+        fprintf(r.progress, "sweep %s: %d brackets, %d trials, %lld epochs (continued); metric %s (%s); scheduler %s",
+                dir, r.plan.n_brackets, r.n_trials, st_hb_total_epochs(&r.plan, 1), sc->metric,
+                goal_names[sc->maximize], scheduler_names[sc->scheduler]);
+        if (opt->worker) fprintf(r.progress, "; worker pid %ld on host %s", r.pid, r.host);
+        fputc('\n', r.progress);
+        fflush(r.progress);
+    }
+    if (rc == 0) rc = work(&r, fn, user);
+    if (rc == 0) rc = finish(&r, &best);
+    if (rc == 0 && r.progress && !opt->quiet_summary) print_summary(&r, best);
+    if (presence > 0) {
+        unlink(presence_path);
+        close(presence);
+    }
+    st_lock_release(&own);
     runner_free(&r);
     return rc;
 }

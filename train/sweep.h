@@ -4,6 +4,7 @@
  *
  * Sweep file keys: base (train config, relative to the sweep file), metric {name, goal}, seed,
  * dir (output folder, default checkpoints/<sweep file stem>), keep_checkpoints (default false),
+ * scheduler (hyperband | asha, default hyperband),
  * hyperband {max_resource, min_resource, eta, iterations, rounding}, parameters {KEY.PATH:
  * {values: [...]} | {value: x} | {distribution: uniform|log_uniform|int_uniform|q_uniform, min, max, q}}.
  * The file, each parameter's spec included, is read and written back by key tables over the
@@ -15,13 +16,27 @@
  * The runner drives a trial function (the trainer) and owns the sweep folder:
  *   sweep.yaml base.yaml plan.json state.json trials.csv trials.jsonl best.yaml curves.png
  *   (the JSON files written with libjansson, data/base/json.h; a NaN metric is null)
- *   trials/NNNN/{config.yaml, metrics.jsonl, checkpoints/ (the trainer's)}
- * state.json (every finished evaluation) is rewritten atomically after each one, so after a
- * kill at any moment `--resume` re-runs only the evaluation that was in flight; promoted trials
- * continue from their checkpoint (the trial function resumes to the new epoch target). Once a
- * rung is complete, the trials it stopped lose their checkpoints (the *.h5 files of their run
- * folder trials/NNNN/checkpoints/) unless keep_checkpoints; metrics and configs stay.
- * The sweep folder is locked (train/lock.h) while a process runs the sweep in it.
+ *   trials/NNNN/{config.yaml, metrics.jsonl, checkpoints/ (the trainer's), worker.lock}
+ *   queue.lock workers/HOST.PID.lock (below)
+ * state.json (every finished evaluation, the evaluations being trained and the re-queues) is
+ * rewritten atomically after each change, so after a kill at any moment `--resume` re-runs only
+ * the evaluations that were in flight; promoted trials continue from their checkpoint (the trial
+ * function resumes to the new epoch target). Once a rung is complete, the trials it stopped
+ * lose their checkpoints (the *.h5 files of their run folder trials/NNNN/checkpoints/) unless
+ * keep_checkpoints; metrics and configs stay.
+ *
+ * Workers: every process on a sweep folder, alone or one of several (on one or several machines
+ * sharing the file system), runs the same loop over a queue kept in state.json: under the queue
+ * lock DIR/queue.lock (held for a read-modify-write of state.json only) it takes the next
+ * evaluation, records its claim and flocks trials/NNNN/worker.lock; it trains without the queue
+ * lock and records the result under it. A claim whose trial lock nobody holds was left by a
+ * worker that died: the next worker takes it over (a re-queue, logged in state.json and the
+ * progress) and the trainer continues the trial from its last checkpoint. Scheduler hyperband
+ * promotes after a rung is complete, so any number of workers takes the same decisions as one
+ * process; asha (Li et al., MLSys 2020) promotes a trial as soon as it is in the best 1/eta of
+ * its rung so far. A single process (opt.worker = 0) also holds DIR/.lock (train/lock.h) for the
+ * whole run and refuses a folder with live workers; a worker holds DIR/workers/HOST.PID.lock and
+ * refuses a folder held by a single process.
  *
  * Ownership: st_sweep_config owns everything it points to (st_sweep_free).
  * Callers: cmd/sweep.c, tests/test_sweep.c.
@@ -57,6 +72,11 @@ typedef enum {
     ST_SWEEP_Q_UNIFORM    /* round(uniform / q) q, kept within [min, max] */
 } st_sweep_param_kind;
 
+typedef enum {
+    ST_SWEEP_HYPERBAND, /* synchronous: a rung promotes when all its trials are evaluated */
+    ST_SWEEP_ASHA       /* asynchronous: promote as soon as a trial is in its rung's best 1/eta so far */
+} st_sweep_scheduler;
+
 typedef struct st_sweep_param {
     char *key; /* train-config key path, e.g. "optimizer.lr" or "model" */
     st_sweep_param_kind kind;
@@ -74,6 +94,7 @@ typedef struct st_sweep_config {
     uint64_t seed;
     char *dir; /* sweep folder */
     int keep_checkpoints; /* 1: stopped trials keep their checkpoints (default 0: removed) */
+    st_sweep_scheduler scheduler;
     st_hyperband_config hyperband;
     st_sweep_param *params;
     int n_params;
@@ -111,13 +132,17 @@ void st_sweep_plan_json(FILE *out, const st_hb_plan *plan);
 
 typedef struct st_sweep_run_options {
     FILE *progress; /* progress lines and the closing summary; NULL: silent */
-    int resume;     /* 1: dir holds a sweep started earlier; 0: dir must not hold one */
+    int resume;     /* 1: dir holds a sweep started earlier; 0: dir must not hold one (a worker:
+                       may hold the same sweep, which it joins) */
+    int worker;     /* 1: one worker among several (dir not owned); 0: the only process */
+    int quiet_summary; /* 1: no closing summary (MPI ranks other than 0) */
 } st_sweep_run_options;
 
-/* Run (or resume) the whole sweep in dir, holding dir's lock throughout. Returns 0 when every
- * bracket finished, -1 with st_error_get() when another process holds dir ("DIR is in use by
- * pid N on host H since T"), a trial failed or a file could not be written (state stays
- * consistent). */
+/* Run (or resume, or as a worker join) the sweep in dir until every bracket is finished.
+ * Returns 0 then, -1 with st_error_get() when dir is held by another single process ("DIR is in
+ * use by pid N on host H since T"), by workers while opt->worker = 0, or by a single process
+ * while opt->worker = 1, when a worker's sweep file differs from the one dir holds, a trial
+ * failed or a file could not be written (state stays consistent). */
 int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt, st_trial_fn fn,
                  void *user);
 

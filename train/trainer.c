@@ -22,6 +22,18 @@
  *   trainer/epoch_sums (u64 = doubles) sums of loss, accuracy, active fraction, images and
  *                                      steps over the batches done of the epoch in flight, so
  *                                      a mid-epoch resume reports the same epoch means
+ *
+ * Data parallel (`mpirun -np N`, kernels/comm.h): every rank runs this loop on the same config.
+ * The loader's sampler draws the global batch from the shared seed and each rank takes its
+ * slice (data/sampler.h), so the sample sequence and the loader state do not depend on N; the
+ * model is built for global batch / N rows; the loss is the global batch's (train/loss.h);
+ * between backward and the optimizer the gradient arena is all-reduced in one call (sum: the
+ * loss gradient is already that of the global mean); with sync_bn the BN running statistics are
+ * averaged over the ranks after each step. Rank 0 alone writes the run folder (lock, config,
+ * split file, metrics, checkpoints, curves, weights), prints, and validates, broadcasting the
+ * metric so every rank takes the same early-stopping and schedule decisions; every rank reads
+ * the checkpoint on --resume (any N: the state holds global positions only). Decisions that one
+ * rank could take alone (setup errors, a stop signal) are agreed on at fixed points.
  */
 #include "trainer.h"
 
@@ -44,6 +56,8 @@
 #include "../infer/metrics.h"
 #include "../infer/weights_h5.h"
 #include "../kernels/check.h"
+#include "../kernels/comm.h"
+#include "data/base/rng.h"
 #include "../infer/model/model.h"
 #include "checkpoint.h"
 #include "lock.h"
@@ -105,7 +119,10 @@ typedef struct trainer {
     int diverged; /* set where a divergence stops the run: st_train_run returns ST_TRAIN_DIVERGED */
 } trainer;
 
-static FILE *progress_of(const trainer *t) { return t->opt->progress; }
+/* Rank 0 writes the run folder and prints; the other ranks train alongside it. */
+static int is_root(void) { return st_comm_rank() == 0; }
+
+static FILE *progress_of(const trainer *t) { return is_root() ? t->opt->progress : NULL; }
 
 static void say(const trainer *t, const char *fmt, ...) ST_PRINTF(2, 3);
 static void say(const trainer *t, const char *fmt, ...) {
@@ -239,7 +256,11 @@ static int classes_disjoint(const st_dataset *train, const st_dataset *val) {
  * (write_split_file 0: --check, which writes nothing). */
 static int split_datasets(trainer *t, int write_split_file) {
     const st_data_section *d = &t->cfg->data;
-    if (d->split_file && access(d->split_file, F_OK) == 0) {
+    /* every rank reads the file or computes the split as rank 0 sees it (rank 0 writes it) */
+    int exists = d->split_file && access(d->split_file, F_OK) == 0;
+    st_comm_broadcast(&exists, sizeof exists, 0);
+    write_split_file = write_split_file && is_root();
+    if (exists) {
         if (st_dataset_select_file(&t->all, d->split_file, &t->val)) return -1;
         complement(&t->all, &t->val, &t->train);
         t->open_set = t->val.n > 0 && classes_disjoint(&t->train, &t->val);
@@ -247,7 +268,7 @@ static int split_datasets(trainer *t, int write_split_file) {
         if (compute_split(t)) return -1;
         if (d->split_file && !write_split_file) {
             say(t, "split file %s: does not exist yet; the run will write it\n", d->split_file);
-        } else if (d->split_file) {
+        } else if (d->split_file && is_root()) {
             if (st_dataset_write_paths(&t->val, d->split_file)) return -1;
             say(t, "split file %s: written (%d validation images); later runs reuse it\n", d->split_file, t->val.n);
         }
@@ -336,7 +357,10 @@ static int open_loader(trainer *t, const st_dataset *ds, int phase) {
     sc.drop_last = 1;
     st_transform tr = train_transform(t);
     st_loader_config lc = st_loader_config_default(ds, &tr, sc);
+    lc.slice = st_comm_rank(); /* this rank's part of every global batch */
+    lc.slices = st_comm_size();
     lc.n_threads = workers_of(t);
+    lc.batch_memory = t->be; /* pinned batches: upload_async reads them */
     lc.seed = cfg->seed * 1000003u + (uint64_t)phase;
     lc.strict = t->opt->strict_data;
     return st_loader_create(&lc, &t->loader);
@@ -349,7 +373,7 @@ static st_model *build_model(trainer *t, const char *freeze_until) {
     const st_train_config *cfg = t->cfg;
     st_model_config mc = {0};
     mc.arch = cfg->model.arch;
-    mc.batch = st_config_batch_size(cfg);
+    mc.batch = st_config_batch_size(cfg) / st_comm_size(); /* run() checked that it divides */
     mc.height = mc.width = cfg->model.image_size;
     mc.training = 1;
     mc.freeze_until = freeze_until;
@@ -358,6 +382,7 @@ static st_model *build_model(trainer *t, const char *freeze_until) {
     mc.embed_dim = cfg->model.embed_dim;
     mc.num_classes = is_xent(t) ? (cfg->model.num_classes > 0 ? cfg->model.num_classes : t->all.n_classes) : 0;
     mc.bn_momentum = (float)cfg->model.bn_momentum;
+    mc.precision = cfg->model.precision;
     mc.preprocess = st_preprocess_name(preprocess_of(t)); /* recorded in every weight file written */
     return st_model_create(t->be, &mc, cfg->seed);
 }
@@ -469,6 +494,7 @@ static double double_of(uint64_t u) {
 }
 
 static void add_optimizer_state(trainer *t, st_checkpoint *ck) {
+    st_optimizer_stats(t->optimizer); /* folds the device's skipped steps into the counters */
     for (int i = 0; i < st_optimizer_blob_count(t->optimizer); i++) {
         st_optim_blob b = st_optimizer_blob(t->optimizer, i);
         float *host = ST_MALLOC(b.numel * sizeof *host);
@@ -483,6 +509,7 @@ static void add_optimizer_state(trainer *t, st_checkpoint *ck) {
 }
 
 static int save_checkpoint(trainer *t, int is_best) {
+    if (!is_root()) return 0;
     st_checkpoint ck;
     st_checkpoint_init(&ck);
     ck.step = t->step;
@@ -559,6 +586,7 @@ static int read_position(const st_checkpoint *ck, const char *path, position *p)
 /* One line of metrics.jsonl; reals with 9 significant digits (a float survives the round
  * trip), NaN as null (data/base/json.h). */
 static int append_metrics_line(trainer *t, const json_t *record) {
+    if (!is_root()) return 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->run_dir);
     char *text = json_dumps(record, ST_JSON_PRECISION(9));
@@ -582,6 +610,7 @@ static double json_number(const json_t *line, const char *key) {
  * epoch's line and its checkpoint would otherwise leave that epoch twice in the log) and
  * refill the curves from them, so curves.png shows the whole run. */
 static int reload_history(trainer *t) {
+    if (!is_root()) return 0; /* the log is rank 0's */
     char path[4200], tmp[4300], line[8192];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->run_dir);
     FILE *in = fopen(path, "r");
@@ -620,7 +649,7 @@ static int reload_history(trainer *t) {
 }
 
 static void write_curves(trainer *t) {
-    if (t->n_curve == 0) return;
+    if (t->n_curve == 0 || !is_root()) return;
     char path[4200];
     snprintf(path, sizeof path, "%s/curves.png", t->run_dir);
     st_plot_series s[2] = {{t->curve_epoch, t->curve_loss, t->n_curve, 0},
@@ -658,6 +687,7 @@ static int embed_validation(trainer *t, st_embeddings *e, double *loss, double *
     sc.batch_size = batch;
     st_loader_config lc = st_loader_config_default(&t->val, &tr, sc);
     lc.n_threads = workers_of(t);
+    lc.batch_memory = t->be;
     st_loader *L;
     if (st_loader_create(&lc, &L)) return -1;
     st_tensor out = retrieval_output(m);
@@ -669,16 +699,17 @@ static int embed_validation(trainer *t, st_embeddings *e, double *loss, double *
     st_loader_begin_epoch(L);
     st_batch *b;
     while (st_loader_next(L, &b) == 1) {
-        t->be->upload(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
+        t->be->upload_async(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
         st_model_forward(m, b->n, 0);
         t->be->download(t->be, e->vectors + (size_t)rows * e->d, out.data, (size_t)b->n * e->d * sizeof(float));
         memcpy(e->labels + rows, b->labels, (size_t)b->n * sizeof(int32_t));
         if (is_xent(t)) {
-            st_loss_stats s = st_loss_compute(t->loss, b->n, b->labels);
+            st_loss_stats s = st_loss_compute_local(t->loss, b->n, b->labels);
             loss_sum += (double)s.loss * b->n;
             acc_sum += (double)s.accuracy * b->n;
         }
         rows += b->n;
+        t->be->upload_fence(t->be);
         st_loader_release(L, b);
     }
     st_loader_destroy(L);
@@ -787,6 +818,43 @@ static int check_divergence(const trainer *t, double loss, const epoch_stats *s,
                         loss, t->step + 1, t->global_epoch + 1, batch, why, t->run_dir);
 }
 
+/* ---- data parallel ---------------------------------------------------------------------- */
+
+/* A stop signal one rank caught stops every rank at the same point (a rank that stopped alone
+ * would leave the others waiting in the next collective). 1 when some rank was asked to stop. */
+static int stop_agreed(void) {
+    if (st_comm_size() == 1) return stop_requested != 0;
+    double flag = stop_requested != 0;
+    st_comm_allreduce_sum_f64(&flag, 1);
+    if (flag > 0) stop_requested = 1;
+    return flag > 0;
+}
+
+/* 1 when p is a running statistic of a batch norm that trains (frozen ones never change). */
+static int is_training_bn_statistic(st_model *m, const st_param *p) {
+    if (strcmp(p->weight, "moving_mean") != 0 && strcmp(p->weight, "moving_variance") != 0) return 0;
+    const st_param *gamma = st_model_find_param(m, p->layer, "gamma");
+    return gamma && gamma->grad;
+}
+
+/* Between backward and the optimizer step: each rank's gradient is its rows' part of the
+ * gradient of the global mean loss (train/loss.h), so the sum over the ranks, the whole
+ * gradient arena in one call, is one process's gradient. With sync_bn the BN running
+ * statistics are averaged so every rank (and every checkpoint) holds the same ones. */
+static void reduce_across_ranks(trainer *t) {
+    if (st_comm_size() == 1) return;
+    st_model *m = t->model;
+    st_comm_allreduce_device(t->be, (float *)m->grads_arena.base, m->grads_arena.used / sizeof(float));
+    if (!t->cfg->sync_bn) return;
+    for (int i = 0; i < m->n_params; i++) {
+        st_param *p = &m->params[i];
+        if (!is_training_bn_statistic(m, p)) continue;
+        size_t n = st_param_storage_numel(m, p);
+        st_comm_allreduce_device(t->be, p->value, n);
+        t->be->scale(t->be, p->value, 1.0f / (float)st_comm_size(), n);
+    }
+}
+
 /* Train the epoch in flight from batch t->pos.epoch_batches on. 1 done, 0 stopped by a signal,
  * -1 error (diverged or bad data). */
 static int train_epoch(trainer *t, float lr, epoch_stats *s) {
@@ -804,15 +872,17 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
     st_batch *b;
     int rc, done = t->pos.epoch_batches; /* > 0 when resumed mid-epoch */
     while ((rc = st_loader_next(t->loader, &b)) == 1) {
-        t->be->upload(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
+        t->be->upload_async(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
         st_model_forward(m, b->n, 1);
         st_loss_stats ls = st_loss_compute(t->loss, b->n, b->labels);
         if (check_divergence(t, ls.loss, s, done + 1)) {
             t->diverged = 1;
+            t->be->upload_fence(t->be);
             st_loader_release(t->loader, b);
             return -1;
         }
         st_model_backward(m, b->n);
+        reduce_across_ranks(t);
         st_optimizer_step(t->optimizer, lr);
         t->step++;
         done++;
@@ -820,16 +890,17 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
         s->loss += ls.loss;
         s->accuracy += ls.accuracy;
         s->active += ls.active_fraction;
-        s->images += b->n;
+        s->images += ls.rows; /* the global batch's */
         s->steps++;
         double now[5] = {s->loss, s->accuracy, s->active, (double)s->images, (double)s->steps};
         memcpy(t->pos.epoch_sums, now, sizeof now);
+        t->be->upload_fence(t->be); /* the loader may refill b once the copy has read it */
         st_loader_release(t->loader, b);
         print_progress(t, done, batches, s, lr, t0);
         /* Drain nothing: the loader state saved is the consumer's position. After the epoch's
          * last batch, finish the epoch instead: a checkpoint "mid-epoch" at its very end would
          * resume into the following epoch's batches (the loader starts it) as if the same. */
-        if (stop_requested && done < batches) return 0;
+        if (stop_agreed() && done < batches) return 0;
     }
     if (rc < 0) return -1;
     long n = s->steps > 0 ? s->steps : 1;
@@ -905,7 +976,7 @@ static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
     else json_object_set_new(record, "train/active_fraction", st_json_number(s->active));
 
     double metric = strcmp(es->metric, "train/loss") == 0 ? s->loss : NAN;
-    if (due) {
+    if (due && is_root()) {
         val_result v = {0};
         if (validate(t, &v)) {
             json_decref(record);
@@ -922,6 +993,7 @@ static int finish_epoch(trainer *t, const epoch_stats *s, float lr) {
         if (strncmp(es->metric, "val/", 4) == 0) metric = report_value(&v, es->metric);
         st_eval_report_free(&v.report);
     }
+    if (due) st_comm_broadcast(&metric, sizeof metric, 0); /* rank 0 validated; all decide alike */
     json_object_set_new(record, "seconds", st_json_number(s->seconds));
     json_object_set_new(record, "images_per_second", st_json_number(s->seconds > 0 ? s->images / s->seconds : 0.0));
     int appended = append_metrics_line(t, record);
@@ -969,6 +1041,7 @@ static void reset_phase_position(trainer *t, int phase) {
 }
 
 static int restore_best(trainer *t) {
+    st_comm_barrier(); /* every rank reads best.h5 once rank 0 has written its last one */
     char path[4200];
     snprintf(path, sizeof path, "%s/best.h5", t->run_dir);
     if (access(path, R_OK) != 0) {
@@ -992,7 +1065,7 @@ static int run_phase(trainer *t, int target) {
     while (!t->pos.phase_finished) {
         /* a signal during the last step, validation or between epochs: the epoch-end
          * checkpoint is already written */
-        if (t->global_epoch >= target || stop_requested) return 0;
+        if (t->global_epoch >= target || stop_agreed()) return 0;
         float lr = lr_for_epoch(t);
         epoch_stats s;
         int rc = train_epoch(t, lr, &s);
@@ -1010,9 +1083,8 @@ static int run_phase(trainer *t, int target) {
 /* ---- the run ------------------------------------------------------------------------------ */
 
 static int start_run_folder(trainer *t) {
+    if (!is_root()) return 0;
     if (st_mkdirs(t->run_dir) || st_lock_acquire(t->run_dir, &t->run_lock)) return -1;
-    t->config_yaml = st_config_yaml_text(t->cfg);
-    if (!t->config_yaml) return -1;
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
     if (t->opt->resume && access(path, R_OK) == 0) return 0;
@@ -1040,7 +1112,7 @@ static int write_extended_config(trainer *t, int target) {
     snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
     free(t->config_yaml);
     t->config_yaml = st_config_yaml_text(&extended);
-    rc = t->config_yaml ? st_config_write_yaml(&extended, path) : -1;
+    rc = !t->config_yaml ? -1 : is_root() ? st_config_write_yaml(&extended, path) : 0;
     st_config_free(&extended);
     return rc;
 }
@@ -1172,8 +1244,94 @@ static int open_backend(trainer *t) {
     return st_error_set("device %s: %s", name, msg);
 }
 
+/* The global batch splits evenly across the ranks, or the run is refused with the numbers. */
+static int check_rank_count(const trainer *t) {
+    int ranks = st_comm_size(), batch = st_config_batch_size(t->cfg);
+    if (batch % ranks == 0) return 0;
+    const st_sampler_config *sc = &t->cfg->data.sampler;
+    char what[96] = "data.batch_size";
+    if (sc->mode == ST_SAMPLE_PK && sc->batch_size == 0)
+        snprintf(what, sizeof what, "data.pk.p %d x data.pk.k %d", sc->p, sc->k);
+    return st_error_set("the global batch of %d images (%s) cannot be split evenly across %d ranks (%d %% %d = %d): "
+                        "each rank trains on batch / ranks images (HINT: a batch that is a multiple of %d, or a "
+                        "rank count that divides %d)",
+                        batch, what, ranks, batch, ranks, batch % ranks, ranks, batch);
+}
+
+/* 64-bit hash of bytes (st_mix64 over 8-byte words, the tail zero-padded). */
+static uint64_t hash_bytes(uint64_t h, const unsigned char *data, size_t n) {
+    for (size_t at = 0; at < n; at += 8) {
+        uint64_t word = 0;
+        memcpy(&word, data + at, n - at < 8 ? n - at : 8);
+        h = st_mix64(h ^ word);
+    }
+    return h;
+}
+
+/* Hash of the running executable: ranks built from different sources are refused. 0 when
+ * /proc/self/exe cannot be read (then binaries are not compared). */
+static uint64_t binary_hash(void) {
+    FILE *f = fopen("/proc/self/exe", "rb");
+    if (!f) return 0;
+    unsigned char buf[1 << 16];
+    uint64_t h = 0x53494d54554e45ull;
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = hash_bytes(h, buf, n);
+    fclose(f);
+    return h;
+}
+
+typedef struct rank_report {
+    int32_t rc;
+    int64_t step;
+    uint64_t config_hash, binary_hash;
+    char message[1000];
+} rank_report;
+
+/* The first difference between rank r's report and rank 0's, as the run's error; 0 if none. */
+static int compare_with_root(const rank_report *all, int r) {
+    if (all[r].config_hash != all[0].config_hash)
+        return st_error_set("rank %d has another config than rank 0 (hash %016llx vs %016llx): every rank must load "
+                            "the same config file with the same --set options",
+                            r, (unsigned long long)all[r].config_hash, (unsigned long long)all[0].config_hash);
+    if (all[r].binary_hash != all[0].binary_hash)
+        return st_error_set("rank %d runs another simtune binary than rank 0 (hash %016llx vs %016llx): install the "
+                            "same build on every node",
+                            r, (unsigned long long)all[r].binary_hash, (unsigned long long)all[0].binary_hash);
+    if (all[r].step != all[0].step)
+        return st_error_set("rank %d is at step %lld, rank 0 at step %lld after resuming (HINT: the run folder must "
+                            "be on a filesystem every rank sees)",
+                            r, (long long)all[r].step, (long long)all[0].step);
+    return 0;
+}
+
+/* Every rank learns whether every rank got this far (a rank failing alone would leave the
+ * others waiting), and the ranks run the same config, binary and position. rc: this rank's
+ * result. 0 when all agree, else -1 with the first failing rank's message on every rank. */
+static int ranks_agree(trainer *t, int rc) {
+    int ranks = st_comm_size();
+    if (ranks == 1) return rc;
+    static uint64_t exe_hash;
+    if (!exe_hash) exe_hash = binary_hash();
+    rank_report mine = {.rc = rc, .step = t->step, .binary_hash = exe_hash};
+    if (t->config_yaml) mine.config_hash = hash_bytes(0, (const unsigned char *)t->config_yaml, strlen(t->config_yaml));
+    snprintf(mine.message, sizeof mine.message, "%s", rc ? st_error_get() : "");
+    rank_report *all = ST_MALLOC((size_t)ranks * sizeof *all);
+    st_comm_allgather(&mine, sizeof mine, all);
+    int agreed = 0;
+    for (int r = 0; r < ranks && agreed == 0; r++)
+        if (all[r].rc) agreed = st_error_set("rank %d: %s", r, all[r].message);
+    for (int r = 1; r < ranks && agreed == 0; r++) agreed = compare_with_root(all, r);
+    free(all);
+    return agreed;
+}
+
 static int run(trainer *t, st_train_result *res) {
-    if (open_backend(t) || load_datasets(t) || split_datasets(t, 1) || start_run_folder(t)) return -1;
+    t->config_yaml = st_config_yaml_text(t->cfg);
+    int rc = !t->config_yaml || open_backend(t) || check_rank_count(t) || load_datasets(t) ? -1 : 0;
+    if (ranks_agree(t, rc)) return -1; /* split_datasets is collective */
+    rc = split_datasets(t, 1) || start_run_folder(t) ? -1 : 0;
+    if (ranks_agree(t, rc)) return -1;
     resolve_phases(t);
     int target = t->opt->epochs_target > 0 ? t->opt->epochs_target : total_epochs(t);
     say(t, "run %s: %s on %d train / %d val images, %d classes, %d epochs, device %s\n", t->run_dir, t->cfg->model.arch,
@@ -1185,14 +1343,13 @@ static int run(trainer *t, st_train_result *res) {
     res->open_set = t->open_set;
 
     int resumed = t->opt->resume ? resume_from_checkpoint(t) : 0;
-    if (resumed < 0) return -1;
+    if (ranks_agree(t, resumed < 0 ? -1 : 0)) return -1;
     if (target > total_epochs(t)) target = total_epochs(t); /* extended by now when it could be */
     if (!resumed) {
         reset_phase_position(t, 0);
         if (open_phase(t, 0, 1)) return -1;
         describe_phase(t, &t->phases[t->pos.phase], &t->phase_data);
     }
-    int rc = 0;
     for (;;) {
         rc = run_phase(t, target);
         if (rc <= 0) break;
@@ -1212,6 +1369,7 @@ static int run(trainer *t, st_train_result *res) {
     res->last_train_loss = t->pos.last_loss;
     res->interrupted = stop_requested != 0;
     write_curves(t);
+    if (!is_root()) return 0;
     if (!res->interrupted && export_weights(t)) return -1;
     if (t->loader) st_loader_print_summary(t->loader, progress_of(t) ? progress_of(t) : stderr);
     return 0;

@@ -9,6 +9,8 @@
  * plans again (the backend caches plans per descriptor).
  * Backward: dw, db from x and dy (trainable convs only), dx = conv_backward_data(dy, w) when
  * something below needs it. A folded conv never trains, so backward never sees w_fold.
+ * Each pass is timed into its own --profile row (profile.c); in bf16 (config.precision, set in
+ * the descriptor by plan.c) the backend rounds its inputs to bf16 inside the same calls.
  */
 #include "layer.h"
 
@@ -26,10 +28,12 @@ void st_conv_step_forward(st_model *m, const st_layer *l, int n) {
     const float *x = st_step_input(m, l, 0)->out.data;
     float *y = st_step_output(m, l)->out.data;
     st_conv_plan *plan = plan_for(m, s, n);
+    st_profile_mark mark = st_profile_begin(m);
     if (s->fold_bn >= 0)
         be->conv_forward(be, plan, x, s->w_fold, s->b_fold, y);
     else
         be->conv_forward(be, plan, x, s->w, s->b, y);
+    st_profile_end(m, ST_PROF_CONV_FWD, mark);
 }
 
 void st_conv_step_backward(st_model *m, const st_layer *l, int n) {
@@ -38,10 +42,16 @@ void st_conv_step_backward(st_model *m, const st_layer *l, int n) {
     const float *x = st_step_input(m, l, 0)->out.data;
     const float *dy = st_step_output(m, l)->grad;
     st_conv_plan *plan = plan_for(m, s, n);
-    if (s->trains) be->conv_backward_filter(be, plan, x, dy, s->dw, s->db);
+    if (s->trains) {
+        st_profile_mark mark = st_profile_begin(m);
+        be->conv_backward_filter(be, plan, x, dy, s->dw, s->db);
+        st_profile_end(m, ST_PROF_CONV_BWD_WEIGHTS, mark);
+    }
     if (st_step_input_needs_grad(m, l, 0)) {
+        st_profile_mark mark = st_profile_begin(m);
         be->conv_backward_data(be, plan, dy, s->w, st_step_dx(m, l, 0));
         st_step_finish_dx(m, l, 0, n);
+        st_profile_end(m, ST_PROF_CONV_BWD_DATA, mark);
     }
 }
 

@@ -9,7 +9,10 @@
  * consumer (in reverse order) of a tensor overwrites it, later consumers (the residual shortcut)
  * compute into the shared scratch and add it with axpy (step.accumulate, planned in memory.c).
  * Steps whose output needs no gradient are skipped: frozen layers cost nothing.
+ * With m->profile set, each step is timed into the row of its kind (profile.c; convs time their
+ * passes themselves in conv.c).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +45,8 @@ static int validate_config(const st_model_config *cfg) {
     if (cfg->training && !(cfg->bn_momentum >= 0 && cfg->bn_momentum <= 1))
         return st_error_set("bn_momentum %g: must be in [0, 1] (PyTorch convention, 0.1 usual)",
                             (double)cfg->bn_momentum);
+    if (cfg->precision != ST_PRECISION_FP32 && cfg->precision != ST_PRECISION_BF16)
+        return st_error_set("precision %d: must be fp32 or bf16", (int)cfg->precision);
     if (cfg->pool == ST_GPOOL_GEM && !(cfg->gem_p > 0))
         return st_error_set("gem_p %g: must be > 0", (double)cfg->gem_p);
     return 0;
@@ -63,6 +68,12 @@ st_model *st_model_create(st_backend *be, const st_model_config *cfg, uint64_t s
     m->config = *cfg;
     m->arch = st_arch_find(cfg->arch);
     m->backend = be;
+    if (cfg->precision == ST_PRECISION_BF16 && !be->conv_bf16_supported(be)) {
+        fprintf(stderr, "warning: precision bf16: the %s backend has no bf16 convolutions here "
+                        "(a CPU needs AVX512_BF16; CUDA has none yet); computing in fp32\n",
+                be->name);
+        m->config.precision = ST_PRECISION_FP32;
+    }
     m->params_arena.name = "params";
     m->grads_arena.name = "grads";
     m->acts_arena.name = "activations";
@@ -159,6 +170,18 @@ void st_step_finish_dx(st_model *m, const st_layer *l, int k, int n) {
 
 /* ---- the walks ------------------------------------------------------------------------ */
 
+/* The profile row of a step's forward (backward: the next row); convs time their passes in
+ * conv.c. */
+static st_prof_row profile_row(st_layer_kind kind) {
+    switch (kind) {
+    case ST_LAYER_BN: return ST_PROF_BN_FWD;
+    case ST_LAYER_ADD: return ST_PROF_ELTWISE_FWD;
+    case ST_LAYER_MAXPOOL:
+    case ST_LAYER_GPOOL: return ST_PROF_POOL_FWD;
+    default: return ST_PROF_HEAD_FWD; /* dense, l2norm */
+    }
+}
+
 static void forward_step(st_model *m, const st_layer *l, int n, int training) {
     switch (l->kind) {
     case ST_LAYER_INPUT: break;
@@ -176,8 +199,17 @@ static void forward_step(st_model *m, const st_layer *l, int n, int training) {
 void st_model_forward(st_model *m, int n, int training) {
     ST_CHECK(n >= 1 && n <= m->config.batch, "forward on %d images, model sized for %d", n, m->config.batch);
     ST_CHECK(!training || m->config.training, "training forward on a model built for inference");
-    for (int i = 0; i < m->n_layers; i++)
-        if (m->layers[i].exec == i) forward_step(m, &m->layers[i], n, training);
+    for (int i = 0; i < m->n_layers; i++) {
+        const st_layer *l = &m->layers[i];
+        if (l->exec != i || l->kind == ST_LAYER_INPUT) continue;
+        if (l->kind == ST_LAYER_CONV) { /* times itself */
+            forward_step(m, l, n, training);
+            continue;
+        }
+        st_profile_mark mark = st_profile_begin(m);
+        forward_step(m, l, n, training);
+        st_profile_end(m, profile_row(l->kind), mark);
+    }
 }
 
 static void backward_step(st_model *m, const st_layer *l, int n) {
@@ -202,6 +234,13 @@ void st_model_backward(st_model *m, int n) {
              m->config.batch);
     for (int i = m->n_layers - 1; i >= 0; i--) {
         const st_layer *l = &m->layers[i];
-        if (l->exec == i && l->step.needs_grad) backward_step(m, l, n);
+        if (l->exec != i || !l->step.needs_grad) continue;
+        if (l->kind == ST_LAYER_CONV) { /* times its passes */
+            backward_step(m, l, n);
+            continue;
+        }
+        st_profile_mark mark = st_profile_begin(m);
+        backward_step(m, l, n);
+        st_profile_end(m, profile_row(l->kind) + 1, mark);
     }
 }

@@ -6,8 +6,9 @@
  * layer sequences), plan.c (fusion into steps), memory.c (kept outputs, reused slots, arena
  * layout), init.c (deterministic initialisation), param.c (every host <-> device copy of a
  * parameter and its storage size), one file per layer kind with its forward and backward side
- * by side (conv.c, bn.c, pool.c, add.c, dense.c, l2norm.c), and model.c (create / free /
- * lookup, the forward and backward walks). layer.h is the module's private layer record.
+ * by side (conv.c, bn.c, pool.c, add.c, dense.c, l2norm.c), model.c (create / free /
+ * lookup, the forward and backward walks) and profile.c (counted FLOPs, the --profile timers,
+ * precision names). layer.h is the module's private layer record.
  *
  * Every layer carries its Keras name (conv1_conv, conv4_block6_out, post_bn, avg_pool ...), and
  * torchvision models are mapped onto the same scheme (docs/resnet-weights-hdf5 section 5.3), so
@@ -52,6 +53,17 @@ typedef struct st_arch_info {
 const st_arch_info *st_arch_find(const char *name);
 const char *st_arch_names(void);
 
+/* Arithmetic of the convolutions (config key `precision`). */
+typedef enum {
+    ST_PRECISION_FP32,
+    ST_PRECISION_BF16 /* bf16 inputs and kernels in convolutions, FP32 accumulation, parameters,
+                       * gradients, BN statistics, head, loss (mixed precision, no loss scale) */
+} st_precision;
+
+/* "fp32" | "bf16" -> 0 with *out set; -1 otherwise. */
+int st_precision_parse(const char *name, st_precision *out);
+const char *st_precision_name(st_precision p);
+
 typedef struct st_model_config {
     const char *arch;         /* st_arch_info name */
     int batch;                /* N the arenas are sized for */
@@ -72,6 +84,9 @@ typedef struct st_model_config {
     float bn_momentum;        /* running-statistics momentum in training (PyTorch convention) */
     const char *preprocess;   /* caffe | tf | torch the weights are trained with, recorded in
                                * weight files; NULL: the architecture's */
+    st_precision precision;   /* BF16 on a backend without bf16 convolutions
+                               * (conv_bf16_supported) warns on stderr and builds FP32:
+                               * m->config.precision says what runs */
 } st_model_config;
 
 typedef struct st_param {
@@ -88,6 +103,29 @@ typedef struct st_param {
 
 typedef struct st_layer st_layer; /* private to the module (layer.h) */
 
+/* --profile: seconds and calls per kind of work (profile.c). The walks time their steps
+ * (conv split into its passes; reorders inside convs counted apart from them); loss and
+ * optimizer are timed by their caller with st_profile_begin/end. */
+typedef enum {
+    ST_PROF_CONV_FWD, ST_PROF_CONV_BWD_DATA, ST_PROF_CONV_BWD_WEIGHTS, ST_PROF_REORDER,
+    ST_PROF_BN_FWD, ST_PROF_BN_BWD, ST_PROF_ELTWISE_FWD, ST_PROF_ELTWISE_BWD,
+    ST_PROF_POOL_FWD, ST_PROF_POOL_BWD, ST_PROF_HEAD_FWD, ST_PROF_HEAD_BWD,
+    ST_PROF_LOSS, ST_PROF_OPTIMIZER, ST_PROF_ROWS
+} st_prof_row;
+
+typedef struct st_profile {
+    double seconds[ST_PROF_ROWS];
+    long calls[ST_PROF_ROWS];
+} st_profile;
+
+/* "conv_fwd", "conv_bwd_data", ... (the JSON keys of bench --json). */
+const char *st_prof_row_name(st_prof_row row);
+
+/* Counted FLOPs of one step on n images (2 per multiply-add): convolutions (2*N*P*Q*K*R*S*C
+ * per pass) and dense layers, the backward passes only where backward runs them. */
+typedef struct st_model_flops {
+    double forward, backward_data, backward_weights;
+} st_model_flops;
 typedef struct st_model {
     st_model_config config;
     const st_arch_info *arch;
@@ -111,6 +149,9 @@ typedef struct st_model {
     /* Gradients of the head outputs, written by the loss before st_model_backward (below):
      * exactly one of them is the loss's input. data NULL in an inference model. */
     st_tensor d_features, d_embedding, d_logits;
+
+    st_profile *profile;  /* NULL (default): no timing; else the walks add to it (the first
+                           * timer also sets backend->profile; the caller clears both) */
 } st_model;
 
 /* Build and allocate; returns NULL with st_error_get() set on a bad config (unknown arch,
@@ -151,6 +192,19 @@ void st_model_weights_changed(st_model *m);
 /* The output tensor of a layer; data is NULL when the output is fused into the next step or
  * lives in a reused buffer (for inference, name the layer in freeze_until to keep it). */
 st_tensor st_model_layer_output(const st_model *m, int index);
+
+/* The FLOPs the walks compute for n images (profile.c). training: forward and backward as
+ * st_model_backward runs them; 0: the forward only. */
+st_model_flops st_model_count_flops(const st_model *m, int n, int training);
+
+/* Time one piece of work into m->profile (no-ops when it is NULL): begin syncs the backend and
+ * reads the clock; end syncs again and adds the time, less the reorders the backend timed
+ * inside (added to ST_PROF_REORDER), to row. */
+typedef struct st_profile_mark {
+    double t, reorder;
+} st_profile_mark;
+st_profile_mark st_profile_begin(st_model *m);
+void st_profile_end(st_model *m, st_prof_row row, st_profile_mark mark);
 
 /* Parameters between host and device (infer/model/param.c). On the host a parameter is in its
  * file layout: p->numel floats of the Keras shape p->dims (HWIO conv kernels, (in, out) dense

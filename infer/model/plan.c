@@ -99,7 +99,8 @@ static void describe_steps(st_model *m) {
                                      .r = l->geom.kernel, .s = l->geom.kernel,
                                      .stride_h = l->geom.stride, .stride_w = l->geom.stride,
                                      .pad_top = p, .pad_bottom = p, .pad_left = p, .pad_right = p,
-                                     .relu = s->relu};
+                                     .relu = s->relu,
+                                     .bf16 = cfg->precision == ST_PRECISION_BF16};
             st_conv_desc_finish(&s->conv);
             ST_CHECK(s->conv.p == l->out.h && s->conv.q == l->out.w, "%s: shape mismatch", l->name);
             if (s->fold_bn >= 0) s->bn_eps = m->layers[s->fold_bn].geom.eps;

@@ -12,12 +12,15 @@
  * The layout is fixed per geometry (the st_conv_desc less the batch size and the fused ReLU):
  * the first plan of a geometry lets oneDNN choose it, every later plan of that geometry (another
  * batch size: partial batches, embedding batches; or the ReLU variant) is given it explicitly,
- * because one parameter buffer serves them all. Backward primitives choose their own weight
- * layout ("any", hinted by the forward, as before this file knew layouts); when it differs from
- * the forward's, backward-data reorders w into it and backward-filter reorders its result back
- * (backward runs for trainable layers only, whose weights change every step anyway). Those
- * per-call copies live in ONE scratch buffer shared by every pass of every plan, sized to the
- * largest: a copy only lives during the call that made it, and calls run one at a time.
+ * because one parameter buffer serves them all. Backward primitives are first asked for the
+ * plan's own layout, taken when oneDNN has a non-reference implementation for it; else they
+ * choose their own ("any", hinted by the forward), and backward-data reorders w into it and
+ * backward-filter reorders its result back (backward runs for trainable layers only, whose
+ * weights change every step anyway). Debian's oneDNN 2.6 has only jit (not brgemm) backward
+ * convolutions for NHWC, and they take only their own layouts, so on it the reorders stay.
+ * Those per-call copies live in a scratch shared by every pass of every plan (one slot per
+ * operand, each sized to the largest): a copy only lives during the call that made it, and
+ * calls run one at a time.
  * Padding is explicit and may be asymmetric (padding_l = top/left, padding_r = bottom/right).
  *
  * Plans: one per (backend, st_conv_desc) held in a process-wide list, created by cpu_conv_plan
@@ -33,9 +36,22 @@
  * Forward without bias uses the plan's zero bias (the add is fused into the output write, free);
  * backward-filter has a variant without the bias reduction (created when first called with
  * dbias == NULL; saves 3-10% of its time). Backward outputs dx, dw, dbias are overwritten.
+ *
+ * bf16 plans (d->bf16, where the CPU has avx512_core_bf16): every pass reads bf16 copies of its
+ * FP32 inputs (x, dy, the kernel), made per call into the shared scratch, and writes FP32 (y,
+ * dx, dw, dbias): our tensors, parameters and gradients stay FP32 (the FP32 master weights of
+ * mixed precision), only the convolution's multiplications see bf16. A bf16 plan's FP32 kernel
+ * layout is the one oneDNN's bf16 forward picks, with FP32 elements, so every copy is an
+ * elementwise rounding in the same layout (round_to_bf16: oneDNN 2.6's f32 -> bf16 reorders of
+ * blocked kernels run far below memory speed); bf16 is part of the geometry, so a bf16 model's
+ * parameters have their own layout. With be->profile, every copy or reorder run inside a pass
+ * adds its time to be->reorder_seconds.
  */
+#include <immintrin.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <dnnl.h>
 #include <dnnl_debug.h>
@@ -54,23 +70,35 @@ typedef struct {
     size_t weights_bytes;
 } conv_pass;
 
+/* A bf16 copy of one FP32 activation operand (x or dy) of a bf16 plan (same NHWC layout, so
+ * an elementwise conversion): its descriptor and memory, bound to a scratch slot per call. */
+typedef struct {
+    dnnl_memory_desc_t md;
+    dnnl_memory_t mem;
+} bf16_copy;
+
 struct st_conv_plan {
     st_conv_desc desc;    /* with be, the cache key */
-    const st_backend *be;
+    st_backend *be;
     st_conv_plan *next;
     dnnl_memory_desc_t src_md, dst_md, weights_md, bias_md; /* weights_md: the backend layout */
     dnnl_memory_t src, dst, weights, bias; /* our buffers; data handles set per call */
     conv_pass fwd, bwd_data;  /* bwd_data has prim == NULL until first use */
     conv_pass bwd_weights[2]; /* [with_bias], each NULL until first use */
     float *zero_bias;         /* (K) zeros: forward calls without bias */
+    bf16_copy src16, dst16, w16; /* bf16 plans: x, dy and the kernel as bf16 (the kernel in
+                                  * the plan's layout); unused (NULL) otherwise */
 };
+
+/* Slots of the shared scratch: the kernel in a pass's own layout, and bf16 copies of x and dy. */
+enum { SCRATCH_WEIGHTS, SCRATCH_SRC, SCRATCH_DST, SCRATCH_SLOTS };
 
 static struct {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     st_conv_plan *plans;
-    void *scratch;         /* weights of the backward pass being executed (64-byte aligned) */
-    size_t scratch_bytes;
+    void *scratch[SCRATCH_SLOTS]; /* buffers of the pass being executed (64-byte aligned) */
+    size_t scratch_bytes[SCRATCH_SLOTS];
 } dnnl_state;
 
 static void state_open(void) {
@@ -81,9 +109,11 @@ static void state_open(void) {
 
 static void state_close_if_unused(void) {
     if (dnnl_state.plans || !dnnl_state.engine) return;
-    free(dnnl_state.scratch);
-    dnnl_state.scratch = NULL;
-    dnnl_state.scratch_bytes = 0;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) {
+        free(dnnl_state.scratch[i]);
+        dnnl_state.scratch[i] = NULL;
+        dnnl_state.scratch_bytes[i] = 0;
+    }
     ST_DNNL(dnnl_stream_destroy(dnnl_state.stream));
     ST_DNNL(dnnl_engine_destroy(dnnl_state.engine));
     dnnl_state.stream = NULL;
@@ -93,6 +123,13 @@ static void state_close_if_unused(void) {
 static void md_init(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
                     dnnl_format_tag_t tag) {
     ST_DNNL(dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag));
+}
+
+/* md with another data type in the same layout (oneDNN's strides count elements, not bytes). */
+static dnnl_memory_desc_t md_retyped(const dnnl_memory_desc_t *md, dnnl_data_type_t type) {
+    dnnl_memory_desc_t r = *md;
+    r.data_type = type;
+    return r;
 }
 
 static dnnl_memory_t memory_without_buffer(const dnnl_memory_desc_t *md) {
@@ -109,6 +146,25 @@ static void execute(dnnl_primitive_t prim, int nargs, const dnnl_exec_arg_t *arg
     ST_DNNL(dnnl_primitive_execute(prim, dnnl_state.stream, nargs, args));
 }
 
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A reorder inside a pass, timed into be->reorder_seconds when profiling (the CPU stream is
+ * synchronous, so the clock around the call measures it). */
+static void execute_reorder(st_backend *be, dnnl_primitive_t reorder, dnnl_memory_t from,
+                            dnnl_memory_t to) {
+    double t0 = be->profile ? seconds_now() : 0;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    execute(reorder, 2, args);
+    if (be->profile) {
+        ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
+        be->reorder_seconds += seconds_now() - t0;
+    }
+}
+
 /* Logical oneDNN weight shape {K, C, R, S}; the file layout HWIO is one format of it. */
 static void weights_dims(const st_conv_desc *d, dnnl_dims_t dims) {
     dims[0] = d->k;
@@ -120,7 +176,8 @@ static void weights_dims(const st_conv_desc *d, dnnl_dims_t dims) {
 /* What every convolution op descriptor of a plan takes besides its tensors. */
 typedef struct {
     dnnl_dims_t strides, pad_l, pad_r;
-    dnnl_memory_desc_t any_weights; /* oneDNN chooses the layout */
+    dnnl_memory_desc_t any_weights; /* oneDNN chooses the layout; FP32 */
+    dnnl_memory_desc_t any_weights16; /* the same in bf16 */
 } op_geometry;
 
 static op_geometry op_geometry_of(const st_conv_desc *d) {
@@ -134,6 +191,8 @@ static op_geometry op_geometry_of(const st_conv_desc *d) {
     dnnl_dims_t wdims;
     weights_dims(d, wdims);
     md_init(&g.any_weights, 4, wdims, dnnl_format_tag_any);
+    ST_DNNL(dnnl_memory_desc_init_by_tag(&g.any_weights16, 4, wdims, dnnl_bf16,
+                                         dnnl_format_tag_any));
     return g;
 }
 
@@ -200,37 +259,113 @@ static void pass_destroy(conv_pass *pass) {
     memset(pass, 0, sizeof *pass);
 }
 
-/* Point the pass's own-layout weights at the shared scratch, grown to fit. */
-static dnnl_memory_t bind_scratch(conv_pass *pass) {
-    if (pass->weights_bytes > dnnl_state.scratch_bytes) {
-        free(dnnl_state.scratch);
-        size_t bytes = (pass->weights_bytes + 63) / 64 * 64;
-        dnnl_state.scratch = aligned_alloc(64, bytes);
-        ST_CHECK(dnnl_state.scratch, "out of memory allocating %zu bytes of convolution scratch", bytes);
-        dnnl_state.scratch_bytes = bytes;
+/* Point mem (of `need` bytes) at scratch slot `slot`, grown to fit. */
+static dnnl_memory_t bind_scratch(int slot, dnnl_memory_t mem, size_t need) {
+    if (need > dnnl_state.scratch_bytes[slot]) {
+        free(dnnl_state.scratch[slot]);
+        size_t bytes = (need + 63) / 64 * 64;
+        dnnl_state.scratch[slot] = aligned_alloc(64, bytes);
+        ST_CHECK(dnnl_state.scratch[slot], "out of memory allocating %zu bytes of convolution scratch",
+                 bytes);
+        dnnl_state.scratch_bytes[slot] = bytes;
     }
-    set_handle(pass->weights, dnnl_state.scratch);
-    return pass->weights;
+    set_handle(mem, dnnl_state.scratch[slot]);
+    return mem;
+}
+
+/* The pass's own-layout weights, over the scratch. */
+static dnnl_memory_t bind_pass_weights(conv_pass *pass) {
+    return bind_scratch(SCRATCH_WEIGHTS, pass->weights, pass->weights_bytes);
+}
+
+/* bf16 plans: the copy of an FP32 operand (x: src16, dy: dst16). */
+static void bf16_copy_create(bf16_copy *copy, const dnnl_memory_desc_t *f32_md) {
+    copy->md = md_retyped(f32_md, dnnl_bf16);
+    copy->mem = memory_without_buffer(&copy->md);
+}
+
+static void bf16_copy_destroy(bf16_copy *copy) {
+    if (copy->mem) ST_DNNL(dnnl_memory_destroy(copy->mem));
+}
+
+/* y = x rounded to bf16 (nearest even, as oneDNN's reorders), n values, on all threads. Our
+ * own loop: oneDNN 2.6's f32 -> bf16 reorder of NHWC activations runs well below memory speed.
+ * Only called where the CPU has AVX512_BF16 (bf16 plans need it). */
+__attribute__((target("avx512f,avx512bf16"))) static void round_to_bf16(const float *x,
+                                                                         uint16_t *y, size_t n) {
+    const size_t vectors = n / 16;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < vectors; i++) {
+        __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + 16 * i));
+        _mm256_storeu_si256((__m256i *)(y + 16 * i), (__m256i)v);
+    }
+    if (n % 16) {
+        const __mmask16 tail = (__mmask16)((1u << (n % 16)) - 1);
+        __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(tail, x + 16 * vectors));
+        _mm256_mask_storeu_epi16(y + 16 * vectors, tail, (__m256i)v);
+    }
+}
+
+/* The bf16 copy of f32 (whose handle is set) in scratch slot `slot`, filled. */
+static dnnl_memory_t bf16_copy_fill(st_backend *be, bf16_copy *copy, dnnl_memory_t f32, int slot) {
+    const size_t bytes = dnnl_memory_desc_get_size(&copy->md);
+    bind_scratch(slot, copy->mem, bytes);
+    void *from;
+    ST_DNNL(dnnl_memory_get_data_handle(f32, &from));
+    double t0 = be->profile ? seconds_now() : 0;
+    round_to_bf16(from, dnnl_state.scratch[slot], bytes / sizeof(uint16_t));
+    if (be->profile) be->reorder_seconds += seconds_now() - t0;
+    return copy->mem;
+}
+
+/* The fused-ReLU attribute of a forward pass; NULL without ReLU. */
+static dnnl_primitive_attr_t relu_attr(const st_conv_desc *d) {
+    if (!d->relu) return NULL;
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t ops;
+    ST_DNNL(dnnl_post_ops_create(&ops));
+    ST_DNNL(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+    ST_DNNL(dnnl_primitive_attr_create(&attr));
+    ST_DNNL(dnnl_primitive_attr_set_post_ops(attr, ops));
+    ST_DNNL(dnnl_post_ops_destroy(ops));
+    return attr;
+}
+
+/* A bf16 forward: x and the kernel as bf16 (copies made per call), bias and y FP32. The plan's
+ * FP32 kernel layout is the bf16 primitive's (given, or chosen here) with FP32 elements, so the
+ * kernel's bf16 copy is an elementwise rounding like the activations'. */
+static void forward_bf16_create(st_conv_plan *p, const dnnl_memory_desc_t *layout,
+                                const op_geometry *g) {
+    bf16_copy_create(&p->src16, &p->src_md);
+    bf16_copy_create(&p->dst16, &p->dst_md);
+    dnnl_memory_desc_t given16 = layout ? md_retyped(layout, dnnl_bf16) : g->any_weights16;
+    dnnl_convolution_desc_t op;
+    ST_DNNL(dnnl_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_direct,
+                                               &p->src16.md, &given16, &p->bias_md, &p->dst_md,
+                                               g->strides, g->pad_l, g->pad_r));
+    dnnl_primitive_attr_t attr = relu_attr(&p->desc);
+    pass_create(p, &p->fwd, &op, attr, NULL);
+    if (attr) ST_DNNL(dnnl_primitive_attr_destroy(attr));
+    p->weights_md = md_retyped(pass_weights_md(&p->fwd, dnnl_query_weights_md), dnnl_f32);
+    ST_CHECK(!layout || dnnl_memory_desc_equal(&p->weights_md, layout),
+             "oneDNN: forward convolution ignored the given weight layout");
+    bf16_copy_create(&p->w16, &p->weights_md);
 }
 
 /* The forward primitive, given the geometry's weight layout, or choosing it (layout NULL: the
- * geometry's first plan) and fixing it as the plan's. Forward never reorders. */
+ * geometry's first plan) and fixing it as the plan's. An FP32 forward never reorders. */
 static void forward_create(st_conv_plan *p, const dnnl_memory_desc_t *layout) {
     op_geometry g = op_geometry_of(&p->desc);
     dnnl_convolution_desc_t op;
+    if (p->desc.bf16) {
+        forward_bf16_create(p, layout, &g);
+        return;
+    }
     ST_DNNL(dnnl_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_direct,
                                                &p->src_md, layout ? layout : &g.any_weights,
                                                &p->bias_md, &p->dst_md, g.strides, g.pad_l,
                                                g.pad_r));
-    dnnl_primitive_attr_t attr = NULL;
-    if (p->desc.relu) {
-        dnnl_post_ops_t ops;
-        ST_DNNL(dnnl_post_ops_create(&ops));
-        ST_DNNL(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
-        ST_DNNL(dnnl_primitive_attr_create(&attr));
-        ST_DNNL(dnnl_primitive_attr_set_post_ops(attr, ops));
-        ST_DNNL(dnnl_post_ops_destroy(ops));
-    }
+    dnnl_primitive_attr_t attr = relu_attr(&p->desc);
     pass_create(p, &p->fwd, &op, attr, NULL);
     if (attr) ST_DNNL(dnnl_primitive_attr_destroy(attr));
     p->weights_md = *pass_weights_md(&p->fwd, dnnl_query_weights_md);
@@ -238,29 +373,59 @@ static void forward_create(st_conv_plan *p, const dnnl_memory_desc_t *layout) {
              "oneDNN: forward convolution ignored the given weight layout");
 }
 
+/* Create the pass from op when oneDNN has a fast (not reference) implementation for it: the
+ * backward passes try the plan's own kernel layout first, so they need no reorder. */
+static int pass_try_create(conv_pass *pass, const dnnl_convolution_desc_t *op,
+                           const_dnnl_primitive_desc_t hint) {
+    if (dnnl_primitive_desc_create(&pass->pd, op, NULL, dnnl_state.engine, hint) != dnnl_success)
+        return 0;
+    const char *impl = NULL;
+    ST_DNNL(dnnl_primitive_desc_query(pass->pd, dnnl_query_impl_info_str, 0, &impl));
+    if (!impl || !strncmp(impl, "ref", 3)) {
+        ST_DNNL(dnnl_primitive_desc_destroy(pass->pd));
+        pass->pd = NULL;
+        return 0;
+    }
+    ST_DNNL(dnnl_primitive_create(&pass->prim, pass->pd));
+    return 1;
+}
+
 static void backward_data_create(st_conv_plan *p) {
     op_geometry g = op_geometry_of(&p->desc);
+    const int bf16 = p->desc.bf16;
+    const dnnl_memory_desc_t *dy_md = bf16 ? &p->dst16.md : &p->dst_md;
     dnnl_convolution_desc_t op;
-    ST_DNNL(dnnl_convolution_backward_data_desc_init(&op, dnnl_convolution_direct, &p->src_md,
-                                                     &g.any_weights, &p->dst_md, g.strides,
-                                                     g.pad_l, g.pad_r));
+    ST_DNNL(dnnl_convolution_backward_data_desc_init(
+        &op, dnnl_convolution_direct, &p->src_md, bf16 ? &p->w16.md : &p->weights_md, dy_md,
+        g.strides, g.pad_l, g.pad_r));
+    if (pass_try_create(&p->bwd_data, &op, p->fwd.pd)) return;
+    ST_DNNL(dnnl_convolution_backward_data_desc_init(
+        &op, dnnl_convolution_direct, &p->src_md, bf16 ? &g.any_weights16 : &g.any_weights,
+        dy_md, g.strides, g.pad_l, g.pad_r));
     pass_create(p, &p->bwd_data, &op, NULL, p->fwd.pd);
     pass_bridge_layouts(p, &p->bwd_data, dnnl_query_weights_md, 0);
 }
 
 static void backward_weights_create(st_conv_plan *p, int with_bias) {
     op_geometry g = op_geometry_of(&p->desc);
-    dnnl_convolution_desc_t op;
-    ST_DNNL(dnnl_convolution_backward_weights_desc_init(&op, dnnl_convolution_direct, &p->src_md,
-                                                        &g.any_weights,
-                                                        with_bias ? &p->bias_md : NULL,
-                                                        &p->dst_md, g.strides, g.pad_l, g.pad_r));
+    const int bf16 = p->desc.bf16;
+    const dnnl_memory_desc_t *x_md = bf16 ? &p->src16.md : &p->src_md;
+    const dnnl_memory_desc_t *dy_md = bf16 ? &p->dst16.md : &p->dst_md;
+    const dnnl_memory_desc_t *db_md = with_bias ? &p->bias_md : NULL;
     conv_pass *pass = &p->bwd_weights[with_bias];
+    dnnl_convolution_desc_t op;
+    ST_DNNL(dnnl_convolution_backward_weights_desc_init(&op, dnnl_convolution_direct, x_md,
+                                                        &p->weights_md, db_md, dy_md, g.strides,
+                                                        g.pad_l, g.pad_r));
+    if (pass_try_create(pass, &op, p->fwd.pd)) return;
+    ST_DNNL(dnnl_convolution_backward_weights_desc_init(&op, dnnl_convolution_direct, x_md,
+                                                        &g.any_weights, db_md, dy_md, g.strides,
+                                                        g.pad_l, g.pad_r));
     pass_create(p, pass, &op, NULL, p->fwd.pd);
     pass_bridge_layouts(p, pass, dnnl_query_diff_weights_md, 1);
 }
 
-static st_conv_plan *plan_create(const st_backend *be, const st_conv_desc *d) {
+static st_conv_plan *plan_create(st_backend *be, const st_conv_desc *d) {
     st_conv_plan *p = ST_CALLOC(1, sizeof *p);
     p->desc = *d;
     p->be = be;
@@ -287,6 +452,9 @@ static void plan_destroy(st_conv_plan *p) {
     ST_DNNL(dnnl_memory_destroy(p->dst));
     ST_DNNL(dnnl_memory_destroy(p->weights));
     ST_DNNL(dnnl_memory_destroy(p->bias));
+    bf16_copy_destroy(&p->src16);
+    bf16_copy_destroy(&p->dst16);
+    bf16_copy_destroy(&p->w16);
     free(p->zero_bias);
     free(p);
 }
@@ -295,6 +463,7 @@ st_conv_plan *cpu_conv_plan(st_backend *be, const st_conv_desc *d) {
     ST_CHECK(d->n > 0 && d->c > 0 && d->k > 0 && d->p > 0 && d->q > 0,
              "conv plan: bad shape n=%d c=%d k=%d p=%d q=%d (st_conv_desc_finish not called?)",
              d->n, d->c, d->k, d->p, d->q);
+    ST_CHECK(!d->bf16 || cpu_conv_bf16_supported(be), "conv plan: bf16 asked on a CPU without it");
     for (st_conv_plan *p = dnnl_state.plans; p; p = p->next)
         if (p->be == be && memcmp(&p->desc, d, sizeof *d) == 0) return p;
     state_open();
@@ -372,15 +541,35 @@ void cpu_conv_weights_export(st_backend *be, st_conv_plan *p, const float *w, fl
     convert_weights(p, w, &p->weights_md, hwio_host, &hwio_md, NULL);
 }
 
+/* The kernel as a pass reads it: the plan's buffer (whose handle is set), its bf16 copy in a
+ * bf16 plan, or its copy in the pass's own layout (a reorder; bf16 or not), in the scratch. */
+static dnnl_memory_t pass_read_weights(st_backend *be, st_conv_plan *p, conv_pass *pass) {
+    if (pass->reorder) {
+        dnnl_memory_t weights = bind_pass_weights(pass);
+        execute_reorder(be, pass->reorder, p->weights, weights);
+        return weights;
+    }
+    return p->desc.bf16 ? bf16_copy_fill(be, &p->w16, p->weights, SCRATCH_WEIGHTS) : p->weights;
+}
+
+/* x as the passes read it: itself, or its bf16 copy in a bf16 plan. */
+static dnnl_memory_t pass_src(st_backend *be, st_conv_plan *p) {
+    return p->desc.bf16 ? bf16_copy_fill(be, &p->src16, p->src, SCRATCH_SRC) : p->src;
+}
+
+/* dy as the backward passes read it: itself, or its bf16 copy in a bf16 plan. */
+static dnnl_memory_t pass_diff_dst(st_backend *be, st_conv_plan *p) {
+    return p->desc.bf16 ? bf16_copy_fill(be, &p->dst16, p->dst, SCRATCH_DST) : p->dst;
+}
+
 void cpu_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const float *w,
                       const float *bias, float *y) {
-    (void)be;
     set_handle(p->src, x);
     set_handle(p->weights, w);
     set_handle(p->bias, bias ? bias : p->zero_bias);
     set_handle(p->dst, y);
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src},
-                               {DNNL_ARG_WEIGHTS, p->weights},
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, pass_src(be, p)},
+                               {DNNL_ARG_WEIGHTS, pass_read_weights(be, p, &p->fwd)},
                                {DNNL_ARG_BIAS, p->bias},
                                {DNNL_ARG_DST, p->dst}};
     execute(p->fwd.prim, 4, args);
@@ -389,20 +578,13 @@ void cpu_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const flo
 
 void cpu_conv_backward_data(st_backend *be, st_conv_plan *p, const float *dy, const float *w,
                             float *dx) {
-    (void)be;
     conv_pass *pass = &p->bwd_data;
     if (!pass->prim) backward_data_create(p);
     set_handle(p->dst, dy);
     set_handle(p->weights, w);
     set_handle(p->src, dx);
-    dnnl_memory_t weights = p->weights;
-    if (pass->reorder) {
-        weights = bind_scratch(pass);
-        dnnl_exec_arg_t to_pass[2] = {{DNNL_ARG_FROM, p->weights}, {DNNL_ARG_TO, weights}};
-        execute(pass->reorder, 2, to_pass);
-    }
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_DIFF_DST, p->dst},
-                               {DNNL_ARG_WEIGHTS, weights},
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_DIFF_DST, pass_diff_dst(be, p)},
+                               {DNNL_ARG_WEIGHTS, pass_read_weights(be, p, pass)},
                                {DNNL_ARG_DIFF_SRC, p->src}};
     execute(pass->prim, 3, args);
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
@@ -410,7 +592,6 @@ void cpu_conv_backward_data(st_backend *be, st_conv_plan *p, const float *dy, co
 
 void cpu_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x, const float *dy,
                               float *dw, float *dbias) {
-    (void)be;
     const int with_bias = dbias != NULL;
     conv_pass *pass = &p->bwd_weights[with_bias];
     if (!pass->prim) backward_weights_create(p, with_bias);
@@ -418,17 +599,20 @@ void cpu_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x, c
     set_handle(p->dst, dy);
     set_handle(p->weights, dw);
     if (with_bias) set_handle(p->bias, dbias);
-    dnnl_memory_t dw_pass = pass->reorder ? bind_scratch(pass) : p->weights;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->src},
-                               {DNNL_ARG_DIFF_DST, p->dst},
+    dnnl_memory_t dw_pass = pass->reorder ? bind_pass_weights(pass) : p->weights;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, pass_src(be, p)},
+                               {DNNL_ARG_DIFF_DST, pass_diff_dst(be, p)},
                                {DNNL_ARG_DIFF_WEIGHTS, dw_pass},
                                {DNNL_ARG_DIFF_BIAS, p->bias}};
     execute(pass->prim, with_bias ? 4 : 3, args);
-    if (pass->reorder) {
-        dnnl_exec_arg_t to_plan[2] = {{DNNL_ARG_FROM, pass->weights}, {DNNL_ARG_TO, p->weights}};
-        execute(pass->reorder, 2, to_plan);
-    }
+    if (pass->reorder) execute_reorder(be, pass->reorder, pass->weights, p->weights);
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
+}
+
+int cpu_conv_bf16_supported(st_backend *be) {
+    (void)be;
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
 }
 
 /* The weights scale per output channel as a oneDNN reorder within the plan's layout (one pass,

@@ -3,13 +3,15 @@
  *
  * Device memory on the CPU is host memory: alloc returns zeroed 64-byte aligned blocks (one cache
  * line, the AVX-512 vector width), upload/download/copy are memcpy and sync has nothing to wait
- * for (every CPU op finishes before it returns). Loops over large arrays are split across the
- * OpenMP threads; below ST_PARALLEL_MIN elements the fork/join costs more than it saves.
+ * for (every CPU op finishes before it returns). "Pinned" host memory is the same memory,
+ * upload_async is a memcpy and upload_fence has nothing to wait for. Loops over large arrays are
+ * split across the OpenMP threads; below ST_PARALLEL_MIN elements the fork/join costs more than it saves.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../check.h"
 #include "cpu_ops.h"
@@ -55,6 +57,26 @@ void cpu_copy(st_backend *be, void *dst, const void *src, size_t bytes) {
 }
 
 void cpu_sync(st_backend *be) { (void)be; }
+
+void *cpu_host_alloc(st_backend *be, size_t bytes) { return cpu_alloc(be, bytes); }
+
+void cpu_host_free(st_backend *be, void *ptr) { cpu_free(be, ptr); }
+
+void cpu_upload_async(st_backend *be, void *dst, const void *pinned_src, size_t bytes) {
+    cpu_upload(be, dst, pinned_src, bytes);
+}
+
+void cpu_upload_fence(st_backend *be) { (void)be; }
+
+/* Physical memory the kernel reports available (page cache it could drop not counted). */
+void cpu_mem_info(st_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    (void)be;
+    long page = sysconf(_SC_PAGESIZE), avail = sysconf(_SC_AVPHYS_PAGES);
+    long total = sysconf(_SC_PHYS_PAGES);
+    ST_CHECK(page > 0 && avail >= 0 && total > 0, "sysconf cannot tell the memory size");
+    *free_bytes = (size_t)avail * (size_t)page;
+    *total_bytes = (size_t)total * (size_t)page;
+}
 
 void cpu_fill(st_backend *be, float *x, float value, size_t n) {
     (void)be;

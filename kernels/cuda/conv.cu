@@ -456,6 +456,7 @@ extern "C" st_conv_plan *cuda_conv_plan(st_backend *be, const st_conv_desc *d) {
     ST_CHECK((size_t)d->n * d->h * d->w * d->c < ((size_t)1 << 31) &&
                  (size_t)d->n * d->p * d->q * d->k < ((size_t)1 << 31),
              "conv plan: tensor of 2^31 or more elements (cuDNN 4-d descriptors use int)");
+    ST_CHECK(!d->bf16, "conv plan: bf16 convolutions are not implemented on CUDA yet");
     st_conv_plan *p = ctx->plans;
     while (p && memcmp(&p->desc, d, sizeof *d) != 0) p = p->next;
     if (!p) {
@@ -465,6 +466,12 @@ extern "C" st_conv_plan *cuda_conv_plan(st_backend *be, const st_conv_desc *d) {
     }
     plan_use(ctx, p);
     return p;
+}
+
+/* bf16 convolutions (tensor cores) are not implemented here yet: callers run FP32. */
+extern "C" int cuda_conv_bf16_supported(st_backend *be) {
+    (void)be;
+    return 0;
 }
 
 extern "C" void cuda_conv_plans_free(st_backend *be) {

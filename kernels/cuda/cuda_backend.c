@@ -1,9 +1,10 @@
 /*
- * cuda_backend.c: opens device 0, creates the stream, cuBLAS and cuDNN handles, the pinned
- * staging buffers and the shared device buffers, and wires the CUDA ops (cuda_ops.h) into an
- * st_backend, one member per entry of ST_BACKEND_OPS (backend.h). Called by
- * st_backend_open("cuda"); owns the context until destroy. SIMTUNE_CUDA_SYNC=1 wires each op
- * through a wrapper that synchronises and checks after it, naming the op (sync_checks.h).
+ * cuda_backend.c: opens device 0, creates the stream (and upload_async's copy stream), cuBLAS
+ * and cuDNN handles, the pinned staging buffers and the shared device buffers, and wires the
+ * CUDA ops (cuda_ops.h) into an st_backend, one member per entry of ST_BACKEND_OPS (backend.h).
+ * Called by st_backend_open("cuda"); owns the context until destroy. SIMTUNE_CUDA_SYNC=1 wires
+ * each op through a wrapper that synchronises and checks after it, naming the op
+ * (sync_checks.h).
  *
  * Math mode, SIMTUNE_CUDA_MATH (read before the device is looked for, so a bad value is reported
  * on any machine): fp32 (default) computes in FP32 FMA everywhere (cuBLAS CUBLAS_COMPUTE_32F,
@@ -60,6 +61,10 @@ void cuda_destroy(st_backend *be) {
         CUDA_CHECK(cudaEventDestroy(ctx->staging_free[i]));
         CUDA_CHECK(cudaFreeHost(ctx->staging[i]));
     }
+    CUDA_CHECK(cudaStreamSynchronize(ctx->copy_stream));
+    CUDA_CHECK(cudaEventDestroy(ctx->upload_start));
+    CUDA_CHECK(cudaEventDestroy(ctx->upload_done));
+    CUDA_CHECK(cudaStreamDestroy(ctx->copy_stream));
     CUDNN_CHECK(cudnnDestroy(ctx->cudnn));
     CUBLAS_CHECK(cublasDestroy(ctx->cublas));
     CUDA_CHECK(cudaStreamDestroy(ctx->stream));
@@ -114,6 +119,10 @@ static void init_context(cuda_ctx *ctx) {
     CUBLAS_CHECK(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH));
     CUDNN_CHECK(cudnnCreate(&ctx->cudnn));
     CUDNN_CHECK(cudnnSetStream(ctx->cudnn, ctx->stream));
+
+    CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->copy_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&ctx->upload_start, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&ctx->upload_done, cudaEventDisableTiming));
 
     ctx->staging_half_bytes = STAGING_HALF_BYTES;
     for (int i = 0; i < 2; i++) {

@@ -1,7 +1,8 @@
 /*
  * cuda_ops.h: the CUDA implementations behind the backend vtable, one family per file, mirroring
  * kernels/cpu/cpu_ops.h:
- *   memory.cu     alloc/free/upload/download/copy/sync, fill, scale, axpy, sum_squares, all_finite
+ *   memory.cu     alloc/free/upload/download/copy/sync, pinned host memory and upload_async,
+ *                 mem_info, fill, scale, axpy, sum_squares, all_finite
  *   gemm.cu       gemm (cuBLAS, row-major through the column-major swap), dense forward/backward
  *   conv.cu       convolution plans, forward, backward data/filter (cuDNN), kernel layout
  *                 conversion (HWIO <-> KRSC), BN folding
@@ -11,7 +12,7 @@
  *   l2norm.cu     row L2 normalisation
  *   xent.cu       softmax cross-entropy with label smoothing
  *   triplet.cu    batch-hard / batch-all triplet loss with its gradient
- *   optim.cu      SGD / Adam / AdamW / RMSprop step over an arena slice
+ *   optim.cu      gradient norm verdict (device status), SGD / Adam / AdamW / RMSprop step
  *   topk.cu       top-k merge of a score tile
  *   cuda_backend.c context creation, destroy, and the wiring of every op into an st_backend
  * Semantics of each function are those of the matching st_backend member: its entry in the op
@@ -50,6 +51,10 @@ typedef struct cuda_ctx {
 
     void *workspace;            /* cuDNN workspace: max over ready conv plans, set at plan time */
     size_t workspace_bytes;
+
+    cudaStream_t copy_stream;   /* upload_async copies; ordered against stream by the events */
+    cudaEvent_t upload_start;   /* recorded on stream: what a copy must wait for */
+    cudaEvent_t upload_done;    /* recorded on copy_stream: what later ops wait for */
 
     char *staging[2];           /* pinned host halves for upload/download, used alternately */
     cudaEvent_t staging_free[2];/* recorded after the copy that last used each half */

@@ -6,6 +6,10 @@
  *             host buffer has been read (the device copy may still be in flight)
  *   download  async copies into the pinned halves, drained to the host buffer as they land;
  *             returns when every byte is on the host (and so every earlier op has finished)
+ *   host_alloc / upload_async / upload_fence: page-locked buffers (the loader's batch ring)
+ *             copied on a second stream, ordered against the compute stream by two events, so
+ *             the host never waits for a batch upload and the copy can run beside compute
+ *   mem_info  cudaMemGetInfo
  *   sum_squares / all_finite: deterministic two-pass reductions, results read back pinned.
  */
 #include <string.h>
@@ -89,6 +93,47 @@ extern "C" void cuda_copy(st_backend *be, void *dst, const void *src, size_t byt
 
 extern "C" void cuda_sync(st_backend *be) {
     CUDA_CHECK(cudaStreamSynchronize(cuda_ctx_of(be)->stream));
+}
+
+extern "C" void *cuda_host_alloc(st_backend *be, size_t bytes) {
+    (void)be;
+    void *ptr = NULL;
+    size_t size = bytes ? bytes : 1;
+    cudaError_t status = cudaMallocHost(&ptr, size);
+    if (status != cudaSuccess)
+        ST_FAIL("CUDA: cudaMallocHost of %zu bytes (page-locked batch memory): %s (HINT: a "
+                "smaller --batch or data.prefetch)", size, cudaGetErrorString(status));
+    memset(ptr, 0, size);
+    return ptr;
+}
+
+extern "C" void cuda_host_free(st_backend *be, void *ptr) {
+    if (!ptr) return;
+    /* no queued copy may still read it */
+    CUDA_CHECK(cudaStreamSynchronize(cuda_ctx_of(be)->copy_stream));
+    CUDA_CHECK(cudaFreeHost(ptr));
+}
+
+/* The copy waits for the compute stream's work so far (it may still read dst), and the compute
+ * stream's later work waits for the copy: two events, no host wait. */
+extern "C" void cuda_upload_async(st_backend *be, void *dst, const void *pinned_src,
+                                  size_t bytes) {
+    cuda_ctx *ctx = cuda_ctx_of(be);
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaEventRecord(ctx->upload_start, ctx->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(ctx->copy_stream, ctx->upload_start, 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst, pinned_src, bytes, cudaMemcpyHostToDevice, ctx->copy_stream));
+    CUDA_CHECK(cudaEventRecord(ctx->upload_done, ctx->copy_stream));
+    CUDA_CHECK(cudaStreamWaitEvent(ctx->stream, ctx->upload_done, 0));
+}
+
+extern "C" void cuda_upload_fence(st_backend *be) {
+    CUDA_CHECK(cudaStreamSynchronize(cuda_ctx_of(be)->copy_stream));
+}
+
+extern "C" void cuda_mem_info(st_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    (void)be;
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
 static __global__ void fill_kernel(float *x, float value, size_t n) {

@@ -20,6 +20,11 @@
  * multiply-add (add with alpha: fmadd(b, alpha, a)) we call fmaf, and addcdiv/addcmul keep
  * ATen's evaluation order (self + value * t1 / t2, self + value * t1 * t2), so the CPU results
  * agree with torch to the last bit or two.
+ *
+ * Gradient norm, clipping and skipping (st_optim_status, backend.h) are decided where the
+ * gradients live: optim_grad_norm reduces the squared norm into a device status and calls
+ * st_optim_status_decide there; optim_step reads the verdict through st_optim_desc_effective
+ * and st_optim_grad_effective, so no step waits for the host.
  */
 #ifndef ST_MATH_OPTIM_H
 #define ST_MATH_OPTIM_H
@@ -58,6 +63,40 @@ ST_HD st_optim_coeffs st_optim_coeffs_make(const st_optim_desc *d) {
     c.adam_bc2_sqrt = (float)sqrt(1.0 - pow((double)d->beta2, step));
     c.adamw_decay = (float)(1.0 - (double)d->lr * (double)d->weight_decay);
     return c;
+}
+
+/* torch.nn.utils.clip_grad_norm_ (max_norm rounded to float32, coefficient in double, applied in
+ * float) and simtune's skip of a step whose norm is not finite; status->sum_squares is set. */
+ST_HD void st_optim_status_decide(st_optim_status *s, float clip_norm) {
+    s->norm = sqrt(s->sum_squares);
+    s->clip = 0;
+    s->clip_coef = 1.0f;
+    s->skip = !isfinite(s->norm);
+    if (s->skip) {
+        s->skipped++;
+        return;
+    }
+    if (clip_norm > 0.0f) {
+        double coef = (double)clip_norm / (s->norm + 1e-6);
+        if (coef < 1.0) {
+            s->clip = 1;
+            s->clip_coef = (float)coef;
+        }
+    }
+}
+
+/* The desc a step runs with: Adam's bias-correction step excludes the steps skipped on the
+ * device that the host's count (d->step) does not know of yet. status may be NULL. */
+ST_HD st_optim_desc st_optim_desc_effective(const st_optim_desc *d, const st_optim_status *s) {
+    st_optim_desc e = *d;
+    if (s) e.step -= (long)s->skipped;
+    return e;
+}
+
+/* One gradient element as the update sees it: clipped when the status says so (the same float
+ * product as scaling the gradient in place). status may be NULL. */
+ST_HD float st_optim_grad_effective(float g, const st_optim_status *s) {
+    return s && s->clip ? g * s->clip_coef : g;
 }
 
 ST_HD void st_sgd_update(const st_optim_coeffs *c, float *p, float g, float *buf) {

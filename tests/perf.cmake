@@ -1,0 +1,11 @@
+# perf.cmake: what a step costs and bf16 (issue 16), through the binary as a user runs it.
+#   test_perf_bench_cli  `bench peak`; bench train|infer's counted FLOPs against a count made
+#                        from the architecture in Python, % of peak, --profile's rows
+#   test_bf16_cli        `embed --precision bf16` on ORL and COIL-100 against fp32 (cosine per
+#                        image), and the fp32 fallback with its warning where oneDNN has no bf16
+st_add_script_test(NAME test_perf_bench_cli COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_perf_bench_cli.py)
+st_add_script_test(NAME test_bf16_cli LABELS python
+                   COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_bf16_cli.py)
+#   test_bf16_train      a bf16 training step against fp32: features, every gradient, BN moving
+#                        statistics at bf16 tolerances (C, through the model API)
+st_add_test(NAME test_bf16_train SOURCES test_bf16_train.c LIBS st_infer)
