@@ -157,7 +157,11 @@ static void step_once(st_model *m, const bench_args *a, train_parts *tp) {
     }
     st_model_forward(m, a->batch, 1);
     st_profile_mark mark = st_profile_begin(m);
-    st_loss_compute(tp->loss, a->batch, tp->labels);
+    /* recorded on the device like the trainer's steps; read back only when the record is full */
+    if (st_loss_record(tp->loss, a->batch, tp->labels) >= ST_LOSS_MAX_PENDING) {
+        const st_loss_stats *done;
+        st_loss_read(tp->loss, &done);
+    }
     st_profile_end(m, ST_PROF_LOSS, mark);
     st_model_backward(m, a->batch);
     mark = st_profile_begin(m);

@@ -9,7 +9,8 @@
  * runs on as many threads as there are requests. The prepared query goes into a bounded queue
  * (full: 503). One batcher thread owns the model: it takes up to `batch` queued queries (waiting
  * at most wait_ms for more once one is there), runs one forward pass and one top-k per metric
- * over the resident gallery (infer/query.h st_query_search), and wakes the waiting requests.
+ * over the gallery (infer/query.h st_query_galleries: opened on the backend once per snapshot and
+ * metric, at the first batch that needs it), and wakes the waiting requests.
  *
  * The index is a reference-counted snapshot (serve_index): a request keeps the snapshot its
  * results were computed on until its answer is written, so SIGHUP (reload) and POST /index
@@ -25,6 +26,7 @@
 
 #include "infer/embedder.h"
 #include "infer/embeddings_h5.h"
+#include "infer/query.h"
 #include "infer/topk.h"
 
 typedef struct serve_options {
@@ -78,6 +80,10 @@ typedef struct server {
     serve_metrics metrics;
     long next_request_id;
     pthread_t batcher;
+    /* the batcher thread's own (the thread that uses the backend): the snapshot its galleries are
+     * opened on, a reference held until a batch finds another snapshot installed, and the galleries */
+    serve_index *searched;
+    st_query_galleries galleries;
     struct MHD_Daemon *daemon;
 } server;
 

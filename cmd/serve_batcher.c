@@ -6,7 +6,11 @@
  * (dynamic batching: one query alone pays at most wait_ms; under load every pass is full). The
  * batch runs through one forward pass (st_embedder_run_prepared) and one top-k per metric present
  * with the largest k asked for that metric: a shorter list is a prefix of a longer one, because
- * the ranking is total (ties broken by the lower row, infer/topk.h).
+ * the ranking is total (ties broken by the lower row, infer/topk.h). The gallery of a snapshot is
+ * opened on the backend (normalised there, resident when it fits) at the first batch with a
+ * metric and reused by the next batches; when a batch finds a new snapshot installed (SIGHUP,
+ * POST /index) the batcher closes the old galleries and drops its reference to the old snapshot.
+ * Only the batcher opens and closes them, because the backend belongs to its thread.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -169,8 +173,20 @@ static int take_batch_locked(server *s, serve_query **batch, int max) {
     return n;
 }
 
+/* The batcher's galleries follow the snapshot ix: those of an older one are closed first. */
+static void galleries_follow(server *s, serve_index *ix) {
+    if (s->searched == ix) return;
+    st_query_galleries_close(&s->galleries);
+    serve_index_release(s, s->searched);
+    pthread_mutex_lock(&s->mu);
+    ix->refs++;
+    pthread_mutex_unlock(&s->mu);
+    s->searched = ix;
+    st_query_galleries_init(&s->galleries, st_embedder_backend(s->em), &ix->e);
+}
+
 /* One top-k per metric present in the batch, k = the largest asked; each query gets its prefix. */
-static void search_batch(server *s, serve_query **batch, int n, const float *vectors, serve_index *ix) {
+static void search_batch(server *s, serve_query **batch, int n, const float *vectors) {
     int d = st_embedder_dim(s->em);
     float *block = ST_MALLOC((size_t)n * d * sizeof(float));
     for (int metric = ST_METRIC_COSINE; metric <= ST_METRIC_L2; metric++) {
@@ -183,8 +199,8 @@ static void search_batch(server *s, serve_query **batch, int n, const float *vec
         }
         st_topk_result r = {0};
         st_topk_options to = {(st_metric)metric, k, 0, 0, NULL};
-        if (m > 0) ST_CHECK(st_query_search(st_embedder_backend(s->em), &to, block, m, &ix->e, &r) == 0, "%s",
-                            st_error_get()); /* a resident gallery has no read to fail */
+        if (m > 0) ST_CHECK(st_query_galleries_search(&s->galleries, &to, block, m, &r) == 0, "%s",
+                            st_error_get()); /* a gallery in memory has no read to fail */
         for (int j = 0; j < m; j++) {
             serve_query *q = batch[member[j]];
             q->r.q = 1;
@@ -211,7 +227,8 @@ static void run_batch(server *s, serve_query **batch, int n, float *inputs, floa
     st_embedder_run_prepared(s->em, inputs, n, vectors);
     double t1 = st_now_seconds();
     serve_index *ix = serve_index_acquire(s);
-    search_batch(s, batch, n, vectors, ix);
+    galleries_follow(s, ix);
+    search_batch(s, batch, n, vectors);
     double t2 = st_now_seconds();
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < n; i++) {
@@ -245,6 +262,9 @@ static void *batcher_main(void *arg) {
         if (n == 0) break;
         run_batch(s, batch, n, inputs, vectors);
     }
+    st_query_galleries_close(&s->galleries);
+    serve_index_release(s, s->searched);
+    s->searched = NULL;
     free(batch);
     free(inputs);
     free(vectors);

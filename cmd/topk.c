@@ -11,10 +11,10 @@
  * The search time (without file reading of the queries) is printed to stderr.
  *
  * Under `mpirun -np N` every rank reads the queries and searches its shard of the gallery (a
- * contiguous range of rows, whole tiles when --tile-rows is given), rank 0 merges the per-shard
- * lists exactly (infer/topk_merge.h) and writes the one result file: identical to one process's
- * when --tile-rows is given (otherwise the shards' GEMMs have other shapes: scores may differ in
- * the last bits; docs/scaling.md).
+ * contiguous range of whole tiles of the tile size one process would use over the whole gallery,
+ * --tile-rows or the default, infer/topk.h st_topk_tile_rows), rank 0 merges the per-shard lists
+ * exactly (infer/topk_merge.h) and writes the one result file: identical to one process's, since
+ * every shard runs the very GEMMs one process runs (docs/scaling.md).
  */
 #include <getopt.h>
 #include <limits.h>
@@ -50,8 +50,8 @@ static void usage(FILE *out) {
             "  -h, --help          this text\n\n"
             "Ties go to the lower gallery row. Output is written atomically.\n"
             "Under mpirun -np N each rank searches a shard of the gallery and rank 0 merges the\n"
-            "lists exactly and writes the file (docs/scaling.md; give --tile-rows for bit-identical\n"
-            "scores).\n");
+            "lists exactly and writes the file, identical to one process's; shards are whole tiles,\n"
+            "so a gallery of one tile is searched by rank 0 alone (docs/scaling.md).\n");
 }
 
 static int bad_usage(const char *msg) { return st_cli_usage_error("topk", msg); }
@@ -71,10 +71,10 @@ static int shard_rows(void *ctx, long start, long count, float *dst) {
     return st_embeddings_reader_rows(s->reader, s->first + start, count, dst);
 }
 
-/* Rank r of R takes the r-th of R contiguous ranges: of whole tiles when the tile size is
- * given, so each tile (and its GEMM) is the one a single process forms, else of rows. */
+/* Rank r of R takes the r-th of R contiguous ranges of whole tiles of tile_rows (the whole
+ * gallery's tile size), so each tile (and its GEMM) is the one a single process forms. */
 static gallery_shard shard_of(st_embeddings_reader *g, long tile_rows) {
-    long unit = tile_rows > 0 ? tile_rows : 1, units = (g->n + unit - 1) / unit;
+    long unit = tile_rows, units = (g->n + unit - 1) / unit;
     long r = st_comm_rank(), ranks = st_comm_size();
     long first = units * r / ranks * unit, end = units * (r + 1) / ranks * unit;
     if (first > g->n) first = g->n;
@@ -111,9 +111,11 @@ static int search_on_ranks(st_backend *be, const st_topk_options *o, const st_em
                            st_embeddings_reader *g, st_topk_result *r) {
     memset(r, 0, sizeof *r);
     if (st_comm_size() == 1) return st_topk_search(be, o, q->vectors, (int)q->n, q->d, g->n, gallery_rows, g, r);
-    gallery_shard s = shard_of(g, o->tile_rows);
+    st_topk_options whole = *o; /* the tile of one search over the whole gallery, for every shard */
+    whole.tile_rows = st_topk_tile_rows(o, (int)q->n, q->d, g->n);
+    gallery_shard s = shard_of(g, whole.tile_rows);
     st_topk_result mine;
-    int own = st_topk_search(be, o, q->vectors, (int)q->n, q->d, s.rows, shard_rows, &s, &mine);
+    int own = st_topk_search(be, &whole, q->vectors, (int)q->n, q->d, s.rows, shard_rows, &s, &mine);
     double failed = own != 0; /* every rank learns it, or the others would wait at the gather */
     st_comm_allreduce_sum_f64(&failed, 1);
     if (own) return -1;

@@ -47,3 +47,21 @@ int st_query_search(st_backend *be, const st_topk_options *o, const float *queri
                     const st_embeddings *index, st_topk_result *out) {
     return st_topk_search_matrix(be, o, queries, q, index->vectors, index->n, index->d, out);
 }
+
+void st_query_galleries_init(st_query_galleries *gs, st_backend *be, const st_embeddings *index) {
+    *gs = (st_query_galleries){.be = be, .index = index};
+}
+
+int st_query_galleries_search(st_query_galleries *gs, const st_topk_options *o, const float *queries,
+                              int q, st_topk_result *out) {
+    st_topk_gallery **g = &gs->by_metric[o->metric];
+    if (!*g && st_topk_gallery_open_matrix(gs->be, o->metric, gs->index->vectors, gs->index->n,
+                                           gs->index->d, 0, g) != 0)
+        return -1;
+    return st_topk_gallery_search(*g, o, queries, q, out);
+}
+
+void st_query_galleries_close(st_query_galleries *gs) {
+    for (int m = 0; m <= ST_METRIC_L2; m++) st_topk_gallery_close(gs->by_metric[m]);
+    st_query_galleries_init(gs, gs->be, NULL);
+}

@@ -13,6 +13,10 @@
  *                              with the query's path
  *   st_query_search            queries (Q, D) against the index held in memory: the one place
  *                              that picks the top-k implementation for a resident gallery
+ *   st_query_galleries         the same for many query batches (serve): the index's gallery
+ *                              opened on the backend once per metric, at its first search with
+ *                              that metric, and reused (infer/topk.h st_topk_gallery); results
+ *                              identical to st_query_search's (same tiles, same GEMMs)
  *
  * Functions returning int give 0, or -1 with st_error_set naming the file.
  */
@@ -34,5 +38,18 @@ void st_query_weights_warning(const st_embeddings *index, const char *index_path
 const char *st_query_label_of(const st_embeddings *index, const char *image, const char *given);
 int st_query_search(st_backend *be, const st_topk_options *o, const float *queries, int q,
                     const st_embeddings *index, st_topk_result *out);
+
+/* The galleries of one index on one backend, one per metric searched so far. index must stay
+ * valid until close (a gallery that does not fit the device streams from it); all calls on one
+ * thread, the thread that uses the backend. */
+typedef struct st_query_galleries {
+    st_backend *be;
+    const st_embeddings *index;
+    st_topk_gallery *by_metric[ST_METRIC_L2 + 1]; /* NULL until first searched */
+} st_query_galleries;
+void st_query_galleries_init(st_query_galleries *gs, st_backend *be, const st_embeddings *index);
+int st_query_galleries_search(st_query_galleries *gs, const st_topk_options *o, const float *queries,
+                              int q, st_topk_result *out);
+void st_query_galleries_close(st_query_galleries *gs); /* back to the state of init, no index */
 
 #endif

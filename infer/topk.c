@@ -273,19 +273,28 @@ static void lists_reset(st_backend *be, search_buffers *b, int nb, int64_t *idx_
     be->upload(be, b->idx_dev, idx_host, n * sizeof(int64_t));
 }
 
+static int query_block_of(const st_topk_options *o, int q) {
+    int block = o->query_block > 0 ? o->query_block : TOPK_DEFAULT_QUERY_BLOCK;
+    return block > q ? (q > 0 ? q : 1) : block;
+}
+
+long st_topk_tile_rows(const st_topk_options *o, int q, int d, long n_gallery) {
+    int ld = o->metric == ST_METRIC_L2 ? d + 1 : d;
+    long tile = o->tile_rows > 0
+                    ? o->tile_rows
+                    : (long)(TOPK_BUDGET_BYTES / (sizeof(float) * (size_t)(query_block_of(o, q) + ld)));
+    if (o->tile_rows <= 0 && tile < TOPK_MIN_TILE_ROWS) tile = TOPK_MIN_TILE_ROWS;
+    if (tile > n_gallery) tile = n_gallery > 0 ? n_gallery : 1;
+    return tile > TOPK_MAX_TILE_ROWS ? TOPK_MAX_TILE_ROWS : tile; /* GEMM sizes are int */
+}
+
 /* B, T and k_search of one search, the same whether the gallery is resident or streams, so both
  * run the same GEMM shapes (identical scores on the CPU). */
 static void buffers_size(const st_topk_gallery *g, const st_topk_options *o, int q,
                          search_buffers *b) {
     b->k_search = o->k + (o->self_index ? 1 : 0);
-    b->block = o->query_block > 0 ? o->query_block : TOPK_DEFAULT_QUERY_BLOCK;
-    if (b->block > q) b->block = q > 0 ? q : 1;
-    b->tile = o->tile_rows > 0
-                  ? o->tile_rows
-                  : (long)(TOPK_BUDGET_BYTES / (sizeof(float) * (size_t)(b->block + g->ld)));
-    if (o->tile_rows <= 0 && b->tile < TOPK_MIN_TILE_ROWS) b->tile = TOPK_MIN_TILE_ROWS;
-    if (b->tile > g->n) b->tile = g->n > 0 ? g->n : 1;
-    if (b->tile > TOPK_MAX_TILE_ROWS) b->tile = TOPK_MAX_TILE_ROWS; /* GEMM sizes are int */
+    b->block = query_block_of(o, q);
+    b->tile = st_topk_tile_rows(o, q, g->d, g->n);
 }
 
 /* One query block (already on the device in b->q_dev) against every gallery tile. */
@@ -351,9 +360,8 @@ int st_topk_search(st_backend *be, const st_topk_options *o, const float *querie
                    long n_gallery, st_gallery_rows_fn rows, void *ctx, st_topk_result *out) {
     ST_CHECK(o->k >= 1 && q >= 0 && d >= 1 && n_gallery >= 0, "topk: k=%d q=%d d=%d n=%ld", o->k,
              q, d, n_gallery);
-    int block = o->query_block > 0 ? o->query_block : TOPK_DEFAULT_QUERY_BLOCK;
     /* one query block reads the gallery once anyway: stream it (budget 1 byte) */
-    size_t budget = q > block ? 0 : 1;
+    size_t budget = q > query_block_of(o, q) ? 0 : 1;
     st_topk_gallery *g;
     if (st_topk_gallery_open(be, o->metric, d, n_gallery, rows, ctx, budget, &g) != 0) return -1;
     int rc = st_topk_gallery_search(g, o, queries, q, out);

@@ -87,6 +87,13 @@ int st_topk_search(st_backend *be, const st_topk_options *o, const float *querie
 int st_topk_search_matrix(st_backend *be, const st_topk_options *o, const float *queries, int q,
                           const float *gallery, long n_gallery, int d, st_topk_result *out);
 
+/* Gallery rows per score tile T that a search of q queries against n_gallery rows (dimension d,
+ * options o: tile_rows, query_block, metric) runs with: o->tile_rows, else from the 256 MiB budget,
+ * at most n_gallery. Exported so that shards of one gallery can run with the whole gallery's T and
+ * start on multiples of it: each shard then forms the very GEMMs of one search over the whole
+ * gallery (cmd/topk.c under mpirun). */
+long st_topk_tile_rows(const st_topk_options *o, int q, int d, long n_gallery);
+
 /* Select the top-k of precomputed host keys (Q, N) (larger is better), e.g. diffusion scores;
  * self_index as in the options (may be NULL). score = key in the result. */
 void st_topk_select_keys(st_backend *be, const float *keys, int q, long n, int k,

@@ -106,11 +106,19 @@ typedef struct st_triplet_desc {
     float eps;           /* safe sqrt: D = sqrt(max(s,0) + eps), eps 1e-12 */
 } st_triplet_desc;
 
-typedef struct st_triplet_stats { /* host */
+/* One step's loss statistics, written on the device by the loss ops (overwritten, never read
+ * back by them): the caller keeps one record per step and downloads them when it asks for the
+ * values (train/loss.c), so the step does not wait for the device. */
+typedef struct st_triplet_stats { /* device */
     float loss;
     float active_fraction; /* anchors (or triplets) with non-zero loss */
     float mean_pos, mean_neg; /* mean hardest-positive / hardest-negative distance */
 } st_triplet_stats;
+
+typedef struct st_xent_stats { /* device */
+    double loss_sum; /* sum of the row losses, added in row order (the caller divides) */
+    double correct;  /* rows whose top-1 logit (ties to the lower class) is the label */
+} st_xent_stats;
 
 /* ---- the ops: one list, ST_BACKEND_OPS ---------------------------------------------- */
 
@@ -204,6 +212,10 @@ typedef struct st_triplet_stats { /* host */
     X(void, conv_fold_bn, (st_backend *be, st_conv_plan *p, const float *w, const float *b,        \
                            const float *gamma, const float *beta, const float *mean,               \
                            const float *var, float eps, float *w_out, float *b_out))               \
+    /* A conv call may reuse what it derived from a kernel w on an earlier call (cpu bf16 plans:  \
+     * w rounded to bf16) until w is written by conv_weights_import or conv_fold_bn, or this says \
+     * w was written otherwise (freed 0: optimizer step, raw copy) or is about to be freed (1). */ \
+    X(void, conv_weights_changed, (st_backend *be, const float *w, int freed))                     \
                                                                                                    \
     /* ---- batch norm over NHWC rows ---- */                                                      \
     /* batch statistics; save_mean/save_rstd (C) are kept for backward, running stats updated */   \
@@ -258,15 +270,17 @@ typedef struct st_triplet_stats { /* host */
                                                                                                    \
     /* ---- losses ---- */                                                                         \
     /* softmax cross-entropy with label smoothing; labels int32 (N) on device;                     \
-     * probs (N,K) kept for backward; loss_rows (N) per-sample loss */                             \
+     * probs (N,K) kept for backward; loss_rows (N) per-sample loss; stats (device) overwritten. \
+     * A label outside [0, K): the cpu fails (ST_CHECK), cuda gives the row a NaN loss (checking  \
+     * would read back; train/loss.c checks its host labels first) */                            \
     X(void, xent_forward, (st_backend *be, int n, int k, const float *logits,                      \
                            const int32_t *labels, float smoothing, float *probs,                   \
-                           float *loss_rows))                                                      \
+                           float *loss_rows, st_xent_stats *stats))                                \
     /* dlogits = scale * (probs - target), scale usually 1/N */                                    \
     X(void, xent_backward, (st_backend *be, int n, int k, const float *probs,                      \
                             const int32_t *labels, float smoothing, float scale,                   \
                             float *dlogits))                                                       \
-    /* triplet loss on a PK batch: loss, stats (host) and the gradient w.r.t. emb in one pass;     \
+    /* triplet loss on a PK batch: loss, stats (device) and the gradient w.r.t. emb in one pass;   \
      * dist is workspace (N, N); demb overwritten */                                               \
     X(void, triplet_loss, (st_backend *be, const st_triplet_desc *d, const float *emb,             \
                            const int32_t *labels, float *dist, float *demb,                        \

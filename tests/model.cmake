@@ -8,6 +8,9 @@
 #   test_resnet_memory  the training activations arena against the tensors autograd saves,
 #                       residual adds in place; an inference model without gradient memory,
 #                       backward on it refused (C only, no oracle)
+#   test_resnet_add_grad  a BN read only by a residual add takes the add's gradient and ReLU
+#                       mask itself: its parameter gradients equal relu_backward + bn_backward
+#                       bit for bit (C only, no oracle)
 st_add_test(NAME test_resnet_model SOURCES test_resnet_model.c LIBS st_train LABELS cpu)
 
 st_add_script_test(NAME torch_resnet_fixture
@@ -17,3 +20,4 @@ set_tests_properties(torch_resnet_fixture PROPERTIES FIXTURES_SETUP resnet_torch
 st_add_test(NAME test_resnet_parity SOURCES test_resnet_parity.c LIBS st_train LABELS python)
 set_tests_properties(test_resnet_parity PROPERTIES FIXTURES_REQUIRED resnet_torch)
 st_add_test(NAME test_resnet_memory SOURCES test_resnet_memory.c LIBS st_train LABELS cpu)
+st_add_test(NAME test_resnet_add_grad SOURCES test_resnet_add_grad.c LIBS st_train LABELS cpu)

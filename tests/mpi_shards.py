@@ -10,6 +10,10 @@ embedding head trained one epoch by one process.
   topk    3 ranks, --tile-rows 5, cosine and l2, k = 7 and k = 60 > 56 gallery rows (empty
           slots padded): each rank searches whole tiles, rank 0 merges exactly, ties (the copied
           class, in the first and the last shard) to the lower gallery row as one process
+  default 3 ranks WITHOUT --tile-rows, cosine and l2: random 40000 x 16 gallery, 4100 queries
+  tiles   (two query blocks of at most 4096), so the default tile (256 MiB budget / (4096 + ld)
+          floats = 16316 or 16320 rows) cuts the gallery into 3 tiles, one per rank, the last
+          partial; rows of the first tile copied into the last (ties across shards)
   no MPI  the binary does not link libmpi (ldd), and a launch that claims 2 processes with
           an unloadable MPI library is refused with a message naming the library
 Usage (ctest): mpi_shards.py MAKE_SYNTHETIC
@@ -73,6 +77,29 @@ def test_topk():
                 identical("top1.h5", "top3.h5", f"topk {metric} k={k} on 3 ranks")
 
 
+def write_random_embeddings():
+    """default_gallery.h5 (40000, 16) with rows 0..99 copied to 39900..39999, default_queries.h5 (4100, 16)."""
+    import h5py
+    import numpy as np
+    rng = np.random.default_rng(5)
+    gallery = rng.standard_normal((40000, 16), dtype=np.float32)
+    gallery[39900:] = gallery[:100]
+    for path, x in (("default_gallery.h5", gallery), ("default_queries.h5", gallery[::9][:4100] + 0.01)):
+        with h5py.File(path, "w") as f:
+            f["embeddings"] = x
+
+
+def test_topk_default_tiles():
+    write_random_embeddings()
+    for metric in ("cosine", "l2"):
+        args = ["topk", "--gallery", "default_gallery.h5", "--queries", "default_queries.h5", "-k", "7", "--metric",
+                metric, "--threads", "1", "--out"]
+        r1, r3 = run(args + ["default1.h5"]), run(args + ["default3.h5"], ranks=3)
+        if check(r1.returncode == 0 and r3.returncode == 0, f"topk default tiles {metric}: exit {r1.returncode} / "
+                 f"{r3.returncode}: {r1.stderr[-400:]} {r3.stderr[-400:]}"):
+            identical("default1.h5", "default3.h5", f"topk {metric} with the default tile on 3 ranks")
+
+
 def test_no_mpi_needed():
     r = subprocess.run(["ldd", BIN], stdout=subprocess.PIPE, text=True)
     check(r.returncode == 0 and "libmpi" not in r.stdout, f"the binary links libmpi: {r.stdout}")
@@ -86,7 +113,8 @@ def main():
     (make_synthetic,) = testlib.inputs(["MAKE_SYNTHETIC"])
     if not MPIRUN or not shutil.which("h5diff"):
         testlib.missing_oracle("mpi_shards", "mpirun (openmpi-bin) or h5diff (hdf5-tools) is not installed")
-    shutil.rmtree("shard_runs", ignore_errors=True)
+    for folder in ("shard_runs", "shard_data"):  # a failed run keeps them for inspection
+        shutil.rmtree(folder, ignore_errors=True)
     ok = subprocess.run([make_synthetic, "shard_data", "6", "8", "40", "40", "23", "0", "0"]).returncode == 0
     if ok:
         shutil.copytree("shard_data/device_000", "shard_data/device_copy")
@@ -96,6 +124,7 @@ def main():
     if check(r is not None and r.returncode == 0, f"training the weights: {r and r.stderr[-400:]}"):
         test_embed()
         test_topk()
+        test_topk_default_tiles()
         test_no_mpi_needed()
     return testlib.finish("mpi_shards", work=["shard_runs", "shard_data"])
 

@@ -9,3 +9,6 @@ st_add_script_test(NAME test_bf16_cli LABELS python
 #   test_bf16_train      a bf16 training step against fp32: features, every gradient, BN moving
 #                        statistics at bf16 tolerances (C, through the model API)
 st_add_test(NAME test_bf16_train SOURCES test_bf16_train.c LIBS st_infer)
+#   test_bf16_kernel_cache  the CPU's one bf16 copy per conv kernel goes stale when it should:
+#                        after SGD steps and a direct write, bit-exact against a fresh model
+st_add_test(NAME test_bf16_kernel_cache SOURCES test_bf16_kernel_cache.c LIBS st_infer)

@@ -17,7 +17,8 @@ which the server may write. Checks:
   4. GET /images/<id> returns the indexed file's bytes with its image type; /healthz and
      /metrics (Prometheus text: requests by status, latency and batch histograms, queue depth).
   5. POST /index: 403 without --allow-write; with it, 401 without or with a wrong token; with
-     the token a new image is added (201, id 24), found first by a search for it, the index
+     the token a new image is added (201, id 24), found first by a search for it (a search
+     before the write opened the old snapshot's gallery: the batcher must follow), the index
      file on disk has 25 rows and `simtune search` on that file ranks it first too.
   6. SIGHUP reloads the index file (back to 24 rows), and with a broken file keeps the index it
      has (a log line says why); SIGTERM exits 0; every request has a log line with its id.
@@ -133,6 +134,9 @@ def test_index_writes(fx, work):
     for auth in ({}, {"Authorization": "Bearer s3cret-tokeX"}, {"Authorization": "Bearer s3cret"}):
         status, _, _ = sc.request(server.url("/index"), "POST", body, dict(auth, **{"Content-Type": ctype}))
         check(status == 401, f"POST /index with {auth}: {status}")
+    # a search before the write: the batcher's gallery of the 24-row snapshot, which the write replaces
+    status, served = sc.search(server, new, k=1)
+    check(status == 200 and served["results"][0]["id"] != 24, f"search before POST /index: {status} {served}")
     status, _, out = sc.request(server.url("/index"), "POST", body,
                                 {"Content-Type": ctype, "Authorization": "Bearer s3cret-token"})
     check(status == 201 and json.loads(out)["id"] == 24, f"POST /index: {status} {out}")

@@ -536,16 +536,25 @@ static void test_xent(void) {
     for (int i = 0; i < n; i++) labels[i] = (int32_t)urand(0, (float)k);
     twin z = twin_floats(hz, (size_t)n * k), lab = twin_bytes(labels, sizeof labels);
     twin probs = twin_floats(NULL, (size_t)n * k), loss = twin_floats(NULL, n);
-    twin dz = twin_floats(NULL, (size_t)n * k);
-    ref->xent_forward(ref, n, k, R(z), lab.ref, 0.1f, R(probs), R(loss));
-    dev->xent_forward(dev, n, k, D(z), lab.dev, 0.1f, D(probs), D(loss));
+    twin dz = twin_floats(NULL, (size_t)n * k), stats = twin_bytes(NULL, sizeof(st_xent_stats));
+    ref->xent_forward(ref, n, k, R(z), lab.ref, 0.1f, R(probs), R(loss), stats.ref);
+    dev->xent_forward(dev, n, k, D(z), lab.dev, 0.1f, D(probs), D(loss), stats.dev);
     compare("xent probs", probs, 1e-9, 1e-5);
     compare("xent loss", loss, 1e-6, 1e-5);
+    st_xent_stats *sr, *sd;
+    fetch(stats, (void **)&sr, (void **)&sd);
+    /* a sum of n row losses each within the rows' tolerance above; top-1 of random logits has
+     * no ties, so the hits agree exactly */
+    TEST_CHECK(fabs(sd->loss_sum - sr->loss_sum) <= n * 1e-6 + 1e-5 * fabs(sr->loss_sum),
+               "xent loss_sum %.9g vs %.9g", sd->loss_sum, sr->loss_sum);
+    TEST_CHECK(sd->correct == sr->correct, "xent correct %g vs %g", sd->correct, sr->correct);
+    free(sr);
+    free(sd);
     twin_share_ref(probs);
     ref->xent_backward(ref, n, k, R(probs), lab.ref, 0.1f, 1.0f / n, R(dz));
     dev->xent_backward(dev, n, k, D(probs), lab.dev, 0.1f, 1.0f / n, D(dz));
     compare("xent backward", dz, 1e-9, TOL_ELEM);
-    twin parts[] = {z, lab, probs, loss, dz};
+    twin parts[] = {z, lab, probs, loss, dz, stats};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
     free(hz);
 }
@@ -559,9 +568,14 @@ static void check_triplet(int batch_all, int soft_margin) {
     for (int i = 0; i < n; i++) labels[i] = i / kk;
     twin emb = twin_floats(he, (size_t)n * d), lab = twin_bytes(labels, sizeof labels);
     twin dist = twin_floats(NULL, (size_t)n * n), demb = twin_floats(NULL, (size_t)n * d);
-    st_triplet_stats sr, sd;
-    ref->triplet_loss(ref, &desc, R(emb), lab.ref, R(dist), R(demb), &sr);
-    dev->triplet_loss(dev, &desc, D(emb), lab.dev, D(dist), D(demb), &sd);
+    twin stats = twin_bytes(NULL, sizeof(st_triplet_stats));
+    ref->triplet_loss(ref, &desc, R(emb), lab.ref, R(dist), R(demb), stats.ref);
+    dev->triplet_loss(dev, &desc, D(emb), lab.dev, D(dist), D(demb), stats.dev);
+    st_triplet_stats *href, *hdev;
+    fetch(stats, (void **)&href, (void **)&hdev);
+    st_triplet_stats sr = *href, sd = *hdev;
+    free(href);
+    free(hdev);
     char name[80];
     snprintf(name, sizeof name, "triplet batch_all=%d soft=%d", batch_all, soft_margin);
     TEST_CHECK(fabsf(sd.loss - sr.loss) <= TOL_TRIPLET * fabsf(sr.loss) + 1e-7f,
@@ -572,7 +586,7 @@ static void check_triplet(int batch_all, int soft_margin) {
     TEST_CHECK(fabsf(sd.mean_neg - sr.mean_neg) <= TOL_TRIPLET * sr.mean_neg, "%s mean_neg", name);
     compare_norm(name, dist, TOL_GEMM);
     compare_norm(name, demb, TOL_TRIPLET);
-    twin parts[] = {emb, lab, dist, demb};
+    twin parts[] = {emb, lab, dist, demb, stats};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) twin_free(parts[i]);
     free(he);
 }

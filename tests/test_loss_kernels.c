@@ -66,14 +66,29 @@ static void xent_example(void) {
     const float grad_plain[3] = {-0.334759f, 0.244728f, 0.090031f};
     const float grad_smooth[3] = {-0.268092f, 0.211395f, 0.056698f};
     float probs[3], loss, dlogits[3];
-    cpu_xent_forward(NULL, 1, 3, logits, label, 0.0f, probs, &loss);
+    st_xent_stats stats;
+    cpu_xent_forward(NULL, 1, 3, logits, label, 0.0f, probs, &loss, &stats);
     cpu_xent_backward(NULL, 1, 3, probs, label, 0.0f, 1.0f, dlogits);
     TEST_CHECK(fabsf(loss - 0.407606f) <= 1e-6f, "B.7 loss %.7f, expected 0.407606", loss);
     TEST_CLOSE("B.7 gradient", dlogits, grad_plain, 3, 1e-6, 0);
-    cpu_xent_forward(NULL, 1, 3, logits, label, 0.1f, probs, &loss);
+    cpu_xent_forward(NULL, 1, 3, logits, label, 0.1f, probs, &loss, &stats);
     cpu_xent_backward(NULL, 1, 3, probs, label, 0.1f, 1.0f, dlogits);
     TEST_CHECK(fabsf(loss - 0.507606f) <= 1e-6f, "smoothed loss %.7f, expected 0.507606", loss);
+    TEST_CHECK(stats.loss_sum == (double)loss && stats.correct == 1, "stats %g %g, expected %g 1",
+               stats.loss_sum, stats.correct, (double)loss);
     TEST_CLOSE("smoothed gradient", dlogits, grad_smooth, 3, 1e-6, 0);
+}
+
+/* xent_forward's stats: the row losses added in row order, and top-1 hits with ties to the lower
+ * class (row 0 ties classes 1 and 2: label 1 hits, row 1 with label 2 does not). */
+static void xent_stats_ties(void) {
+    const float logits[6] = {1, 3, 3, 1, 3, 3};
+    const int32_t labels[2] = {1, 2};
+    float probs[6], rows[2];
+    st_xent_stats stats;
+    cpu_xent_forward(NULL, 2, 3, logits, labels, 0.0f, probs, rows, &stats);
+    TEST_CHECK(stats.correct == 1, "top-1 hits %g, expected 1 (ties to the lower class)", stats.correct);
+    TEST_CHECK(stats.loss_sum == (double)rows[0] + (double)rows[1], "loss_sum %.17g", stats.loss_sum);
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -121,14 +136,15 @@ static void xent_finite_differences(float smoothing) {
     float logits[N * K], probs[N * K], rows[N], dlogits[N * K], numeric[N * K];
     int32_t labels[N] = {0, 3, 6, 3};
     for (int i = 0; i < N * K; i++) logits[i] = 2 * rand_normal();
-    cpu_xent_forward(NULL, N, K, logits, labels, smoothing, probs, rows);
+    st_xent_stats stats;
+    cpu_xent_forward(NULL, N, K, logits, labels, smoothing, probs, rows, &stats);
     cpu_xent_backward(NULL, N, K, probs, labels, smoothing, 1.0f / N, dlogits);
     const float h = 1e-3f;
     for (int i = 0; i < N * K; i++) {
         float keep = logits[i], sums[2];
         for (int side = 0; side < 2; side++) {
             logits[i] = keep + (side ? -h : h);
-            cpu_xent_forward(NULL, N, K, logits, labels, smoothing, probs, rows);
+            cpu_xent_forward(NULL, N, K, logits, labels, smoothing, probs, rows, &stats);
             sums[side] = (rows[0] + rows[1] + rows[2] + rows[3]) / N;
         }
         logits[i] = keep;
@@ -245,6 +261,7 @@ static void duplicate_rows_tie_exactly(void) {
 int main(void) {
     worked_example();
     xent_example();
+    xent_stats_ties();
     for (int batch_all = 0; batch_all < 2; batch_all++)
         for (int soft = 0; soft < 2; soft++) triplet_finite_differences(batch_all, soft);
     xent_finite_differences(0.0f);

@@ -60,10 +60,13 @@ static void check_xent_case(const fixture *fx, int index) {
     float *probs = malloc(sizeof(float) * (size_t)n * k);
     float *dlogits = malloc(sizeof(float) * (size_t)n * k);
     float *loss_rows = malloc(sizeof(float) * (size_t)n);
-    cpu_xent_forward(NULL, n, k, logits, labels, smoothing, probs, loss_rows);
+    st_xent_stats stats;
+    cpu_xent_forward(NULL, n, k, logits, labels, smoothing, probs, loss_rows, &stats);
     cpu_xent_backward(NULL, n, k, probs, labels, smoothing, 1.0f / (float)n, dlogits);
     double loss = 0;
     for (int i = 0; i < n; i++) loss += loss_rows[i];
+    TEST_CHECK(stats.loss_sum == loss, "xent case %d: stats loss_sum %.17g, rows add to %.17g",
+               index, stats.loss_sum, loss); /* both in row order, in double: equal */
     loss /= n;
     TEST_CHECK(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss),
                "xent case %d (N=%d K=%d eps=%g): loss %.9g, torch %.9g", index, n, k, smoothing,

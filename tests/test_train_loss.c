@@ -6,6 +6,9 @@
  *   - triplet on the embedding: the worked example of docs/algorithms.md B.5 through the layer;
  *   - triplet on pooled features with normalize = 1: finite differences through the
  *     normalisation and the gradient's orthogonality to each row;
+ *   - steps recorded on the device and read together (st_loss_record, st_loss_read) give
+ *     bit for bit the stats of each step computed and read alone (st_loss_compute), for both
+ *     losses, oldest first; a second read returns nothing;
  *   - configs the model cannot serve are refused with a message.
  */
 #include <stdint.h>
@@ -144,6 +147,59 @@ static void triplet_on_normalized_features(st_backend *be) {
     free_fake_model(&m);
 }
 
+/* STEPS batches of different inputs in *input: recorded one after the other and read in one
+ * call, versus the same batches computed one at a time. Same ops on the same inputs in the same
+ * order, so the stats must be equal exactly (no tolerance). */
+static void batched_read_matches(const char *what, st_model *m, const st_loss_config *cfg,
+                                 const st_tensor *input, const int32_t *labels, int n) {
+    enum { STEPS = 5 };
+    st_backend *be = m->backend;
+    const size_t count = (size_t)n * input->c;
+    float *x = malloc(sizeof(float) * count);
+    st_loss *loss = st_loss_create(m, cfg);
+    TEST_CHECK(loss != NULL, "%s: create: %s", what, st_error_get());
+    st_loss_stats alone[STEPS];
+    for (int pass = 0; pass < 2; pass++)
+        for (int step = 0; step < STEPS; step++) {
+            for (size_t i = 0; i < count; i++) x[i] = (float)sin(0.9 * i + 2.1 * step) * (1 + step);
+            be->upload(be, input->data, x, sizeof(float) * count);
+            if (pass == 0) {
+                alone[step] = st_loss_compute(loss, n, labels);
+                continue;
+            }
+            int pending = st_loss_record(loss, n, labels);
+            TEST_CHECK(pending == step + 1, "%s: %d steps pending after %d", what, pending, step + 1);
+        }
+    const st_loss_stats *read;
+    int got = st_loss_read(loss, &read);
+    TEST_CHECK(got == STEPS, "%s: read %d steps, recorded %d", what, got, STEPS);
+    for (int i = 0; i < got && i < STEPS; i++)
+        TEST_CHECK(read[i].loss == alone[i].loss && read[i].accuracy == alone[i].accuracy &&
+                       read[i].active_fraction == alone[i].active_fraction &&
+                       read[i].mean_pos == alone[i].mean_pos && read[i].mean_neg == alone[i].mean_neg &&
+                       read[i].rows == n,
+                   "%s step %d: read together loss %.9g acc %g active %g rows %d, alone %.9g %g %g", what, i,
+                   read[i].loss, read[i].accuracy, read[i].active_fraction, read[i].rows, alone[i].loss,
+                   alone[i].accuracy, alone[i].active_fraction);
+    TEST_CHECK(alone[0].loss != alone[1].loss, "%s: the steps must differ to tell their order", what);
+    TEST_CHECK(st_loss_read(loss, &read) == 0, "%s: a second read must find nothing", what);
+    st_loss_free(loss);
+    free(x);
+}
+
+static void batched_reads(st_backend *be) {
+    st_model xm = fake_model(be, 6, 3, 0, 4);
+    const int32_t xlabels[6] = {0, 1, 2, 3, 1, 2};
+    st_loss_config xent = {.kind = ST_LOSS_XENT, .label_smoothing = 0.1};
+    batched_read_matches("xent", &xm, &xent, &xm.logits, xlabels, 6);
+    free_fake_model(&xm);
+    st_model tm = fake_model(be, 6, 4, 3, 0);
+    const int32_t tlabels[6] = {0, 0, 1, 1, 2, 2};
+    st_loss_config triplet = {.kind = ST_LOSS_TRIPLET, .margin = 0.2};
+    batched_read_matches("triplet", &tm, &triplet, &tm.embedding, tlabels, 6);
+    free_fake_model(&tm);
+}
+
 static void refused_configs(st_backend *be) {
     st_model m = fake_model(be, 4, 8, 0, 0);
     st_loss_config xent = {.kind = ST_LOSS_XENT};
@@ -167,6 +223,7 @@ int main(void) {
     xent_through_layer(be);
     triplet_on_embedding(be);
     triplet_on_normalized_features(be);
+    batched_reads(be);
     refused_configs(be);
     st_backend_close(be);
     return test_finish("test_train_loss");

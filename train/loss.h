@@ -16,9 +16,12 @@
  * The input is the model's final output because st_model_backward (infer/model/model.h) starts there; so the triplet
  * loss refuses a model with a classifier (its final output would be the logits).
  *
- * Stats per call: loss; accuracy (top-1 of the logits, ties to the lower class) with the
+ * Stats per step: loss; accuracy (top-1 of the logits, ties to the lower class) with the
  * classifier (XENT), else -1; for the triplet loss the active fraction and mean hardest
- * positive / negative distances (kernels/cpu/triplet.c).
+ * positive / negative distances (kernels/cpu/triplet.c). They stay on the device: st_loss_record
+ * reads nothing back (the step never waits for the device); the caller fetches the steps
+ * recorded so far with st_loss_read when it wants the values (issue 15: once per logging
+ * interval), one download for all of them.
  * Labels are int32 host values: class indices for XENT, identity labels of the PK batch for
  * TRIPLET. Workspace (device) is allocated once in st_loss_create for m->config.batch rows.
  *
@@ -26,8 +29,9 @@
  * global batch, in rank order, and every rank calls st_loss_compute at the same step. The
  * loss is that of the GLOBAL batch and the gradient written is this rank's rows of the gradient
  * of the global mean loss, so summing the ranks' parameter gradients gives one process's:
- *   XENT     per-row losses are summed over the ranks (with the row count and the correct
- *            top-1 count), the gradient scaled by 1 / global rows;
+ *   XENT     the row counts are summed over the ranks at each step (a host all-reduce: the
+ *            gradient is scaled by 1 / global rows), the loss sums and correct top-1 counts
+ *            when read (one all-reduce for all the steps read);
  *   TRIPLET  the inputs and labels of all ranks are all-gathered, batch-hard / batch-all mining
  *            and the loss run on the global batch on every rank (so mining sees the candidates
  *            one process sees), and each rank keeps its own rows of the gradient.
@@ -67,8 +71,19 @@ typedef struct st_loss st_loss;
 st_loss *st_loss_create(st_model *m, const st_loss_config *cfg);
 void st_loss_free(st_loss *loss);
 
-/* Loss and gradient of the first n <= batch rows; labels (n) host. Collective with several
- * ranks: the global batch's loss (above). */
+#define ST_LOSS_MAX_PENDING 1024 /* steps recorded before st_loss_read must run (16 B each) */
+
+/* Loss and gradient of the first n <= batch rows; labels (n) host. The step's stats are kept
+ * on the device; returns the number of steps recorded and not yet read (at most
+ * ST_LOSS_MAX_PENDING: the caller reads before recording more). Collective with several ranks:
+ * the global batch's loss (above). */
+int st_loss_record(st_loss *loss, int n, const int32_t *labels);
+/* The recorded steps' stats, oldest first, in *steps (owned by the loss, valid until the next
+ * call); returns their count and forgets them. One download; with several ranks and XENT one
+ * all-reduce (so collective, like the steps). */
+int st_loss_read(st_loss *loss, const st_loss_stats **steps);
+/* One step recorded and read at once (tests, benchmarks of one step, one-off callers): this
+ * waits for the device. Nothing may be pending. */
 st_loss_stats st_loss_compute(st_loss *loss, int n, const int32_t *labels);
 /* The same over this rank's rows only, never collective (validation, which one rank runs). */
 st_loss_stats st_loss_compute_local(st_loss *loss, int n, const int32_t *labels);

@@ -774,6 +774,12 @@ typedef struct epoch_stats {
     double seconds;
 } epoch_stats;
 
+/* Batches between two progress lines when the output is not a terminal, and between two reads
+ * of the loss statistics (st_loss_read): the loss is downloaded once per interval, not per step. */
+static int progress_every(int batches) { return batches / 10 > 0 ? batches / 10 : 1; }
+
+/* s holds the steps read so far (fold_loss_stats): on a terminal the bar moves every batch and
+ * the loss shown changes once per progress_every batches. */
 static void print_progress(trainer *t, int batch, int batches, const epoch_stats *s, float lr, double t0) {
     FILE *out = progress_of(t);
     if (!out) return;
@@ -791,21 +797,25 @@ static void print_progress(trainer *t, int batch, int batches, const epoch_stats
                 batches, mean_loss, ips, lr, eta);
         if (batch == batches) fputc('\n', out);
     } else {
-        int every = batches / 10 > 0 ? batches / 10 : 1;
-        if (batch % every != 0 && batch != batches) return;
+        if (batch % progress_every(batches) != 0 && batch != batches) return;
         fprintf(out, "  epoch %d step %d/%d loss %.4f %.1f img/s lr %.2e eta %.0fs\n", t->global_epoch + 1, batch, batches,
                 mean_loss, ips, lr, eta);
     }
     fflush(out);
 }
 
-/* A non-finite loss, or one over divergence_factor times the reference loss, stops the run before
- * the step updates anything. The reference is the larger of the epoch's running mean and the
- * previous epoch's mean (both survive a resume): a late epoch whose first batches happen to be
- * easy (a hinge triplet loss near 0) must not make one harder batch look like an explosion, and
- * in the first epoch the running mean starts at the untrained loss. 0 fine, -1 diverged (the
- * caller marks the run diverged: sweeps score such trials NaN). */
-static int check_divergence(const trainer *t, double loss, const epoch_stats *s, int batch) {
+/* A non-finite loss, or one over divergence_factor times the reference loss, stops the run. The
+ * losses are read once per progress interval (fold_loss_stats), so the steps up to the read
+ * have updated the weights (a non-finite gradient norm skips its update, train/optim.h), but no
+ * checkpoint is written from them: one is written only after a read that found nothing. Each
+ * step is still checked against the reference it had: the larger of the epoch's running mean
+ * over the steps before it and the previous epoch's mean (both survive a resume): a late epoch
+ * whose first batches happen to be easy (a hinge triplet loss near 0) must not make one harder
+ * batch look like an explosion, and in the first epoch the running mean starts at the
+ * untrained loss. `step` is the 1-based step checked, [first, last] the steps of the read. 0 fine,
+ * -1 diverged (the caller marks the run diverged: sweeps score such trials NaN). */
+static int check_divergence(const trainer *t, double loss, const epoch_stats *s, int batch, long step, long first,
+                            long last) {
     double factor = t->cfg->divergence_factor;
     double running = s->steps > 0 ? s->loss / (double)s->steps : 0.0;
     double mean = fmax(running, t->pos.last_loss);
@@ -813,9 +823,36 @@ static int check_divergence(const trainer *t, double loss, const epoch_stats *s,
     if (isfinite(loss) && !exploded) return 0;
     char why[160] = "";
     if (exploded) snprintf(why, sizeof why, ", over divergence_factor %g times the reference loss %g", factor, mean);
-    return st_error_set("loss is %g at step %ld (epoch %d, batch %d)%s: training diverged (HINT: lower optimizer.lr "
-                        "or set optimizer.grad_clip; the last good checkpoint is kept in %s)",
-                        loss, t->step + 1, t->global_epoch + 1, batch, why, t->run_dir);
+    return st_error_set("loss is %g at step %ld (epoch %d, batch %d; steps %ld-%ld read together)%s: training "
+                        "diverged (HINT: lower optimizer.lr or set optimizer.grad_clip; the last good checkpoint is "
+                        "kept in %s)",
+                        loss, step, t->global_epoch + 1, batch, first, last, why, t->run_dir);
+}
+
+/* Read the loss statistics of the steps recorded since the last read (one download), check
+ * each for divergence in step order and add it to s and to t->pos.epoch_sums (what a
+ * mid-epoch checkpoint saves, so every checkpoint follows a read). `done` is the batch number
+ * of the newest step, t->step its step. Collective with several ranks (st_loss_read); every
+ * rank sees the same values, so all stop together. 0 fine, -1 diverged. */
+static int fold_loss_stats(trainer *t, epoch_stats *s, int done) {
+    const st_loss_stats *steps;
+    const int count = st_loss_read(t->loss, &steps);
+    const long first = t->step - count + 1;
+    for (int i = 0; i < count; i++) {
+        const st_loss_stats *ls = &steps[i];
+        if (check_divergence(t, ls->loss, s, done - count + 1 + i, first + i, first, t->step)) {
+            t->diverged = 1;
+            return -1;
+        }
+        s->loss += ls->loss;
+        s->accuracy += ls->accuracy;
+        s->active += ls->active_fraction;
+        s->images += ls->rows; /* the global batch's */
+        s->steps++;
+    }
+    double now[5] = {s->loss, s->accuracy, s->active, (double)s->images, (double)s->steps};
+    memcpy(t->pos.epoch_sums, now, sizeof now);
+    return 0;
 }
 
 /* ---- data parallel ---------------------------------------------------------------------- */
@@ -859,7 +896,7 @@ static void reduce_across_ranks(trainer *t) {
  * -1 error (diverged or bad data). */
 static int train_epoch(trainer *t, float lr, epoch_stats *s) {
     st_model *m = t->model;
-    int batches = st_loader_batches_per_epoch(t->loader);
+    int batches = st_loader_batches_per_epoch(t->loader), every = progress_every(batches);
     double t0 = st_now_seconds();
     memset(s, 0, sizeof *s);
     const double *sums = t->pos.epoch_sums; /* the batches done before a mid-epoch resume */
@@ -874,35 +911,26 @@ static int train_epoch(trainer *t, float lr, epoch_stats *s) {
     while ((rc = st_loader_next(t->loader, &b)) == 1) {
         t->be->upload_async(t->be, m->input.data, b->x, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
         st_model_forward(m, b->n, 1);
-        st_loss_stats ls = st_loss_compute(t->loss, b->n, b->labels);
-        if (check_divergence(t, ls.loss, s, done + 1)) {
-            t->diverged = 1;
-            t->be->upload_fence(t->be);
-            st_loader_release(t->loader, b);
-            return -1;
-        }
+        int pending = st_loss_record(t->loss, b->n, b->labels); /* nothing read back */
         st_model_backward(m, b->n);
         reduce_across_ranks(t);
         st_optimizer_step(t->optimizer, lr);
         t->step++;
         done++;
         t->pos.epoch_batches = done;
-        s->loss += ls.loss;
-        s->accuracy += ls.accuracy;
-        s->active += ls.active_fraction;
-        s->images += ls.rows; /* the global batch's */
-        s->steps++;
-        double now[5] = {s->loss, s->accuracy, s->active, (double)s->images, (double)s->steps};
-        memcpy(t->pos.epoch_sums, now, sizeof now);
         t->be->upload_fence(t->be); /* the loader may refill b once the copy has read it */
         st_loader_release(t->loader, b);
+        int read = done % every == 0 || done == batches || pending == ST_LOSS_MAX_PENDING;
+        if (read && fold_loss_stats(t, s, done)) return -1;
         print_progress(t, done, batches, s, lr, t0);
         /* Drain nothing: the loader state saved is the consumer's position. After the epoch's
          * last batch, finish the epoch instead: a checkpoint "mid-epoch" at its very end would
-         * resume into the following epoch's batches (the loader starts it) as if the same. */
-        if (stop_agreed() && done < batches) return 0;
+         * resume into the following epoch's batches (the loader starts it) as if the same. The
+         * checkpoint saves t->pos.epoch_sums: read what is pending first. */
+        if (stop_agreed() && done < batches) return fold_loss_stats(t, s, done) ? -1 : 0;
     }
     if (rc < 0) return -1;
+    if (fold_loss_stats(t, s, done)) return -1; /* a loader that ended the epoch early */
     long n = s->steps > 0 ? s->steps : 1;
     s->loss /= n;
     s->accuracy /= n;

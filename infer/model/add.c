@@ -3,7 +3,10 @@
  * (N, H, W, C), a ReLU fused at the end (step.relu, Keras v1 and torchvision <p>_out). The add
  * may write over one of its inputs in place (memory.c plans it).
  * Backward: the gradient passes to both inputs unchanged but for the ReLU's mask (read from
- * y): copied to the first consumer's gradient, added to one another consumer already wrote.
+ * y), applied in place to the output's gradient; then copied to the first consumer's gradient,
+ * added to one another consumer already wrote. A BN input reads the masked gradient through
+ * the add (step.grad_via_add, plan.c), so the add writes nothing for it: one mask pass and one
+ * copy (identity shortcut) or the mask alone (projection) instead of a mask and two copies.
  */
 #include "layer.h"
 
@@ -14,22 +17,26 @@ void st_add_step_forward(st_model *m, const st_layer *l, int n) {
                             l->step.relu);
 }
 
+/* Whether input k takes its gradient from this add (a BN reading it through the add does not). */
+static int writes_input_grad(const st_model *m, const st_layer *l, int k) {
+    const st_layer *src = &m->layers[st_step_input(m, l, k)->exec];
+    return st_step_input_needs_grad(m, l, k) && src->step.grad_via_add != l - m->layers;
+}
+
 void st_add_step_backward(st_model *m, const st_layer *l, int n) {
     st_backend *be = m->backend;
     const st_step *s = &l->step;
     const st_layer *out = st_step_output(m, l);
     size_t count = st_batch_numel(out->out, n);
-    const float *dsum = out->grad;
-    if (s->relu) {
-        be->relu_backward(be, out->out.data, out->grad, s->scratch, count);
-        dsum = s->scratch;
-    }
+    /* the ReLU's mask in place: the BNs read through this add and its own copies below all
+     * want the masked gradient, and nothing reads the unmasked one after this step */
+    if (s->relu) be->relu_backward(be, out->out.data, out->grad, out->grad, count);
     for (int k = 0; k < 2; k++) {
-        if (!st_step_input_needs_grad(m, l, k)) continue;
+        if (!writes_input_grad(m, l, k)) continue;
         float *dx = st_step_input(m, l, k)->grad;
         if (s->accumulate[k])
-            be->axpy(be, dx, 1.0f, dsum, count);
+            be->axpy(be, dx, 1.0f, out->grad, count);
         else
-            be->copy(be, dx, dsum, count * sizeof(float));
+            be->copy(be, dx, out->grad, count * sizeof(float));
     }
 }

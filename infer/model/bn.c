@@ -7,7 +7,9 @@
  * convention). Otherwise (inference, frozen BN): the moving statistics. A frozen BN after a
  * frozen conv is folded into the conv (conv.c) and has no step.
  * Backward: dx, dgamma, dbeta from x, y (for the ReLU's mask) and the saved statistics; only a
- * trainable BN has a backward (a frozen one below a trainable layer is a planning error).
+ * trainable BN has a backward (a frozen one below a trainable layer is a planning error). A BN
+ * that only a residual add reads (step.grad_via_add, plan.c) reads the add's output gradient,
+ * which the add's backward masked in place: nothing copies the gradient to the BN.
  */
 #include "../../kernels/check.h"
 #include "layer.h"
@@ -36,9 +38,12 @@ void st_bn_step_backward(st_model *m, const st_layer *l, int n) {
     const st_step *s = &l->step;
     ST_CHECK(s->trains, "%s: gradient through a frozen BN below a trainable layer", l->name);
     const st_bn_desc d = bn_desc(m, l, n);
-    const st_layer *out = st_step_output(m, l);
-    be->bn_backward(be, &d, st_step_input(m, l, 0)->out.data, s->relu ? out->out.data : NULL,
-                    out->grad, s->gamma, s->save_mean, s->save_rstd, st_step_dx(m, l, 0),
+    /* the upstream gradient: the step's own, or that of the residual add this BN feeds, which
+     * the add's backward has already masked by its ReLU in place */
+    const st_layer *upstream = st_step_output(m, l);
+    if (s->grad_via_add >= 0) upstream = st_step_output(m, &m->layers[s->grad_via_add]);
+    be->bn_backward(be, &d, st_step_input(m, l, 0)->out.data, d.relu ? upstream->out.data : NULL,
+                    upstream->grad, s->gamma, s->save_mean, s->save_rstd, st_step_dx(m, l, 0),
                     s->dgamma, s->dbeta);
     st_step_finish_dx(m, l, 0, n);
 }

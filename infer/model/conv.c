@@ -10,7 +10,9 @@
  * Backward: dw, db from x and dy (trainable convs only), dx = conv_backward_data(dy, w) when
  * something below needs it. A folded conv never trains, so backward never sees w_fold.
  * Each pass is timed into its own --profile row (profile.c); in bf16 (config.precision, set in
- * the descriptor by plan.c) the backend rounds its inputs to bf16 inside the same calls.
+ * the descriptor by plan.c) the backend rounds its inputs to bf16 inside the same calls, and
+ * keeps a kernel's bf16 copy until told the kernel changed (conv_weights_changed: after a
+ * trainable conv's backward here, for every kernel in model.c's st_model_weights_changed).
  */
 #include "layer.h"
 
@@ -53,6 +55,9 @@ void st_conv_step_backward(st_model *m, const st_layer *l, int n) {
         st_step_finish_dx(m, l, 0, n);
         st_profile_end(m, ST_PROF_CONV_BWD_DATA, mark);
     }
+    /* The optimizer step that follows a backward updates w: what the backend derived from it
+     * (its bf16 copy, made by the forward) goes stale. */
+    if (s->trains) be->conv_weights_changed(be, s->w, 0);
 }
 
 void st_conv_step_fold(st_model *m, const st_layer *l) {

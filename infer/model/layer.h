@@ -22,7 +22,9 @@
  *             given a slot: backward reads the BN's input and the add's output only.
  *   grad      gradient of a materialized output (same shape), only for steps that need a
  *             gradient; backbone gradients share another slot pool, head gradients are
- *             m->d_features / d_embedding / d_logits.
+ *             m->d_features / d_embedding / d_logits. A BN read by a residual add only
+ *             (step.grad_via_add) has no buffer of its own: its grad is the add's output
+ *             gradient, which the add's backward masks by its ReLU in place.
  */
 #ifndef ST_LAYER_H
 #define ST_LAYER_H
@@ -64,6 +66,11 @@ typedef struct st_step {
     int trains;        /* has trainable parameters (gets parameter gradients) */
     int needs_grad;    /* gradient of its output is needed (it or something below trains) */
     int accumulate[2]; /* backward: input k's gradient already holds another consumer's part */
+    int grad_via_add;  /* BN without ReLU whose only reader is a residual add: that add's layer
+                        * index, else -1. Its backward reads the add's output gradient, which
+                        * the add masked by its ReLU in place (the add's gradient passes to its
+                        * inputs unchanged otherwise), so the add writes no gradient for it; its
+                        * output's grad points to the add's output gradient */
 
     st_conv_desc conv; /* full batch; plan for the full batch */
     st_conv_plan *plan;

@@ -150,11 +150,26 @@ static void plan_forward_slots(const st_model *m, slot_plan *sp, int *free_list)
     free(last_use);
 }
 
+/* Per layer: the step whose backward reads its output's gradient last (the lowest index): its
+ * producer, or a BN that reads a residual add's gradient through it (step.grad_via_add). */
+static int *grad_last_readers(const st_model *m) {
+    int *reader = ST_MALLOC((size_t)m->n_layers * sizeof(int));
+    for (int i = 0; i < m->n_layers; i++) reader[i] = m->layers[i].exec;
+    for (int i = 0; i < m->n_layers; i++) {
+        const st_step *s = &m->layers[i].step;
+        if (m->layers[i].exec != i || !s->needs_grad || s->grad_via_add < 0) continue;
+        int add_out = m->layers[s->grad_via_add].step.last;
+        if (i < reader[add_out]) reader[add_out] = i;
+    }
+    return reader;
+}
+
 /* Backward: the gradient of a backbone output lives from its first consumer's backward (in
- * reverse order) to its producer's; the first writer overwrites, later ones accumulate. Also
- * sizes the scratch. */
+ * reverse order) to its last reader's; the first writer overwrites, later ones accumulate. An
+ * add's input read through the add (step.grad_via_add) gets none. Also sizes the scratch. */
 static void plan_grad_slots(st_model *m, slot_plan *sp, int *free_list) {
     int n_free = 0;
+    int *last_reader = grad_last_readers(m);
     for (int i = m->n_layers - 1; i >= 0; i--) {
         st_layer *l = &m->layers[i];
         if (l->exec != i || !l->step.needs_grad) continue;
@@ -167,7 +182,8 @@ static void plan_grad_slots(st_model *m, slot_plan *sp, int *free_list) {
             if (numel > sp->scratch_numel) sp->scratch_numel = numel;
             if (!src->step.needs_grad) continue;
             l->step.accumulate[k] = 0;
-            if (is_head(src)) continue; /* dedicated head gradient, one consumer */
+            /* a head has its dedicated gradient; a BN read through this add reads the add's */
+            if (is_head(src) || src->step.grad_via_add == i) continue;
             if (sp->gslot_of[in] < 0) {
                 sp->gslot_of[in] = slot_take(free_list, &n_free, &sp->n_gslots);
                 if (numel > sp->gslot_numel) sp->gslot_numel = numel;
@@ -175,9 +191,13 @@ static void plan_grad_slots(st_model *m, slot_plan *sp, int *free_list) {
                 l->step.accumulate[k] = 1;
             }
         }
-        int out = l->step.last;
-        if (sp->gslot_of[out] >= 0) free_list[n_free++] = sp->gslot_of[out];
+        int outs[2] = {l->step.last, l->step.grad_via_add >= 0
+                                         ? m->layers[l->step.grad_via_add].step.last : -1};
+        for (int j = 0; j < 2; j++)
+            if (outs[j] >= 0 && last_reader[outs[j]] == i && sp->gslot_of[outs[j]] >= 0)
+                free_list[n_free++] = sp->gslot_of[outs[j]];
     }
+    free(last_reader);
 }
 
 static void plan_slots(st_model *m, slot_plan *sp) {
@@ -209,7 +229,8 @@ static void layout_params(st_model *m) {
 }
 
 /* Materialized outputs: kept ones get their own block, the others a slot or the kept block of
- * the add that overwrites them; gradients their slot. */
+ * the add that overwrites them; gradients their slot, or the gradient of the add a BN is read
+ * through (step.grad_via_add: the add writes no gradient for that BN). */
 static void layout_outputs(st_model *m, const slot_plan *sp) {
     st_arena *acts = &m->acts_arena;
     m->input = m->layers[0].out;
@@ -230,6 +251,11 @@ static void layout_outputs(st_model *m, const slot_plan *sp) {
     for (int i = 0; i < m->n_layers; i++) /* the add comes later than what it overwrites */
         if (!m->layers[i].out.data && sp->inplace_of[i] >= 0)
             m->layers[i].out.data = m->layers[sp->inplace_of[i]].out.data;
+    for (int i = 0; i < m->n_layers; i++) { /* a BN read through its add shares its gradient */
+        const st_step *s = &m->layers[i].step;
+        if (m->layers[i].exec == i && s->needs_grad && s->grad_via_add >= 0)
+            m->layers[s->last].grad = m->layers[m->layers[s->grad_via_add].step.last].grad;
+    }
     free(slots);
 }
 

@@ -91,8 +91,20 @@ st_model *st_model_create(st_backend *be, const st_model_config *cfg, uint64_t s
     return m;
 }
 
+/* Tell the backend every conv kernel of m was written (freed 0) or is about to be freed (1),
+ * so it drops what it derived from them (conv_weights_changed). */
+static void conv_kernels_changed(st_model *m, int freed) {
+    for (int i = 0; i < m->n_layers; i++) {
+        const st_layer *l = &m->layers[i];
+        if (l->exec != i || l->kind != ST_LAYER_CONV) continue;
+        if (l->step.w) m->backend->conv_weights_changed(m->backend, l->step.w, freed);
+        if (l->step.w_fold) m->backend->conv_weights_changed(m->backend, l->step.w_fold, freed);
+    }
+}
+
 void st_model_free(st_model *m) {
     if (!m) return;
+    if (m->layers) conv_kernels_changed(m, 1);
     st_arena_free(&m->params_arena);
     st_arena_free(&m->grads_arena);
     st_arena_free(&m->acts_arena);
@@ -136,6 +148,7 @@ st_tensor st_model_layer_output(const st_model *m, int index) {
 }
 
 void st_model_weights_changed(st_model *m) {
+    conv_kernels_changed(m, 0);
     for (int i = 0; i < m->n_layers; i++)
         if (m->layers[i].exec == i && m->layers[i].step.fold_bn >= 0)
             st_conv_step_fold(m, &m->layers[i]);

@@ -182,11 +182,14 @@ void st_model_forward(st_model *m, int n, int training);
  * computed for frozen layers, and the input gradient of the first trainable conv is not
  * computed when nothing below it trains. It OVERWRITES the gradient of every trainable
  * parameter (st_param.grad); BN moving statistics get none. A model built for inference has no
- * gradient memory: backward on it stops with ST_CHECK. Callers: the trainer, bench, tests. */
+ * gradient memory: backward on it stops with ST_CHECK. Callers: the trainer, bench, tests.
+ * It also takes the trainable conv kernels as about to change (the optimizer step that follows),
+ * so their bf16 copies are rounded again at the next forward. */
 void st_model_backward(st_model *m, int n);
 
 /* Call after writing parameters directly (weight loading, checkpoint restore, copying between
- * models): refreshes everything derived from them, such as BN folded into frozen convolutions. */
+ * models): refreshes everything derived from them, such as BN folded into frozen convolutions
+ * and the bf16 copies of conv kernels (kernels/cpu/conv.c). */
 void st_model_weights_changed(st_model *m);
 
 /* The output tensor of a layer; data is NULL when the output is fused into the next step or

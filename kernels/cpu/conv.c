@@ -38,14 +38,22 @@
  * dbias == NULL; saves 3-10% of its time). Backward outputs dx, dw, dbias are overwritten.
  *
  * bf16 plans (d->bf16, where the CPU has avx512_core_bf16): every pass reads bf16 copies of its
- * FP32 inputs (x, dy, the kernel), made per call into the shared scratch, and writes FP32 (y,
- * dx, dw, dbias): our tensors, parameters and gradients stay FP32 (the FP32 master weights of
- * mixed precision), only the convolution's multiplications see bf16. A bf16 plan's FP32 kernel
- * layout is the one oneDNN's bf16 forward picks, with FP32 elements, so every copy is an
- * elementwise rounding in the same layout (round_to_bf16: oneDNN 2.6's f32 -> bf16 reorders of
- * blocked kernels run far below memory speed); bf16 is part of the geometry, so a bf16 model's
- * parameters have their own layout. With be->profile, every copy or reorder run inside a pass
- * adds its time to be->reorder_seconds.
+ * FP32 inputs (x, dy, the kernel) and writes FP32 (y, dx, dw, dbias): our tensors, parameters
+ * and gradients stay FP32 (the FP32 master weights of mixed precision), only the convolution's
+ * multiplications see bf16. x and dy are copied per call into the shared scratch; a kernel is
+ * copied once into its own cache entry (kernel16, keyed by the FP32 buffer) and reused by every
+ * pass and plan that reads that buffer until it changes: import and the BN fold mark the entry
+ * stale themselves, conv_weights_changed does for writers outside the conv ops (the optimizer,
+ * raw copies). So a frozen or inference kernel is rounded once, at its first forward, and a
+ * trainable one once per step, by the forward (backward-data on Debian's oneDNN wants its own
+ * layout and converts the FP32 kernel with its reorder: a relayout of the cached copy measured
+ * no faster). The cache holds one bf16 copy of every kernel (half the parameters' bytes; its
+ * entries go with the model, conv_weights_changed(freed = 1), or with the backend).
+ * A bf16 plan's FP32 kernel layout is the one oneDNN's bf16 forward picks, with FP32 elements,
+ * so every copy is an elementwise rounding in the same layout (round_to_bf16: oneDNN 2.6's
+ * f32 -> bf16 reorders of blocked kernels run far below memory speed); bf16 is part of the
+ * geometry, so a bf16 model's parameters have their own layout. With be->profile, every copy
+ * or reorder run inside a pass adds its time to be->reorder_seconds.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -87,8 +95,20 @@ struct st_conv_plan {
     conv_pass bwd_weights[2]; /* [with_bias], each NULL until first use */
     float *zero_bias;         /* (K) zeros: forward calls without bias */
     bf16_copy src16, dst16, w16; /* bf16 plans: x, dy and the kernel as bf16 (the kernel in
-                                  * the plan's layout); unused (NULL) otherwise */
+                                  * the plan's layout, bound to its kernel16 entry); unused
+                                  * (NULL) otherwise */
 };
+
+/* bf16 plans: the bf16 copy of one FP32 kernel buffer (w), in the same layout; stale until the
+ * first pass that reads w rounds it, and again after w is written (kernel16_mark_stale). */
+typedef struct kernel16 {
+    st_backend *be;
+    const float *w;
+    uint16_t *w16;
+    size_t n;    /* bf16 values of w16 */
+    int current; /* w16 holds w rounded */
+    struct kernel16 *next;
+} kernel16;
 
 /* Slots of the shared scratch: the kernel in a pass's own layout, and bf16 copies of x and dy. */
 enum { SCRATCH_WEIGHTS, SCRATCH_SRC, SCRATCH_DST, SCRATCH_SLOTS };
@@ -97,6 +117,7 @@ static struct {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     st_conv_plan *plans;
+    kernel16 *kernels16; /* every kernel buffer a bf16 plan has read, of any backend */
     void *scratch[SCRATCH_SLOTS]; /* buffers of the pass being executed (64-byte aligned) */
     size_t scratch_bytes[SCRATCH_SLOTS];
 } dnnl_state;
@@ -306,16 +327,70 @@ __attribute__((target("avx512f,avx512bf16"))) static void round_to_bf16(const fl
     }
 }
 
+/* round_to_bf16, timed into be->reorder_seconds when profiling. */
+static void round_timed(st_backend *be, const float *x, uint16_t *y, size_t n) {
+    double t0 = be->profile ? seconds_now() : 0;
+    round_to_bf16(x, y, n);
+    if (be->profile) be->reorder_seconds += seconds_now() - t0;
+}
+
 /* The bf16 copy of f32 (whose handle is set) in scratch slot `slot`, filled. */
 static dnnl_memory_t bf16_copy_fill(st_backend *be, bf16_copy *copy, dnnl_memory_t f32, int slot) {
     const size_t bytes = dnnl_memory_desc_get_size(&copy->md);
     bind_scratch(slot, copy->mem, bytes);
     void *from;
     ST_DNNL(dnnl_memory_get_data_handle(f32, &from));
-    double t0 = be->profile ? seconds_now() : 0;
-    round_to_bf16(from, dnnl_state.scratch[slot], bytes / sizeof(uint16_t));
-    if (be->profile) be->reorder_seconds += seconds_now() - t0;
+    round_timed(be, from, dnnl_state.scratch[slot], bytes / sizeof(uint16_t));
     return copy->mem;
+}
+
+/* The link to w's kernel16 entry, or to the list's end (NULL) when w has none. */
+static kernel16 **kernel16_link(const st_backend *be, const float *w) {
+    kernel16 **link = &dnnl_state.kernels16;
+    while (*link && !((*link)->be == be && (*link)->w == w)) link = &(*link)->next;
+    return link;
+}
+
+/* w was written (freed == 0: its copy is rounded again when next read) or is being freed (1:
+ * the entry goes, so a later buffer at the same address starts afresh and memory is returned). */
+static void kernel16_forget(const st_backend *be, const float *w, int freed) {
+    kernel16 **link = kernel16_link(be, w);
+    kernel16 *e = *link;
+    if (!e) return;
+    if (!freed) {
+        e->current = 0;
+        return;
+    }
+    *link = e->next;
+    free(e->w16);
+    free(e);
+}
+
+/* The bf16 kernel a bf16 plan's passes read: the cached copy of p->weights' buffer (whose
+ * handle is set), rounded only when stale, bound to p->w16. */
+static dnnl_memory_t kernel16_read(st_backend *be, st_conv_plan *p) {
+    void *w;
+    ST_DNNL(dnnl_memory_get_data_handle(p->weights, &w));
+    const size_t n = dnnl_memory_desc_get_size(&p->w16.md) / sizeof(uint16_t);
+    kernel16 **link = kernel16_link(be, w);
+    if (!*link) {
+        *link = ST_CALLOC(1, sizeof **link);
+        (*link)->be = be;
+        (*link)->w = w;
+    }
+    kernel16 *e = *link;
+    if (e->n != n) { /* a new entry, or another kernel now at this address */
+        free(e->w16);
+        const size_t bytes = (n * sizeof(uint16_t) + 63) / 64 * 64;
+        e->w16 = aligned_alloc(64, bytes);
+        ST_CHECK(e->w16, "out of memory allocating %zu bytes of bf16 kernel", bytes);
+        e->n = n;
+        e->current = 0;
+    }
+    if (!e->current) round_timed(be, w, e->w16, n);
+    e->current = 1;
+    set_handle(p->w16.mem, e->w16);
+    return p->w16.mem;
 }
 
 /* The fused-ReLU attribute of a forward pass; NULL without ReLU. */
@@ -474,6 +549,16 @@ st_conv_plan *cpu_conv_plan(st_backend *be, const st_conv_desc *d) {
 }
 
 void cpu_conv_plans_free(st_backend *be) {
+    for (kernel16 **k = &dnnl_state.kernels16; *k;) {
+        kernel16 *e = *k;
+        if (e->be != be) {
+            k = &e->next;
+            continue;
+        }
+        *k = e->next;
+        free(e->w16);
+        free(e);
+    }
     st_conv_plan **link = &dnnl_state.plans;
     while (*link) {
         st_conv_plan *p = *link;
@@ -530,9 +615,9 @@ static void convert_weights(const st_conv_plan *p, const float *from,
 }
 
 void cpu_conv_weights_import(st_backend *be, st_conv_plan *p, const float *hwio_host, float *w) {
-    (void)be;
     dnnl_memory_desc_t hwio_md = hwio_md_of(p);
     convert_weights(p, hwio_host, &hwio_md, w, &p->weights_md, NULL);
+    kernel16_forget(be, w, 0);
 }
 
 void cpu_conv_weights_export(st_backend *be, st_conv_plan *p, const float *w, float *hwio_host) {
@@ -541,15 +626,16 @@ void cpu_conv_weights_export(st_backend *be, st_conv_plan *p, const float *w, fl
     convert_weights(p, w, &p->weights_md, hwio_host, &hwio_md, NULL);
 }
 
-/* The kernel as a pass reads it: the plan's buffer (whose handle is set), its bf16 copy in a
- * bf16 plan, or its copy in the pass's own layout (a reorder; bf16 or not), in the scratch. */
+/* The kernel as a pass reads it: the plan's buffer (whose handle is set), its cached bf16 copy
+ * in a bf16 plan, or its copy in the pass's own layout (a reorder of the FP32 kernel; bf16 or
+ * not), in the scratch. */
 static dnnl_memory_t pass_read_weights(st_backend *be, st_conv_plan *p, conv_pass *pass) {
     if (pass->reorder) {
         dnnl_memory_t weights = bind_pass_weights(pass);
         execute_reorder(be, pass->reorder, p->weights, weights);
         return weights;
     }
-    return p->desc.bf16 ? bf16_copy_fill(be, &p->w16, p->weights, SCRATCH_WEIGHTS) : p->weights;
+    return p->desc.bf16 ? kernel16_read(be, p) : p->weights;
 }
 
 /* x as the passes read it: itself, or its bf16 copy in a bf16 plan. */
@@ -609,6 +695,10 @@ void cpu_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x, c
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
 }
 
+void cpu_conv_weights_changed(st_backend *be, const float *w, int freed) {
+    kernel16_forget(be, w, freed);
+}
+
 int cpu_conv_bf16_supported(st_backend *be) {
     (void)be;
     const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
@@ -620,12 +710,12 @@ int cpu_conv_bf16_supported(st_backend *be) {
 void cpu_conv_fold_bn(st_backend *be, st_conv_plan *p, const float *w, const float *b,
                       const float *gamma, const float *beta, const float *mean, const float *var,
                       float eps, float *w_out, float *b_out) {
-    (void)be;
     float *scale = ST_MALLOC((size_t)p->desc.k * sizeof *scale);
     for (int k = 0; k < p->desc.k; k++) {
         scale[k] = st_bn_scale(gamma[k], st_bn_rstd(var[k], eps));
         b_out[k] = st_bn_shift(beta[k], mean[k] - (b ? b[k] : 0.0f), scale[k]);
     }
     convert_weights(p, w, &p->weights_md, w_out, &p->weights_md, scale);
+    kernel16_forget(be, w_out, 0);
     free(scale);
 }

@@ -2,7 +2,8 @@
  * triplet.c: CPU triplet loss on a PK batch with its gradient (st_backend triplet_loss).
  *
  *   emb (N, D) row-major embeddings; labels int32 (N); dist (N, N) workspace, left holding the
- *   pairwise distances; demb (N, D) overwritten with dL/demb; stats (host) filled.
+ *   pairwise distances; demb (N, D) overwritten with dL/demb; stats ("device", host memory on
+ *   the cpu backend) overwritten.
  *
  * Distances: st_triplet_pair_dist of kernels/math/triplet.h for the upper triangle, mirrored
  * (direct differences in a fixed order, not a GEMM: see there why), rows spread over threads;

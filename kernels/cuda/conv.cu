@@ -474,6 +474,13 @@ extern "C" int cuda_conv_bf16_supported(st_backend *be) {
     return 0;
 }
 
+/* Nothing derived from a kernel outlives a call here (no bf16 copies), so nothing to drop. */
+extern "C" void cuda_conv_weights_changed(st_backend *be, const float *w, int freed) {
+    (void)be;
+    (void)w;
+    (void)freed;
+}
+
 extern "C" void cuda_conv_plans_free(st_backend *be) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     while (ctx->plans) {

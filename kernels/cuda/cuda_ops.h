@@ -20,7 +20,7 @@
  *
  * Execution model: every op is enqueued on the one stream of the context, in call order, so ops
  * never race with each other; download, sync and the ops returning host values (sum_squares,
- * all_finite, triplet_loss stats) wait for the stream. Buffers owned by the context (workspace,
+ * all_finite) wait for the stream. Buffers owned by the context (workspace,
  * scratch) are therefore safe to share between ops.
  * Declared extern "C" (the generated declarations included): the .cu files are C++, the wiring
  * (cuda_backend.c) is C. A .cu definition whose parameters differ from its ST_BACKEND_OPS entry

@@ -4,7 +4,7 @@
  * (docs/algorithms.md B): same valid/active rules, same means, ties to the lower index.
  *
  *   emb (N, D) embeddings; labels int32 (N); dist (N, N) left holding the pairwise distances;
- *   demb (N, D) overwritten with dL/demb; stats (host) filled (one synchronous read per call).
+ *   demb (N, D) overwritten with dL/demb; stats (device) overwritten; nothing is read back.
  *
  * Steps, all on the stream:
  *   1. distances for the upper triangle (st_triplet_pair_dist: direct differences in a fixed
@@ -195,21 +195,18 @@ extern "C" void cuda_triplet_loss(st_backend *be, const st_triplet_desc *d, cons
     ST_CHECK(d->n > 0 && d->d > 0, "triplet_loss: bad shape (%d, %d)", d->n, d->d);
     ST_CHECK(d->eps > 0.0f, "triplet_loss: eps must be > 0 for a finite gradient at D = 0");
     const int n = d->n;
-    size_t sizes[5] = {align16((size_t)n * n * sizeof(float)),        /* coeff (N, N) */
+    size_t sizes[4] = {align16((size_t)n * n * sizeof(float)),        /* coeff (N, N) */
                        align16(2 * (size_t)n * sizeof(int)),          /* pos, neg (N) */
                        align16(n * sizeof(anchor_partial)),           /* partials (N) */
-                       align16(sizeof(float)),                        /* inv_count */
-                       align16(sizeof(st_triplet_stats))};            /* stats */
+                       align16(sizeof(float))};                       /* inv_count */
     size_t total = 0;
-    for (int i = 0; i < 5; i++) total += sizes[i];
+    for (int i = 0; i < 4; i++) total += sizes[i];
     char *base = (char *)cuda_scratch(be, total);
     float *coeff = (float *)base;
     int *pos = (int *)(base += sizes[0]);
     int *neg = pos + n;
     anchor_partial *part = (anchor_partial *)(base += sizes[1]);
     float *inv_count = (float *)(base += sizes[2]);
-    st_triplet_stats *stats_device = (st_triplet_stats *)(base += sizes[3]);
-    st_triplet_stats *host = (st_triplet_stats *)cuda_host_result(be, sizeof *host);
 
     cudaStream_t stream = ctx->stream;
     unsigned anchor_blocks = (unsigned)((n + ST_BLOCK - 1) / ST_BLOCK);
@@ -224,7 +221,7 @@ extern "C" void cuda_triplet_loss(st_backend *be, const st_triplet_desc *d, cons
                                                                     part);
         CUDA_CHECK_LAUNCH("batch_hard_partials");
     }
-    finish_stats<<<1, 32, 0, stream>>>(n, d->batch_all, part, stats_device, inv_count);
+    finish_stats<<<1, 32, 0, stream>>>(n, d->batch_all, part, stats, inv_count);
     CUDA_CHECK_LAUNCH("finish_stats");
     term_coefficients<<<st_grid_for(pairs), ST_BLOCK, 0, stream>>>(*d, labels, dist, pos, neg,
                                                                    inv_count, coeff);
@@ -232,7 +229,4 @@ extern "C" void cuda_triplet_loss(st_backend *be, const st_triplet_desc *d, cons
     size_t elems = (size_t)n * d->d;
     gather_gradient<<<st_grid_for(elems), ST_BLOCK, 0, stream>>>(n, d->d, emb, dist, coeff, demb);
     CUDA_CHECK_LAUNCH("gather_gradient");
-    CUDA_CHECK(cudaMemcpyAsync(host, stats_device, sizeof *host, cudaMemcpyDeviceToHost, stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    *stats = *host;
 }

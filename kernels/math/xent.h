@@ -80,6 +80,23 @@ ST_HD float st_xent_row_forward(const float *ST_RESTRICT z, int k, int label, fl
     return st_xent_row_loss(z, k, label, smoothing, row_max, sum_exp, sum_shifted);
 }
 
+/* Top-1 class of a row for the accuracy statistic: the first largest logit (ties to the lower
+ * class, strict comparisons in class order; torch.argmax's tie rule). */
+ST_HD int st_xent_top1(const float *ST_RESTRICT z, int k) {
+    int best = 0;
+    for (int j = 1; j < k; j++)
+        if (z[j] > z[best]) best = j;
+    return best;
+}
+
+/* The part's first entry equal to the row's max, or k when none: the CUDA block takes the
+ * smallest over its threads, which for a row of finite logits is st_xent_top1. */
+ST_HD int st_xent_top1_part(const float *ST_RESTRICT z, int k, float row_max, int first, int step) {
+    for (int j = first; j < k; j += step)
+        if (z[j] == row_max) return j;
+    return k;
+}
+
 /* Gradient of scale * row loss with respect to logit j. */
 ST_HD float st_xent_grad(float prob, int j, int label, float smoothing, int k, float scale) {
     return scale * (prob - st_xent_target(j, label, smoothing, k));
