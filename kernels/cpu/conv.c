@@ -312,7 +312,7 @@ static void bf16_copy_destroy(bf16_copy *copy) {
 /* y = x rounded to bf16 (nearest even, as oneDNN's reorders), n values, on all threads. Our
  * own loop: oneDNN 2.6's f32 -> bf16 reorder of NHWC activations runs well below memory speed.
  * Only called where the CPU has AVX512_BF16 (bf16 plans need it). */
-__attribute__((target("avx512f,avx512bf16"))) static void round_to_bf16(const float *x,
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void round_to_bf16(const float *x,
                                                                          uint16_t *y, size_t n) {
     const size_t vectors = n / 16;
 #pragma omp parallel for schedule(static)
