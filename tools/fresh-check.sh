@@ -42,6 +42,10 @@ echo "fresh-check: making a pristine bookworm root in $ROOT from$sources"
 mmdebstrap --variant=apt --quiet bookworm "$ROOT" $sources >"$LOGS/mmdebstrap.log" 2>&1 || {
   tail -20 "$LOGS/mmdebstrap.log"; echo "fresh-check: mmdebstrap: exit 1"; exit 1; }
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"   # the host's network, not a package
+# /etc/hosts belongs to no package: the Debian installer (and every container runtime) writes it,
+# mmdebstrap does not. Without it "localhost" does not resolve (selenium reaches chromedriver by
+# that name), so write the installer's two lines.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
 mkdir -p "$ROOT/work"
 git clone -q "$SRC" "$ROOT/work/simtune"
 cp -r "$SHARED" "$ROOT/work/shared"
