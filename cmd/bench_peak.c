@@ -30,6 +30,7 @@ __attribute__((target("avx512f"))) static double fma_avx512(long iters) {
     for (int i = 0; i < ACCUMULATORS; i++) acc[i] = _mm512_set1_ps((float)i);
     const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24 /* the accumulators must live in registers: a loop over them stays in memory */
         for (int i = 0; i < ACCUMULATORS; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
     __m512 s = acc[0];
     for (int i = 1; i < ACCUMULATORS; i++) s = _mm512_add_ps(s, acc[i]);
@@ -42,6 +43,7 @@ __attribute__((target("avx2,fma"))) static double fma_avx2(long iters) {
     for (int i = 0; i < ACCUMULATORS; i++) acc[i] = _mm256_set1_ps((float)i);
     const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24 /* the accumulators must live in registers: a loop over them stays in memory */
         for (int i = 0; i < ACCUMULATORS; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
     float lanes[8];
     __m256 s = acc[0];
@@ -55,6 +57,7 @@ static double fma_scalar(long iters) {
     float acc[ACCUMULATORS];
     for (int i = 0; i < ACCUMULATORS; i++) acc[i] = (float)i;
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24 /* the accumulators must live in registers: a loop over them stays in memory */
         for (int i = 0; i < ACCUMULATORS; i++) acc[i] = acc[i] * 0.999999f + 1e-7f;
     float s = 0;
     for (int i = 0; i < ACCUMULATORS; i++) s += acc[i];
@@ -68,6 +71,7 @@ __attribute__((target("avx512f,avx512bf16"))) static double dot_bf16(long iters)
     const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
     const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-4f), _mm512_set1_ps(1e-4f));
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24 /* the accumulators must live in registers: a loop over them stays in memory */
         for (int i = 0; i < ACCUMULATORS; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
     __m512 s = acc[0];
     for (int i = 1; i < ACCUMULATORS; i++) s = _mm512_add_ps(s, acc[i]);

@@ -19,11 +19,11 @@ static void usage(FILE *out) {
     fprintf(out, "usage: simtune sweep --config SWEEP.yaml [options]\n"
                  "       simtune sweep --resume SWEEP_DIR [--dry-run]\n"
                  "       simtune sweep --worker SWEEP_DIR\n"
-                 "       mpirun -np N simtune sweep --config SWEEP.yaml     (srun alike: every rank a worker)\n\n"
+                 "       mpirun -np N simtune sweep --config SWEEP.yaml [--ranks-per-trial G]   (srun alike)\n\n"
                  "Hyperband search over train-config keys (docs/config.md, section Sweeps).\n\n"
                  "options:\n"
                  "  --config FILE      sweep file: base, metric, seed, dir, keep_checkpoints, scheduler,\n"
-                 "                     hyperband, parameters\n"
+                 "                     ranks_per_trial, hyperband, parameters\n"
                  "  --set KEY=VALUE    override a key of the sweep file (repeatable), value in YAML; under\n"
                  "                     parameters, KEY.PATH is a dotted train-config key; null removes:\n"
                  "                     --set hyperband.eta=3  --set 'parameters.optimizer.lr.max=0.1'\n"
@@ -37,12 +37,18 @@ static void usage(FILE *out) {
                  "  --worker           work on the sweep as one of several processes, on this machine or on\n"
                  "                     others sharing the file system: with --config, start the sweep in\n"
                  "                     its dir or join it there; --worker DIR joins the sweep in DIR\n"
+                 "  --ranks-per-trial G  under mpirun/srun: train each trial data parallel on G ranks (for\n"
+                 "                     this launch; overrides the file's ranks_per_trial, default 1); the\n"
+                 "                     rank count must be a multiple of G, G must divide the global batch\n"
                  "  --help             this text\n\n"
                  "A single process (no --worker) owns the sweep folder: a second one is refused, and so are\n"
                  "workers. Workers share it through a queue in DIR/state.json; a worker that dies leaves its\n"
                  "evaluation to the others, which continue it from the trial's last checkpoint. Under mpirun\n"
-                 "or srun with more than one rank (OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_STEP_NUM_TASKS), every\n"
-                 "rank is a worker on the same folder and rank 0 prints the closing summary.\n");
+                 "or srun with more than one rank (OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_STEP_NUM_TASKS), the N\n"
+                 "ranks form N/G groups of G consecutive ranks (G = ranks_per_trial, default 1); each group's\n"
+                 "first rank is a worker on the folder (the only process when N = G) and the group trains its\n"
+                 "trials together, data parallel as `mpirun -np G simtune train` (docs/scaling.md); rank 0\n"
+                 "prints the closing summary.\n");
 }
 
 static int bad_usage(const char *msg, const char *arg) {
@@ -93,6 +99,9 @@ static void print_plan(const st_sweep_config *sc, const st_hb_plan *plan, const 
     printf("hyperband: max_resource %d epochs, min_resource %d, eta %d, iterations %d, rounding %s -> s_max %d\n",
            c->max_resource, c->min_resource, c->eta, c->iterations,
            c->rounding == ST_HB_ROUNDING_PAPER ? "paper" : "algorithm", plan->s_max);
+    if (sc->ranks_per_trial > 1)
+        printf("ranks per trial: %d (each trial trains data parallel on %d ranks: mpirun -np a multiple of %d)\n",
+               sc->ranks_per_trial, sc->ranks_per_trial, sc->ranks_per_trial);
     printf("scheduler: %s\n\n", sc->scheduler == ST_SWEEP_ASHA
                                      ? "asha (a trial continues as soon as it is in the best 1/eta of its rung so far)"
                                      : "hyperband (a rung's promotions wait until all its trials are evaluated)");
@@ -140,17 +149,47 @@ static int dry_run(const st_sweep_config *sc, const char *dir, int json) {
     return rc;
 }
 
+/* The world's ranks into groups of ranks_per_trial, or -1 with the numbers. */
+static int split_ranks(const st_sweep_config *sc) {
+    int g = sc->ranks_per_trial;
+    if (st_comm_split(g) == 0) return 0;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", st_error_get());
+    return st_error_set("ranks_per_trial %d: %s: each trial trains on %d ranks (HINT: mpirun -np a multiple of %d, or "
+                        "--ranks-per-trial dividing the rank count)",
+                        g, msg, g, g);
+}
+
+/* Run (or resume, or join) the sweep in dir; 0, or 1 with the message printed. Under mpirun or
+ * srun (cmd/main.c joined the ranks) each group's rank 0 is a worker on the folder queue; the
+ * trainer's collectives stay within the group, which trains one trial: it must not all-reduce
+ * with a rank that trains another trial. */
+static int run_sweep(const st_sweep_config *sc, const char *dir, int resume, int worker) {
+    int rank = st_comm_rank(), size = st_comm_size();
+    if (split_ranks(sc) != 0) {
+        if (rank == 0) fprintf(stderr, "simtune sweep: %s\n", st_error_get()); /* every rank refuses alike */
+        return 1;
+    }
+    st_sweep_run_options run = {.progress = stdout,
+                                .resume = resume,
+                                .worker = worker || size > sc->ranks_per_trial,
+                                .quiet_summary = rank > 0};
+    if (st_sweep_run(sc, dir, &run, st_train_trial, NULL) == 0) return 0;
+    fprintf(stderr, "simtune sweep: %s\n", st_error_get());
+    return 1;
+}
+
 int cmd_sweep(int argc, char **argv) {
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 's'},
         {"seed", required_argument, NULL, 'S'},   {"dry-run", no_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},         {"resume", required_argument, NULL, 'r'},
-        {"worker", no_argument, NULL, 'w'},       {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        {"worker", no_argument, NULL, 'w'},       {"ranks-per-trial", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *config = NULL, *resume = NULL;
     const char **sets = ST_CALLOC((size_t)argc + 1, sizeof *sets);
     char seed_set[64];
-    int n_sets = 0, dry = 0, json = 0, worker = 0, opt;
+    int n_sets = 0, dry = 0, json = 0, worker = 0, ranks_per_trial = 0, opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -170,6 +209,12 @@ int cmd_sweep(int argc, char **argv) {
         case 'j': json = 1; break;
         case 'r': resume = optarg; break;
         case 'w': worker = 1; break;
+        case 'g':
+            if (st_cli_int_option("sweep", "--ranks-per-trial", optarg, 1, 1 << 20, &ranks_per_trial)) {
+                free(sets);
+                return 2;
+            }
+            break;
         case 'h':
             usage(stdout);
             free(sets);
@@ -202,19 +247,13 @@ int cmd_sweep(int argc, char **argv) {
         return 1;
     }
     const char *dir = resume ? resume : sc.dir;
+    if (ranks_per_trial) sc.ranks_per_trial = ranks_per_trial;
     if (dry) {
         rc = dry_run(&sc, dir, json);
+        if (rc != 0) fprintf(stderr, "simtune sweep: %s\n", st_error_get());
     } else {
-        /* under mpirun or srun (cmd/main.c joined the ranks) every rank is a worker on the folder
-         * queue and trains its trials alone: the trainer must not all-reduce with a rank that
-         * trains another trial */
-        int rank = st_comm_rank(), size = st_comm_size();
-        st_comm_solo(1);
-        st_sweep_run_options run = {
-            .progress = stdout, .resume = resume != NULL, .worker = worker || size > 1, .quiet_summary = rank > 0};
-        rc = st_sweep_run(&sc, dir, &run, st_train_trial, NULL);
+        rc = run_sweep(&sc, dir, resume != NULL, worker);
     }
-    if (rc != 0) fprintf(stderr, "simtune sweep: %s\n", st_error_get());
     st_sweep_free(&sc);
     return rc == 0 ? 0 : 1;
 }

@@ -45,6 +45,8 @@ typedef struct st_bn_desc {
     float eps;      /* 1.001e-5 Keras, 1e-5 torchvision */
     float momentum; /* running = (1-momentum)*running + momentum*batch (PyTorch convention) */
     int relu;       /* forward applies ReLU after the affine transform (fused) */
+    int sync;       /* training ops: statistics and backward sums of the global batch over the
+                     * ranks (sync_bn, kernels/bn_sync.h); every rank calls the op in turn */
 } st_bn_desc;
 
 typedef struct st_pool_desc {
@@ -186,8 +188,8 @@ typedef struct st_xent_stats { /* device */
      * serves the plans of every batch size; gradients and optimizer state share it. */            \
     /* cached per shape */                                                                         \
     X(st_conv_plan *, conv_plan, (st_backend *be, const st_conv_desc *d))                          \
-    /* 1 when plans with d->bf16 run on bf16 hardware (cpu: oneDNN's avx512_core_bf16 ISA); 0:     \
-     * callers must not set d->bf16 */                                                             \
+    /* 1 when plans with d->bf16 run on bf16 hardware (cpu: oneDNN's avx512_core_bf16 ISA; cuda:   \
+     * compute capability 8.0 or later); 0: callers must not set d->bf16 */                        \
     X(int, conv_bf16_supported, (st_backend *be))                                                  \
     /* floats of one kernel in the backend layout, >= R*S*C*K (padding) */                         \
     X(size_t, conv_weights_numel, (st_backend *be, const st_conv_plan *p))                         \
@@ -206,19 +208,27 @@ typedef struct st_xent_stats { /* device */
     /* dw (backend layout, padding zero) and dbias (K) overwritten; dbias may be NULL */           \
     X(void, conv_backward_filter, (st_backend *be, st_conv_plan *p, const float *x,                \
                                    const float *dy, float *dw, float *dbias))                      \
+    /* Training's backward: conv_backward_filter (dw NULL: skipped) then conv_backward_data (dx  \
+     * NULL: skipped) on one conversion of dy (cpu bf16 plans: dy rounded once, not twice).        \
+     * data_seconds (NULL, or profiling): set to the backward-data pass's seconds, less its        \
+     * reorders (counted in reorder_seconds). */                                                   \
+    X(void, conv_backward, (st_backend *be, st_conv_plan *p, const float *x, const float *dy,      \
+                            const float *w, float *dw, float *dbias, float *dx,                    \
+                            double *data_seconds))                                                 \
     /* Fold an inference-mode batch norm into the conv before it (frozen layers), at load time:    \
      * w_out = w * gamma*rstd per output channel, b_out = (b - mean)*gamma*rstd + beta; w, w_out   \
      * in the backend layout; b may be NULL. */                                                    \
     X(void, conv_fold_bn, (st_backend *be, st_conv_plan *p, const float *w, const float *b,        \
                            const float *gamma, const float *beta, const float *mean,               \
                            const float *var, float eps, float *w_out, float *b_out))               \
-    /* A conv call may reuse what it derived from a kernel w on an earlier call (cpu bf16 plans:  \
+    /* A conv call may reuse what it derived from a kernel w on an earlier call (bf16 plans:      \
      * w rounded to bf16) until w is written by conv_weights_import or conv_fold_bn, or this says \
      * w was written otherwise (freed 0: optimizer step, raw copy) or is about to be freed (1). */ \
     X(void, conv_weights_changed, (st_backend *be, const float *w, int freed))                     \
                                                                                                    \
     /* ---- batch norm over NHWC rows ---- */                                                      \
-    /* batch statistics; save_mean/save_rstd (C) are kept for backward, running stats updated */   \
+    /* batch statistics (the global batch's over the ranks when d->sync); save_mean/save_rstd      \
+     * (C) are kept for backward, running stats updated */                                         \
     X(void, bn_forward_train, (st_backend *be, const st_bn_desc *d, const float *x,                \
                                const float *gamma, const float *beta, float *y, float *save_mean,  \
                                float *save_rstd, float *running_mean, float *running_var))         \
@@ -226,7 +236,8 @@ typedef struct st_xent_stats { /* device */
     X(void, bn_forward_infer, (st_backend *be, const st_bn_desc *d, const float *x,                \
                                const float *gamma, const float *beta, const float *running_mean,   \
                                const float *running_var, float *y))                                \
-    /* y is the fused forward output (for the ReLU mask) or NULL when d->relu == 0 */              \
+    /* y is the fused forward output (for the ReLU mask) or NULL when d->relu == 0; d->sync: dx    \
+     * from the global batch's sums, dgamma/dbeta over this rank's rows only */                    \
     X(void, bn_backward, (st_backend *be, const st_bn_desc *d, const float *x, const float *y,     \
                           const float *dy, const float *gamma, const float *save_mean,             \
                           const float *save_rstd, float *dx, float *dgamma, float *dbeta))         \

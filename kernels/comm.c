@@ -1,6 +1,7 @@
 /*
  * comm.c: the communicator (contract in kernels/comm.h): a one-process world, or MPI loaded at
- * run time with dlopen when the launcher started several processes.
+ * run time with dlopen when the launcher started several processes; st_comm_split points every
+ * collective at a group's communicator (MPI_Comm_split) instead of MPI_COMM_WORLD.
  *
  * Why dlopen: a single-process simtune must start on a machine without libmpi (the common
  * case), and a multi-process launch on a machine whose libmpi is missing must say so instead of
@@ -34,17 +35,20 @@ enum { CHUNK_ELEMENTS = 1 << 28 }; /* MPI counts are int: big buffers go in piec
 
 static struct {
     int rank, size, local_rank;
-    int mpi;  /* MPI_Init ran */
-    int solo; /* st_comm_solo: this rank acts as a world of one */
-} world = {0, 1, 0, 0, 0};
+    int mpi; /* MPI_Init ran */
+} world = {0, 1, 0, 0};
 
-int st_comm_rank(void) { return world.solo ? 0 : world.rank; }
-int st_comm_size(void) { return world.solo ? 1 : world.size; }
+/* The ranks the collectives reach: the world until st_comm_split. */
+static struct {
+    int rank, size;
+} group = {0, 1};
+
+int st_comm_rank(void) { return group.rank; }
+int st_comm_size(void) { return group.size; }
 int st_comm_local_rank(void) { return world.local_rank; }
-void st_comm_solo(int on) { world.solo = on; }
 
-/* Collectives talk to the other ranks: MPI is up and this rank is not acting alone. */
-static int shared(void) { return world.mpi && !world.solo; }
+/* Collectives talk to other ranks: MPI is up and this rank's group is more than itself. */
+static int shared(void) { return world.mpi && group.size > 1; }
 
 /* The first of the variables that is set, as a positive int; 0 when none is. */
 static int env_int(const char *const *names, int n_names) {
@@ -90,11 +94,14 @@ static void *watchdog_main(void *arg) {
         sleep(1);
         long started = atomic_load(&op_started_ms);
         if (started == 0 || (now_ms() - started) / 1000.0 < timeout) continue;
+        char in_group[64] = "";
+        if (group.size != world.size)
+            snprintf(in_group, sizeof in_group, " (rank %d of its group of %d)", group.rank, group.size);
         fprintf(stderr,
-                "simtune: rank %d of %d: waited %.0f s in %s for the other ranks (SIMTUNE_COMM_TIMEOUT): a rank "
+                "simtune: rank %d of %d%s: waited %.0f s in %s for the other ranks (SIMTUNE_COMM_TIMEOUT): a rank "
                 "that does not print this line died or hangs; ending the job (the last checkpoint written is "
                 "intact)\n",
-                world.rank, world.size, timeout, atomic_load(&op_name));
+                world.rank, world.size, in_group, timeout, atomic_load(&op_name));
         fflush(stderr);
         _exit(3); /* the launcher then stops every rank and names this one */
     }
@@ -119,14 +126,19 @@ static struct {
     int (*Finalize)(void);
     int (*Comm_rank)(MPI_Comm, int *);
     int (*Comm_size)(MPI_Comm, int *);
+    int (*Comm_split)(MPI_Comm, int, int, MPI_Comm *);
+    int (*Comm_free)(MPI_Comm *);
     int (*Allreduce)(const void *, void *, int, MPI_Datatype, MPI_Op, MPI_Comm);
     int (*Allgather)(const void *, int, MPI_Datatype, void *, int, MPI_Datatype, MPI_Comm);
     int (*Bcast)(void *, int, MPI_Datatype, int, MPI_Comm);
+    int (*Ibcast)(void *, int, MPI_Datatype, int, MPI_Comm, MPI_Request *);
+    int (*Test)(MPI_Request *, int *, MPI_Status *);
     int (*Barrier)(MPI_Comm);
     int (*Send)(const void *, int, MPI_Datatype, int, int, MPI_Comm);
     int (*Recv)(void *, int, MPI_Datatype, int, int, MPI_Comm, MPI_Status *);
     int (*Abort)(MPI_Comm, int);
     MPI_Comm comm_world;
+    MPI_Comm comm; /* the group's: comm_world until st_comm_split */
     MPI_Datatype t_float, t_double, t_byte;
     MPI_Op op_sum;
 } api;
@@ -170,9 +182,13 @@ static int load_mpi(void) {
     LOAD(Finalize, "MPI_Finalize");
     LOAD(Comm_rank, "MPI_Comm_rank");
     LOAD(Comm_size, "MPI_Comm_size");
+    LOAD(Comm_split, "MPI_Comm_split");
+    LOAD(Comm_free, "MPI_Comm_free");
     LOAD(Allreduce, "MPI_Allreduce");
     LOAD(Allgather, "MPI_Allgather");
     LOAD(Bcast, "MPI_Bcast");
+    LOAD(Ibcast, "MPI_Ibcast");
+    LOAD(Test, "MPI_Test");
     LOAD(Barrier, "MPI_Barrier");
     LOAD(Send, "MPI_Send");
     LOAD(Recv, "MPI_Recv");
@@ -186,6 +202,9 @@ static int join_mpi(int *argc, char ***argv) {
     world.mpi = 1;
     api.Comm_rank(api.comm_world, &world.rank);
     api.Comm_size(api.comm_world, &world.size);
+    api.comm = api.comm_world;
+    group.rank = world.rank;
+    group.size = world.size;
     if (world.size != launched_size()) /* e.g. srun without PMI: N copies, each a world of one */
         return st_error_set("launched as %d processes, but MPI joined %d (HINT: srun --mpi=pmix, or mpirun)",
                             launched_size(), world.size);
@@ -216,8 +235,26 @@ int st_comm_init(int *argc, char ***argv) {
     return 0;
 }
 
+int st_comm_split(int group_size) {
+    static int done;
+    ST_CHECK(!done && group_size >= 1, "comm: st_comm_split(%d) called twice or with a bad size", group_size);
+    done = 1;
+    if (world.size % group_size != 0)
+        return st_error_set("%d rank%s cannot be split into groups of %d consecutive ranks (%d %% %d = %d)",
+                            world.size, world.size == 1 ? "" : "s", group_size, world.size, group_size,
+                            world.size % group_size);
+    if (group_size == world.size) return 0; /* the world itself */
+    group.rank = world.rank % group_size;
+    group.size = group_size;
+#ifdef SIMTUNE_HAVE_MPI
+    if (group_size > 1) api.Comm_split(api.comm_world, world.rank / group_size, world.rank, &api.comm);
+#endif
+    return 0;
+}
+
 void st_comm_finalize(void) {
 #ifdef SIMTUNE_HAVE_MPI
+    if (world.mpi && api.comm != api.comm_world) api.Comm_free(&api.comm);
     if (world.mpi) api.Finalize();
     world.mpi = 0;
 #endif
@@ -230,7 +267,7 @@ static void allreduce_chunks(void *buf, size_t n, size_t elem, MPI_Datatype type
     op_begin(what);
     for (size_t at = 0; at < n; at += CHUNK_ELEMENTS) {
         size_t count = n - at < CHUNK_ELEMENTS ? n - at : CHUNK_ELEMENTS;
-        api.Allreduce(MPI_IN_PLACE, (char *)buf + at * elem, (int)count, type, api.op_sum, api.comm_world);
+        api.Allreduce(MPI_IN_PLACE, (char *)buf + at * elem, (int)count, type, api.op_sum, api.comm);
     }
     op_end();
 }
@@ -262,7 +299,7 @@ void st_comm_allgather(const void *send, size_t bytes, void *recv) {
 #ifdef SIMTUNE_HAVE_MPI
     ST_CHECK(bytes < CHUNK_ELEMENTS, "comm: allgather of %zu bytes per rank", bytes);
     op_begin("allgather");
-    api.Allgather(send, (int)bytes, api.t_byte, recv, (int)bytes, api.t_byte, api.comm_world);
+    api.Allgather(send, (int)bytes, api.t_byte, recv, (int)bytes, api.t_byte, api.comm);
     op_end();
 #endif
 }
@@ -273,9 +310,28 @@ void st_comm_broadcast(void *buf, size_t bytes, int root) {
     op_begin("broadcast");
     for (size_t at = 0; at < bytes; at += CHUNK_ELEMENTS) {
         size_t count = bytes - at < CHUNK_ELEMENTS ? bytes - at : CHUNK_ELEMENTS;
-        api.Bcast((char *)buf + at, (int)count, api.t_byte, root, api.comm_world);
+        api.Bcast((char *)buf + at, (int)count, api.t_byte, root, api.comm);
     }
     op_end();
+#else
+    (void)buf;
+    (void)bytes;
+    (void)root;
+#endif
+}
+
+void st_comm_broadcast_idle(void *buf, size_t bytes, int root) {
+#ifdef SIMTUNE_HAVE_MPI
+    if (!shared()) return;
+    ST_CHECK(bytes < CHUNK_ELEMENTS, "comm: idle broadcast of %zu bytes", bytes);
+    MPI_Request request;
+    api.Ibcast(buf, (int)bytes, api.t_byte, root, api.comm, &request);
+    for (int done = 0, delay_ms = 1;; delay_ms = delay_ms < 64 ? 2 * delay_ms : 100) {
+        api.Test(&request, &done, MPI_STATUS_IGNORE);
+        if (done) return;
+        struct timespec pause = {0, (long)delay_ms * 1000000L}; /* a blocking MPI wait would spin a core */
+        nanosleep(&pause, NULL);
+    }
 #else
     (void)buf;
     (void)bytes;
@@ -287,7 +343,7 @@ void st_comm_barrier(void) {
 #ifdef SIMTUNE_HAVE_MPI
     if (!shared()) return;
     op_begin("barrier");
-    api.Barrier(api.comm_world);
+    api.Barrier(api.comm);
     op_end();
 #endif
 }
@@ -297,21 +353,21 @@ void st_comm_barrier(void) {
 static void gather_to_root(const void *send, size_t bytes, char *recv) {
     enum { TAG = 17 };
     uint64_t size = bytes;
-    if (world.rank != 0) {
-        api.Send(&size, (int)sizeof size, api.t_byte, 0, TAG, api.comm_world);
+    if (group.rank != 0) {
+        api.Send(&size, (int)sizeof size, api.t_byte, 0, TAG, api.comm);
         for (size_t at = 0; at < bytes; at += CHUNK_ELEMENTS) {
             size_t count = bytes - at < CHUNK_ELEMENTS ? bytes - at : CHUNK_ELEMENTS;
-            api.Send((const char *)send + at, (int)count, api.t_byte, 0, TAG, api.comm_world);
+            api.Send((const char *)send + at, (int)count, api.t_byte, 0, TAG, api.comm);
         }
         return;
     }
     memmove(recv, send, bytes);
     recv += bytes;
-    for (int r = 1; r < world.size; r++) {
-        api.Recv(&size, (int)sizeof size, api.t_byte, r, TAG, api.comm_world, MPI_STATUS_IGNORE);
+    for (int r = 1; r < group.size; r++) {
+        api.Recv(&size, (int)sizeof size, api.t_byte, r, TAG, api.comm, MPI_STATUS_IGNORE);
         for (size_t at = 0; at < size; at += CHUNK_ELEMENTS) {
             size_t count = size - at < CHUNK_ELEMENTS ? size - at : CHUNK_ELEMENTS;
-            api.Recv(recv + at, (int)count, api.t_byte, r, TAG, api.comm_world, MPI_STATUS_IGNORE);
+            api.Recv(recv + at, (int)count, api.t_byte, r, TAG, api.comm, MPI_STATUS_IGNORE);
         }
         recv += size;
     }

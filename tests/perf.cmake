@@ -12,3 +12,8 @@ st_add_test(NAME test_bf16_train SOURCES test_bf16_train.c LIBS st_infer)
 #   test_bf16_kernel_cache  the CPU's one bf16 copy per conv kernel goes stale when it should:
 #                        after SGD steps and a direct write, bit-exact against a fresh model
 st_add_test(NAME test_bf16_kernel_cache SOURCES test_bf16_kernel_cache.c LIBS st_infer)
+#   test_bf16_kept_copies  `simtune train` in bf16: two epochs in one process end bit for bit
+#                        where a run resumed after epoch 1 does (no stale dy copy)
+st_add_script_test(NAME test_bf16_kept_copies
+                   COMMAND ${ST_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_bf16_kept_copies.py
+                           $<TARGET_FILE:make_synthetic>)

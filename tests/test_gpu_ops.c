@@ -372,7 +372,7 @@ static void test_fold_bn(void) {
 /* ---- batch norm, activations, pooling ------------------------------------------------ */
 
 static void check_bn(long rows, int c, int relu) {
-    st_bn_desc d = {rows, c, 1.001e-5f, 0.1f, relu};
+    st_bn_desc d = {.rows = rows, .c = c, .eps = 1.001e-5f, .momentum = 0.1f, .relu = relu};
     size_t nx = (size_t)rows * c;
     float *hx = host_random(nx, 2.0f, 4.0f); /* mean ~3 >> std: the pivot matters */
     float *hg = host_random(c, 0.5f, 1.5f), *hb = host_random(c, -0.5f, 0.5f);

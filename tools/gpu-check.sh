@@ -10,8 +10,9 @@
 #      bundle tools/gpu-bundle.sh made (.gpu_bundle/bundle.tar.xz, carried along) -> build.log
 #   3. required: `simtune doctor` must say the backend opens; every test labelled gpu with
 #      SIMTUNE_REQUIRE_GPU=1 (a skip is a failure; bundle mode: the test executables, then
-#      tests/test_gpu_e2e.py on make_synthetic's images); `bench train` resnet50 fp32 and tf32
-#      (SIMTUNE_CUDA_MATH), tv_resnet50, triplet frozen to conv4_block6_out, `bench infer`, all at
+#      tests/test_gpu_e2e.py on make_synthetic's images and tests/test_gpu_bf16_cli.py); `bench
+#      train` resnet50 fp32, tf32 (SIMTUNE_CUDA_MATH) and bf16 (--precision), tv_resnet50,
+#      triplet frozen to conv4_block6_out, `bench infer`, all at
 #      224 px batch 64; `topk` on the GPU against the CPU at N=100k D=2048 (k=10 cosine, k=4000 l2)
 #                                                          -> tests.log bench.log smi.log topk.log
 #   4. optional: compute-sanitizer memcheck of test_gpu_ops, `demo --quick --no-sweep` (the
@@ -153,6 +154,8 @@ check_gpu_e2e() { # bundle mode: tests/test_gpu_e2e.py as ctest would run it (gp
         { need "test_gpu_e2e: make_synthetic"; return; }
     step tests.log test_gpu_e2e 240 env -C "$d" SIMTUNE_BIN="$BIN" SIMTUNE_REQUIRE_GPU=1 \
         OMP_NUM_THREADS="$(nproc)" python3 "$SRC/tests/test_gpu_e2e.py" || need test_gpu_e2e
+    step tests.log test_gpu_bf16_cli 120 env SIMTUNE_BIN="$BIN" SIMTUNE_REQUIRE_GPU=1 \
+        python3 "$SRC/tests/test_gpu_bf16_cli.py" || need test_gpu_bf16_cli
 }
 
 check_gpu_tests() { # SIMTUNE_REQUIRE_GPU=1: a test that cannot open the backend fails, never skips
@@ -179,6 +182,9 @@ check_benches() { # 224 px, batch BENCH_BATCH (64); the math mode by SIMTUNE_CUD
             --device "$DEV" --arch "$arch" --image-size 224 --batch "$BENCH_BATCH" --steps "$BENCH_STEPS" --warmup 3 --json ||
             need "bench train $arch $math"
     done
+    step bench.log "bench train resnet50 224 b$BENCH_BATCH bf16" 150 "$BIN" bench train --device "$DEV" \
+        --arch resnet50 --batch "$BENCH_BATCH" --steps "$BENCH_STEPS" --warmup 3 --precision bf16 --json ||
+        need "bench train resnet50 bf16"
     step bench.log "bench train resnet50 b$BENCH_BATCH triplet frozen conv4" 120 "$BIN" bench train --device "$DEV" \
         --arch resnet50 --batch "$BENCH_BATCH" --steps "$BENCH_STEPS" --warmup 2 --loss triplet --freeze-until conv4_block6_out --json ||
         need "bench train triplet frozen"
@@ -246,7 +252,7 @@ optional_checks() {
 }
 
 summary() {
-    say "images/s (resnet50 fp32, tf32, tv_resnet50 fp32, triplet frozen, infer): $(grep -ho '"images_per_second": *[0-9.]*' "$OUTDIR/bench.log" | awk -F: '{printf "%s ", $2}')"
+    say "images/s (resnet50 fp32, tf32, tv_resnet50 fp32, resnet50 bf16, triplet frozen, infer): $(grep -ho '"images_per_second": *[0-9.]*' "$OUTDIR/bench.log" | awk -F: '{printf "%s ", $2}')"
     say "GPU utilisation during the benches: $(awk -F, '{u+=$1; n++} END {if (n) printf "%.0f%% mean of %d samples", u/n, n}' "$OUTDIR/smi.log" 2>/dev/null)"
     grep -h '^r10 \|^r4k \|^query 0' "$OUTDIR/topk.log" 2>/dev/null | tee -a "$SUM"
     say "required steps: $( ((FAILED == 0)) && echo ALL PASSED || echo SOME FAILED)"

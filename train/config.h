@@ -134,7 +134,7 @@ typedef struct st_train_config {
     st_device_kind device;
     int threads; /* 0 = all cores */
     double divergence_factor; /* stop when a step's loss exceeds this times the running mean; 0 = off */
-    int sync_bn; /* data parallel: average BN running statistics over the ranks every step */
+    int sync_bn; /* data parallel: training BNs normalise with the global batch's statistics */
     st_validation_config validation;
     st_early_stopping_config early_stopping;
     st_output_config output;

@@ -24,6 +24,7 @@
 #include "data/base/rng.h"
 #include "data/base/json.h"
 #include "../kernels/check.h"
+#include "../kernels/comm.h"
 #include "keytable.h"
 #include "lock.h"
 #include "plot.h"
@@ -83,6 +84,7 @@ static const st_key sweep_keys[] = {
     ST_KEY("dir", ST_KEY_STR, dir, 0, 0, 0),
     ST_KEY("keep_checkpoints", ST_KEY_BOOL, keep_checkpoints, 0, 0, 0),
     ST_KEY_ENUM_OF("scheduler", scheduler, scheduler_names, 0),
+    ST_KEY("ranks_per_trial", ST_KEY_INT, ranks_per_trial, 1, 1 << 20, 0),
     ST_KEY_SUB("hyperband", hyperband, hyperband_keys, 0),
     ST_KEY_CALLER("parameters"), /* read_parameters: keys are train-config key paths */
     ST_KEY_END};
@@ -376,6 +378,7 @@ static void sweep_defaults(st_sweep_config *sc) {
     memset(sc, 0, sizeof *sc);
     sc->metric = ST_STRDUP("val/map@10");
     sc->maximize = 1;
+    sc->ranks_per_trial = 1;
     /* max_resource 0: not given, the base config's epochs (check_against_base) */
     sc->hyperband = (st_hyperband_config){
         .max_resource = 0, .min_resource = 1, .eta = 3, .iterations = 1, .rounding = ST_HB_ROUNDING_ALGORITHM};
@@ -505,23 +508,38 @@ int st_sweep_trial_config(const st_sweep_config *sc, const st_ynode *params, uin
     return 0;
 }
 
+/* A rank group trains on equal slices of each global batch (the trainer refuses it too, but
+ * only once the trial starts). */
+static int check_group_batch(const st_sweep_config *sc, const st_train_config *cfg) {
+    int batch = st_config_batch_size(cfg), g = sc->ranks_per_trial;
+    if (batch % g == 0) return 0;
+    return st_error_set("its global batch of %d images cannot be split evenly across ranks_per_trial %d ranks "
+                        "(%d %% %d = %d) (HINT: a batch that is a multiple of %d, or ranks_per_trial dividing %d)",
+                        batch, g, batch, g, batch % g, g, batch);
+}
+
 int st_sweep_check_trials(const st_sweep_config *sc, int n_trials, int check_files) {
     for (int t = 0; t < n_trials; t++) {
         uint64_t seed;
         st_ynode *params = st_sweep_sample(sc, t, &seed);
         st_train_config cfg;
-        int rc = st_sweep_trial_config(sc, params, seed, NULL, &cfg), files_rc = 0;
+        const char *why = "%s: these parameters do not make a valid config together: %s";
+        int rc = st_sweep_trial_config(sc, params, seed, NULL, &cfg);
         if (rc == 0) {
-            if (check_files) files_rc = st_config_check_files(&cfg);
+            if (check_group_batch(sc, &cfg)) {
+                why = "%s: %s";
+                rc = -1;
+            } else if (check_files && st_config_check_files(&cfg)) {
+                why = "%s: an input file of this trial is missing: %s";
+                rc = -1;
+            }
             st_config_free(&cfg);
         }
-        if (rc != 0 || files_rc != 0) {
+        if (rc != 0) {
             char label[2100], flow[2048];
             snprintf(label, sizeof label, "trial %d (%s)", t, st_ynode_flow(params, flow, sizeof flow));
             st_ynode_free(params);
-            return wrap_error(rc ? "%s: these parameters do not make a valid config together: %s"
-                                 : "%s: an input file of this trial is missing: %s",
-                              label);
+            return wrap_error(why, label);
         }
         st_ynode_free(params);
     }
@@ -602,6 +620,7 @@ void st_sweep_plan_json(FILE *out, const st_hb_plan *plan) {
 typedef struct {
     int done;
     double metric; /* NaN: diverged (ranked worst) */
+    int ranks;     /* the rank group that trained it: 1 for one process (not written then) */
 } evaluation;
 
 /* An evaluation being trained: by whom, since when (its trial lock says whether it still is). */
@@ -782,8 +801,10 @@ static int save_state(const runner *r) {
             const evaluation *e = eval_at(r, t, i);
             if (!e->done) continue;
             const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
-            json_array_append_new(evals, json_pack("{s:i, s:i, s:i, s:o}", "trial", t, "rung", i, "epochs",
-                                                   br->rungs[i].r, "metric", st_json_number(e->metric)));
+            json_t *item = json_pack("{s:i, s:i, s:i, s:o}", "trial", t, "rung", i, "epochs", br->rungs[i].r, "metric",
+                                     st_json_number(e->metric));
+            if (e->ranks > 1) json_object_set_new(item, "ranks", json_integer(e->ranks));
+            json_array_append_new(evals, item);
         }
     json_t *claims = json_array();
     for (int c = 0; c < r->n_claims; c++) {
@@ -807,7 +828,7 @@ static int state_int(const json_t *item, const char *key, long long lo, long lon
 
 /* One finished evaluation of state.json, checked against the plan, into the table. */
 static int load_evaluation(runner *r, const json_t *item, int index) {
-    long long t = 0, i = 0, epochs = 0;
+    long long t = 0, i = 0, epochs = 0, ranks = 1;
     const json_t *m = json_object_get(item, "metric");
     char where[64];
     snprintf(where, sizeof where, "evaluations[%d]", index);
@@ -817,7 +838,9 @@ static int load_evaluation(runner *r, const json_t *item, int index) {
         state_int(item, "epochs", br->rungs[i].r, br->rungs[i].r, &epochs))
         return wrap_error("%s: %s", where);
     if (!json_is_number(m) && !json_is_null(m)) return st_error_set("%s: metric: expected a number or null", where);
-    *eval_at(r, (int)t, (int)i) = (evaluation){1, json_is_null(m) ? NAN : json_number_value(m)};
+    if (json_object_get(item, "ranks") && state_int(item, "ranks", 1, 1 << 20, &ranks))
+        return wrap_error("%s: %s", where);
+    *eval_at(r, (int)t, (int)i) = (evaluation){1, json_is_null(m) ? NAN : json_number_value(m), (int)ranks};
     return 0;
 }
 
@@ -995,10 +1018,14 @@ static void write_csv_row(const runner *r, FILE *f, int rank, int t, const char 
 static json_t *trial_history(const runner *r, int t, const char *metric_key) {
     const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[t]];
     json_t *history = json_array();
-    for (int i = 0; i < br->n_rungs; i++)
-        if (eval_at(r, t, i)->done)
-            json_array_append_new(history, json_pack("{s:i, s:i, s:o}", "rung", i, "epochs", br->rungs[i].r,
-                                                     metric_key, st_json_number(eval_at(r, t, i)->metric)));
+    for (int i = 0; i < br->n_rungs; i++) {
+        const evaluation *e = eval_at(r, t, i);
+        if (!e->done) continue;
+        json_t *item =
+            json_pack("{s:i, s:i, s:o}", "rung", i, "epochs", br->rungs[i].r, metric_key, st_json_number(e->metric));
+        if (e->ranks > 1) json_object_set_new(item, "ranks", json_integer(e->ranks));
+        json_array_append_new(history, item);
+    }
     return history;
 }
 
@@ -1322,6 +1349,68 @@ static int take_task(runner *r, task *out, int *trial_fd, int *finished) {
     return commit_claim(r, *out, fd, 0, trial_fd);
 }
 
+/* ---- the runner: rank groups (sweep.h "Rank groups") ------------------------------------------- */
+
+/* What a group's leader sends its members before each evaluation, and once at the end. */
+typedef struct {
+    int32_t train;         /* 1: train with the arguments that follow; 0: stop */
+    int32_t epochs_target; /* train */
+    int32_t rc;            /* stop: the leader's result, 0 or -1 */
+    uint64_t config_bytes, dir_bytes; /* train: the config's YAML text and trial_dir, NULs included */
+} group_order;
+
+/* Leader: the trial function's arguments to the members, who call it with them. The order is
+ * an idle broadcast: members wait for it as long as the queue keeps their leader waiting. */
+static int send_trial(const st_train_config *cfg, const char *trial_dir, int epochs_target) {
+    char *text = st_config_yaml_text(cfg);
+    if (!text) return -1;
+    group_order o = {.train = 1, .epochs_target = epochs_target, .config_bytes = strlen(text) + 1,
+                     .dir_bytes = strlen(trial_dir) + 1};
+    st_comm_broadcast_idle(&o, sizeof o, 0);
+    st_comm_broadcast(text, o.config_bytes, 0);
+    st_comm_broadcast((void *)trial_dir, o.dir_bytes, 0);
+    free(text);
+    return 0;
+}
+
+static void stop_members(int rc) {
+    group_order o = {.train = 0, .rc = rc};
+    st_comm_broadcast_idle(&o, sizeof o, 0);
+}
+
+/* A member's train config from the leader's YAML text: the same text, so the trainer's config
+ * hash agrees across the group. */
+static void read_trial_config(const char *text, st_train_config *cfg) {
+    st_ynode *tree = st_yaml_load_string(text, "the group leader's trial config");
+    int rc = tree ? st_config_from_tree(tree, cfg) : -1;
+    st_ynode_free(tree);
+    ST_CHECK(rc == 0, "sweep: the group leader's trial config does not read back: %s", st_error_get());
+}
+
+/* Member: train what the leader sends until it says stop; its result is the leader's. A failed
+ * evaluation fails on the leader too (the trainer agrees on errors across the group), which then
+ * reports it and sends stop, so the member's own result is not needed. */
+static int follow_leader(st_trial_fn fn, void *user) {
+    for (;;) {
+        group_order o;
+        st_comm_broadcast_idle(&o, sizeof o, 0);
+        if (!o.train)
+            return o.rc == 0 ? 0
+                             : st_error_set("rank 0 of this rank's group ended the sweep with an error (its message "
+                                            "says why)");
+        char *text = ST_MALLOC(o.config_bytes), *trial_dir = ST_MALLOC(o.dir_bytes);
+        st_comm_broadcast(text, o.config_bytes, 0);
+        st_comm_broadcast(trial_dir, o.dir_bytes, 0);
+        st_train_config cfg;
+        read_trial_config(text, &cfg);
+        double metric;
+        fn(&cfg, trial_dir, o.epochs_target, &metric, user);
+        st_config_free(&cfg);
+        free(text);
+        free(trial_dir);
+    }
+}
+
 static int train_task(const runner *r, task tk, st_trial_fn fn, void *user, double *metric) {
     const st_hb_bracket *br = &r->plan.brackets[r->bracket_of[tk.trial]];
     char dir[4200], path[4300];
@@ -1329,13 +1418,16 @@ static int train_task(const runner *r, task tk, st_trial_fn fn, void *user, doub
     st_train_config cfg;
     if (st_sweep_trial_config(r->sc, r->params[tk.trial], r->seeds[tk.trial], dir, &cfg)) return -1;
     if (r->progress) {
-        fprintf(r->progress, "%s  trial %04d: bracket %d rung %d/%d, training to %d epochs\n", r->tag, tk.trial,
-                r->bracket_of[tk.trial] + 1, tk.rung + 1, br->n_rungs, br->rungs[tk.rung].r);
+        char ranks[48] = "";
+        if (st_comm_size() > 1) snprintf(ranks, sizeof ranks, " on %d ranks", st_comm_size());
+        fprintf(r->progress, "%s  trial %04d: bracket %d rung %d/%d, training to %d epochs%s\n", r->tag, tk.trial,
+                r->bracket_of[tk.trial] + 1, tk.rung + 1, br->n_rungs, br->rungs[tk.rung].r, ranks);
         fflush(r->progress);
     }
     snprintf(path, sizeof path, "%s/config.yaml", dir);
     *metric = NAN;
     int rc = file_exists(path) ? 0 : st_config_write_yaml(&cfg, path);
+    if (rc == 0 && st_comm_size() > 1) rc = send_trial(&cfg, dir, br->rungs[tk.rung].r);
     if (rc == 0) rc = fn(&cfg, dir, br->rungs[tk.rung].r, metric, user);
     st_config_free(&cfg);
     if (rc != 0) {
@@ -1369,7 +1461,7 @@ static int record_result(runner *r, task tk, double metric) {
     if (load_state(r)) return -1;
     int c = own_claim(r, tk), fresh = !eval_at(r, tk.trial, tk.rung)->done;
     if (c >= 0) remove_claim(r, c);
-    if (fresh) *eval_at(r, tk.trial, tk.rung) = (evaluation){1, metric};
+    if (fresh) *eval_at(r, tk.trial, tk.rung) = (evaluation){1, metric, st_comm_size()};
     int best;
     if (save_state(r) || write_trial_metrics(r, tk.trial) || write_derived(r, &best) || prune_stopped(r) ||
         write_plot(r))
@@ -1659,6 +1751,7 @@ static int finish(runner *r, int *best) {
 
 int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_options *opt, st_trial_fn fn,
                  void *user) {
+    if (st_comm_rank() > 0) return follow_leader(fn, user);
     runner r;
     st_lock own = {0};
     char presence_path[4500] = "";
@@ -1682,5 +1775,6 @@ int st_sweep_run(const st_sweep_config *sc, const char *dir, const st_sweep_run_
     }
     st_lock_release(&own);
     runner_free(&r);
+    if (st_comm_size() > 1) stop_members(rc);
     return rc;
 }

@@ -4,7 +4,7 @@
  *
  * Sweep file keys: base (train config, relative to the sweep file), metric {name, goal}, seed,
  * dir (output folder, default checkpoints/<sweep file stem>), keep_checkpoints (default false),
- * scheduler (hyperband | asha, default hyperband),
+ * scheduler (hyperband | asha, default hyperband), ranks_per_trial (default 1),
  * hyperband {max_resource, min_resource, eta, iterations, rounding}, parameters {KEY.PATH:
  * {values: [...]} | {value: x} | {distribution: uniform|log_uniform|int_uniform|q_uniform, min, max, q}}.
  * The file, each parameter's spec included, is read and written back by key tables over the
@@ -37,6 +37,16 @@
  * its rung so far. A single process (opt.worker = 0) also holds DIR/.lock (train/lock.h) for the
  * whole run and refuses a folder with live workers; a worker holds DIR/workers/HOST.PID.lock and
  * refuses a folder held by a single process.
+ *
+ * Rank groups (kernels/comm.h, st_comm_split into groups of ranks_per_trial ranks): each group
+ * trains one evaluation at a time, data parallel. Its rank 0, the leader, is the process above
+ * (queue, locks, state.json); before each evaluation it broadcasts the trial function's
+ * arguments (the train config as YAML text, trial_dir, epochs_target) and its members call the
+ * same function with them; when its queue is done (or failed) it broadcasts stop with its result.
+ * A member touches no file of the sweep folder. A failed evaluation cannot leave the group
+ * waiting: the trainer agrees on setup errors across the ranks, so leader and members fail
+ * together, and the leader then stops its members; an error that only the leader sees after
+ * training (writing the sweep files) reaches them as the stop.
  *
  * Ownership: st_sweep_config owns everything it points to (st_sweep_free).
  * Callers: cmd/sweep.c, tests/test_sweep.c.
@@ -95,6 +105,7 @@ typedef struct st_sweep_config {
     char *dir; /* sweep folder */
     int keep_checkpoints; /* 1: stopped trials keep their checkpoints (default 0: removed) */
     st_sweep_scheduler scheduler;
+    int ranks_per_trial; /* ranks per rank group (data-parallel trials), default 1 */
     st_hyperband_config hyperband;
     st_sweep_param *params;
     int n_params;
@@ -119,8 +130,9 @@ int st_sweep_trial_config(const st_sweep_config *sc, const st_ynode *params, uin
                           st_train_config *cfg);
 
 /* Build and validate the train config of trials 0..n_trials-1 (catches parameter combinations
- * that are invalid together, e.g. loss triplet with sampler shuffle); check_files: also that
- * their weights and datasets exist (st_config_check_files). -1 naming the trial. */
+ * that are invalid together, e.g. loss triplet with sampler shuffle, and a global batch that
+ * ranks_per_trial does not divide); check_files: also that their weights and datasets exist
+ * (st_config_check_files). -1 naming the trial. */
 int st_sweep_check_trials(const st_sweep_config *sc, int n_trials, int check_files);
 
 /* Write the effective sweep file (with `base: base.yaml`) and the base config into dir. */
@@ -138,8 +150,9 @@ typedef struct st_sweep_run_options {
     int quiet_summary; /* 1: no closing summary (MPI ranks other than 0) */
 } st_sweep_run_options;
 
-/* Run (or resume, or as a worker join) the sweep in dir until every bracket is finished.
- * Returns 0 then, -1 with st_error_get() when dir is held by another single process ("DIR is in
+/* Run (or resume, or as a worker join) the sweep in dir until every bracket is finished; in a
+ * rank group (st_comm_size() > 1, every rank of the group calls it), rank 0 does so and the
+ * others train what it sends them, returning its result. Returns 0 then, -1 with st_error_get() when dir is held by another single process ("DIR is in
  * use by pid N on host H since T"), by workers while opt->worker = 0, or by a single process
  * while opt->worker = 1, when a worker's sweep file differs from the one dir holds, a trial
  * failed or a file could not be written (state stays consistent). */

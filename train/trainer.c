@@ -28,12 +28,14 @@
  * slice (data/sampler.h), so the sample sequence and the loader state do not depend on N; the
  * model is built for global batch / N rows; the loss is the global batch's (train/loss.h);
  * between backward and the optimizer the gradient arena is all-reduced in one call (sum: the
- * loss gradient is already that of the global mean); with sync_bn the BN running statistics are
- * averaged over the ranks after each step. Rank 0 alone writes the run folder (lock, config,
- * split file, metrics, checkpoints, curves, weights), prints, and validates, broadcasting the
- * metric so every rank takes the same early-stopping and schedule decisions; every rank reads
- * the checkpoint on --resume (any N: the state holds global positions only). Decisions that one
- * rank could take alone (setup errors, a stop signal) are agreed on at fixed points.
+ * loss gradient is already that of the global mean); with sync_bn every training batch norm
+ * normalises with the global batch's statistics (st_model_config.sync_bn, kernels/bn_sync.h), so
+ * the running statistics come out the same on every rank. Rank 0 alone writes the run folder
+ * (lock, config, split file, metrics, checkpoints, curves, weights), prints, and validates,
+ * broadcasting the metric so every rank takes the same early-stopping and schedule decisions;
+ * every rank reads the checkpoint on --resume (any N: the state holds global positions only).
+ * Decisions that one rank could take alone (setup errors, a stop signal) are agreed on at fixed
+ * points.
  */
 #include "trainer.h"
 
@@ -382,6 +384,7 @@ static st_model *build_model(trainer *t, const char *freeze_until) {
     mc.embed_dim = cfg->model.embed_dim;
     mc.num_classes = is_xent(t) ? (cfg->model.num_classes > 0 ? cfg->model.num_classes : t->all.n_classes) : 0;
     mc.bn_momentum = (float)cfg->model.bn_momentum;
+    mc.sync_bn = cfg->sync_bn && st_comm_size() > 1; /* one rank: its batch is the global one */
     mc.precision = cfg->model.precision;
     mc.preprocess = st_preprocess_name(preprocess_of(t)); /* recorded in every weight file written */
     return st_model_create(t->be, &mc, cfg->seed);
@@ -867,29 +870,15 @@ static int stop_agreed(void) {
     return flag > 0;
 }
 
-/* 1 when p is a running statistic of a batch norm that trains (frozen ones never change). */
-static int is_training_bn_statistic(st_model *m, const st_param *p) {
-    if (strcmp(p->weight, "moving_mean") != 0 && strcmp(p->weight, "moving_variance") != 0) return 0;
-    const st_param *gamma = st_model_find_param(m, p->layer, "gamma");
-    return gamma && gamma->grad;
-}
-
 /* Between backward and the optimizer step: each rank's gradient is its rows' part of the
  * gradient of the global mean loss (train/loss.h), so the sum over the ranks, the whole
- * gradient arena in one call, is one process's gradient. With sync_bn the BN running
- * statistics are averaged so every rank (and every checkpoint) holds the same ones. */
+ * gradient arena in one call, is one process's gradient. With sync_bn a training BN's dgamma
+ * and dbeta are its rank's part too (the op leaves them local), and its running statistics
+ * were computed from the global batch on every rank: nothing else to exchange. */
 static void reduce_across_ranks(trainer *t) {
     if (st_comm_size() == 1) return;
     st_model *m = t->model;
     st_comm_allreduce_device(t->be, (float *)m->grads_arena.base, m->grads_arena.used / sizeof(float));
-    if (!t->cfg->sync_bn) return;
-    for (int i = 0; i < m->n_params; i++) {
-        st_param *p = &m->params[i];
-        if (!is_training_bn_statistic(m, p)) continue;
-        size_t n = st_param_storage_numel(m, p);
-        st_comm_allreduce_device(t->be, p->value, n);
-        t->be->scale(t->be, p->value, 1.0f / (float)st_comm_size(), n);
-    }
 }
 
 /* Train the epoch in flight from batch t->pos.epoch_batches on. 1 done, 0 stopped by a signal,

@@ -4,9 +4,11 @@
  *
  * Forward in training, where the step trains: batch statistics, saved for backward (save_mean,
  * save_rstd (C)), and the moving statistics updated with config.bn_momentum (PyTorch
- * convention). Otherwise (inference, frozen BN): the moving statistics. A frozen BN after a
- * frozen conv is folded into the conv (conv.c) and has no step.
- * Backward: dx, dgamma, dbeta from x, y (for the ReLU's mask) and the saved statistics; only a
+ * convention); with config.sync_bn the batch is the global one over the ranks (kernels/bn_sync.h).
+ * Otherwise (inference, frozen BN): the moving statistics. A frozen BN after a frozen conv is
+ * folded into the conv (conv.c) and has no step.
+ * Backward: dx, dgamma, dbeta from x, y (for the ReLU's mask) and the saved statistics; with
+ * sync_bn dx from the global batch's sums, dgamma and dbeta this rank's part of them. Only a
  * trainable BN has a backward (a frozen one below a trainable layer is a planning error). A BN
  * that only a residual add reads (step.grad_via_add, plan.c) reads the add's output gradient,
  * which the add's backward masked in place: nothing copies the gradient to the BN.
@@ -14,10 +16,12 @@
 #include "../../kernels/check.h"
 #include "layer.h"
 
+/* sync applies to the training ops only (bn_forward_infer ignores it) */
 static st_bn_desc bn_desc(const st_model *m, const st_layer *l, int n) {
     const st_tensor y = st_step_output(m, l)->out;
     return (st_bn_desc){.rows = (long)n * y.h * y.w, .c = y.c, .eps = l->step.bn_eps,
-                        .momentum = m->config.bn_momentum, .relu = l->step.relu};
+                        .momentum = m->config.bn_momentum, .relu = l->step.relu,
+                        .sync = m->config.sync_bn};
 }
 
 void st_bn_step_forward(st_model *m, const st_layer *l, int n, int training) {

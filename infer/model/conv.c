@@ -7,8 +7,9 @@
  * frozen (step.fold_bn: kernel and bias w_fold, b_fold in the params arena) and a ReLU fused at
  * the end (step.relu, in the descriptor). step.plan is the full-batch plan; a partial batch
  * plans again (the backend caches plans per descriptor).
- * Backward: dw, db from x and dy (trainable convs only), dx = conv_backward_data(dy, w) when
- * something below needs it. A folded conv never trains, so backward never sees w_fold.
+ * Backward: dw, db from x and dy (trainable convs only), dx = backward-data(dy, w) when
+ * something below needs it, both in one conv_backward call. A folded conv never trains, so
+ * backward never sees w_fold.
  * Each pass is timed into its own --profile row (profile.c); in bf16 (config.precision, set in
  * the descriptor by plan.c) the backend rounds its inputs to bf16 inside the same calls, and
  * keeps a kernel's bf16 copy until told the kernel changed (conv_weights_changed: after a
@@ -38,20 +39,38 @@ void st_conv_step_forward(st_model *m, const st_layer *l, int n) {
     st_profile_end(m, ST_PROF_CONV_FWD, mark);
 }
 
+/* --profile: the backward call's time (its reorders already moved to their row) goes to the
+ * backward-weights row when the conv trains, less its backward-data pass, which goes to that
+ * row; the accumulation of dx is timed into the backward-data row by the caller. */
+static void profile_backward_end(st_model *m, st_profile_mark mark, int trains, int data,
+                                 double data_seconds) {
+    if (!m->profile) return;
+    if (!trains) {
+        st_profile_end(m, ST_PROF_CONV_BWD_DATA, mark);
+        return;
+    }
+    st_profile_end(m, ST_PROF_CONV_BWD_WEIGHTS, mark);
+    if (!data) return;
+    m->profile->seconds[ST_PROF_CONV_BWD_WEIGHTS] -= data_seconds;
+    m->profile->seconds[ST_PROF_CONV_BWD_DATA] += data_seconds;
+}
+
+/* Both passes in one backend call, which converts dy once for them. */
 void st_conv_step_backward(st_model *m, const st_layer *l, int n) {
     st_backend *be = m->backend;
     const st_step *s = &l->step;
     const float *x = st_step_input(m, l, 0)->out.data;
     const float *dy = st_step_output(m, l)->grad;
     st_conv_plan *plan = plan_for(m, s, n);
-    if (s->trains) {
-        st_profile_mark mark = st_profile_begin(m);
-        be->conv_backward_filter(be, plan, x, dy, s->dw, s->db);
-        st_profile_end(m, ST_PROF_CONV_BWD_WEIGHTS, mark);
-    }
-    if (st_step_input_needs_grad(m, l, 0)) {
-        st_profile_mark mark = st_profile_begin(m);
-        be->conv_backward_data(be, plan, dy, s->w, st_step_dx(m, l, 0));
+    const int data = st_step_input_needs_grad(m, l, 0);
+    double data_seconds = 0;
+    st_profile_mark mark = st_profile_begin(m);
+    be->conv_backward(be, plan, x, dy, s->w, s->trains ? s->dw : NULL,
+                      s->trains ? s->db : NULL, data ? st_step_dx(m, l, 0) : NULL,
+                      m->profile ? &data_seconds : NULL);
+    profile_backward_end(m, mark, s->trains, data, data_seconds);
+    if (data) {
+        mark = st_profile_begin(m);
         st_step_finish_dx(m, l, 0, n);
         st_profile_end(m, ST_PROF_CONV_BWD_DATA, mark);
     }

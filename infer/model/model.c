@@ -70,7 +70,7 @@ st_model *st_model_create(st_backend *be, const st_model_config *cfg, uint64_t s
     m->backend = be;
     if (cfg->precision == ST_PRECISION_BF16 && !be->conv_bf16_supported(be)) {
         fprintf(stderr, "warning: precision bf16: the %s backend has no bf16 convolutions here "
-                        "(a CPU needs AVX512_BF16; CUDA has none yet); computing in fp32\n",
+                        "(a CPU needs AVX512_BF16, a CUDA device compute capability 8.0); computing in fp32\n",
                 be->name);
         m->config.precision = ST_PRECISION_FP32;
     }

@@ -82,6 +82,9 @@ typedef struct st_model_config {
     int num_classes;          /* 0: no classifier; else dense 'predictions' to K logits, reading
                                * the normalised embedding when there is one, else the features */
     float bn_momentum;        /* running-statistics momentum in training (PyTorch convention) */
+    int sync_bn;              /* 1: a BN that trains normalises with the global batch's
+                               * statistics over the ranks of kernels/comm.h (st_bn_desc.sync);
+                               * the trainer sets it for data-parallel runs with sync_bn */
     const char *preprocess;   /* caffe | tf | torch the weights are trained with, recorded in
                                * weight files; NULL: the architecture's */
     st_precision precision;   /* BF16 on a backend without bf16 convolutions

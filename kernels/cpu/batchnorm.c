@@ -11,10 +11,14 @@
  * double-precision arithmetic), each block's sums are added into the thread's double partials,
  * and the partials are added in thread order, so results do not depend on scheduling. Variance
  * uses sums of x - pivot (pivot = first row) to avoid cancellation when |mean| >> std.
+ * With d->sync the sums are combined over the ranks (kernels/bn_sync.h) before the per-channel
+ * step, so normalisation and dx use the global batch's statistics.
  */
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "../bn_sync.h"
 #include "../check.h"
 #include "../math/activation.h"
 #include "../math/batchnorm.h"
@@ -96,7 +100,8 @@ void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, c
     const int C = d->c;
     ST_CHECK(d->rows > 1, "batch norm training needs more than one value per channel (rows=%ld)",
              d->rows);
-    const float *pivot = x; /* the first row */
+    float *pivot = ST_MALLOC((size_t)C * sizeof(float));
+    memcpy(pivot, x, (size_t)C * sizeof(float)); /* the first row */
     bn_partials part = partials_new(C);
 #pragma omp parallel
     {
@@ -114,12 +119,14 @@ void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, c
             partials_flush(&part);
         }
     }
-    double *sum = partials_total(&part), *sum2 = sum + C;
+    double *sum = partials_total(&part), *sum2 = sum + C, rows = (double)d->rows;
+    if (d->sync) st_bn_sync_moments(C, &rows, pivot, sum, sum2, 1);
     float *scale = ST_MALLOC((size_t)C * 2 * sizeof(float)), *shift = scale + C;
     st_bn_train_out out = {save_mean, save_rstd, scale, shift, running_mean, running_var};
     for (int c = 0; c < C; c++)
-        st_bn_train_channel(d, c, sum[c], sum2[c], pivot[c], gamma[c], beta[c], &out);
+        st_bn_train_channel(d, c, rows, sum[c], sum2[c], pivot[c], gamma[c], beta[c], &out);
     free(sum);
+    free(pivot);
     bn_apply(d, x, scale, shift, y);
     free(scale);
 }
@@ -172,11 +179,20 @@ void cpu_bn_backward(st_backend *be, const st_bn_desc *d, const float *x, const 
     ST_CHECK(!d->relu || y, "batch norm backward with fused ReLU needs the forward output y");
     const float *mask = d->relu ? y : NULL;
     double *sg = backward_sums(d, x, mask, dy, save_mean, save_rstd), *sgx = sg + C;
+    /* dx takes the whole batch's sums: with sync all ranks' (dgamma/dbeta stay this rank's) */
+    double *whole = sg, rows = (double)d->rows;
+    if (d->sync) {
+        whole = ST_MALLOC((size_t)2 * C * sizeof(double));
+        memcpy(whole, sg, (size_t)2 * C * sizeof(double));
+        st_bn_sync_grad_sums(whole, (size_t)2 * C, &rows);
+    }
     float *coef = ST_MALLOC((size_t)C * 3 * sizeof(float));
     float *gamma_rstd = coef, *mean_g = gamma_rstd + C, *mean_gx = mean_g + C;
     st_bn_grad_coef grad = {dgamma, dbeta, gamma_rstd, mean_g, mean_gx};
     for (int c = 0; c < C; c++)
-        st_bn_backward_channel(c, sg[c], sgx[c], (double)d->rows, gamma[c], save_rstd[c], &grad);
+        st_bn_backward_channel(c, sg[c], sgx[c], whole[c], whole[C + c], rows, gamma[c],
+                               save_rstd[c], &grad);
+    if (whole != sg) free(whole);
     free(sg);
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < d->rows; r++) {

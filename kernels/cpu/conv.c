@@ -40,7 +40,8 @@
  * bf16 plans (d->bf16, where the CPU has avx512_core_bf16): every pass reads bf16 copies of its
  * FP32 inputs (x, dy, the kernel) and writes FP32 (y, dx, dw, dbias): our tensors, parameters
  * and gradients stay FP32 (the FP32 master weights of mixed precision), only the convolution's
- * multiplications see bf16. x and dy are copied per call into the shared scratch; a kernel is
+ * multiplications see bf16. x and dy are copied per call into the shared scratch, except that
+ * conv_backward rounds dy once for both of its passes; a kernel is
  * copied once into its own cache entry (kernel16, keyed by the FP32 buffer) and reused by every
  * pass and plan that reads that buffer until it changes: import and the BN fold mark the entry
  * stale themselves, conv_weights_changed does for writers outside the conv ops (the optimizer,
@@ -662,37 +663,64 @@ void cpu_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const flo
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
 }
 
-void cpu_conv_backward_data(st_backend *be, st_conv_plan *p, const float *dy, const float *w,
-                            float *dx) {
+/* Backward-data from dy as the pass reads it (diff_dst: dy, or its bf16 copy, filled). */
+static void backward_data_run(st_backend *be, st_conv_plan *p, dnnl_memory_t diff_dst,
+                              const float *w, float *dx) {
     conv_pass *pass = &p->bwd_data;
     if (!pass->prim) backward_data_create(p);
-    set_handle(p->dst, dy);
     set_handle(p->weights, w);
     set_handle(p->src, dx);
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_DIFF_DST, pass_diff_dst(be, p)},
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_DIFF_DST, diff_dst},
                                {DNNL_ARG_WEIGHTS, pass_read_weights(be, p, pass)},
                                {DNNL_ARG_DIFF_SRC, p->src}};
     execute(pass->prim, 3, args);
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
 }
 
-void cpu_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x, const float *dy,
-                              float *dw, float *dbias) {
+/* Backward-weights from x and dy as the pass reads them (src, diff_dst: filled). */
+static void backward_filter_run(st_backend *be, st_conv_plan *p, dnnl_memory_t src,
+                                dnnl_memory_t diff_dst, float *dw, float *dbias) {
     const int with_bias = dbias != NULL;
     conv_pass *pass = &p->bwd_weights[with_bias];
     if (!pass->prim) backward_weights_create(p, with_bias);
-    set_handle(p->src, x);
-    set_handle(p->dst, dy);
     set_handle(p->weights, dw);
     if (with_bias) set_handle(p->bias, dbias);
     dnnl_memory_t dw_pass = pass->reorder ? bind_pass_weights(pass) : p->weights;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, pass_src(be, p)},
-                               {DNNL_ARG_DIFF_DST, pass_diff_dst(be, p)},
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src},
+                               {DNNL_ARG_DIFF_DST, diff_dst},
                                {DNNL_ARG_DIFF_WEIGHTS, dw_pass},
                                {DNNL_ARG_DIFF_BIAS, p->bias}};
     execute(pass->prim, with_bias ? 4 : 3, args);
     if (pass->reorder) execute_reorder(be, pass->reorder, pass->weights, p->weights);
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
+}
+
+void cpu_conv_backward_data(st_backend *be, st_conv_plan *p, const float *dy, const float *w,
+                            float *dx) {
+    set_handle(p->dst, dy);
+    backward_data_run(be, p, pass_diff_dst(be, p), w, dx);
+}
+
+void cpu_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x, const float *dy,
+                              float *dw, float *dbias) {
+    set_handle(p->src, x);
+    set_handle(p->dst, dy);
+    backward_filter_run(be, p, pass_src(be, p), pass_diff_dst(be, p), dw, dbias);
+}
+
+/* dy's bf16 copy (a bf16 plan) stays in its scratch slot through both passes: the filter pass
+ * uses the x and weights slots only. */
+void cpu_conv_backward(st_backend *be, st_conv_plan *p, const float *x, const float *dy,
+                       const float *w, float *dw, float *dbias, float *dx, double *data_seconds) {
+    set_handle(p->dst, dy);
+    dnnl_memory_t diff_dst = pass_diff_dst(be, p);
+    if (dw) {
+        set_handle(p->src, x);
+        backward_filter_run(be, p, pass_src(be, p), diff_dst, dw, dbias);
+    }
+    const double t0 = data_seconds ? seconds_now() : 0, reorder0 = be->reorder_seconds;
+    if (dx) backward_data_run(be, p, diff_dst, w, dx);
+    if (data_seconds) *data_seconds = seconds_now() - t0 - (be->reorder_seconds - reorder0);
 }
 
 void cpu_conv_weights_changed(st_backend *be, const float *w, int freed) {

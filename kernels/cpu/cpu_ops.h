@@ -3,8 +3,9 @@
  *   memory.c     alloc/free/upload/download/copy/sync, "pinned" memory and upload_async (plain
  *                memory, memcpy), mem_info, fill, scale, axpy, sum_squares, all_finite
  *   gemm.c       gemm (OpenBLAS), dense forward/backward
- *   conv.c       convolution plans, forward, backward data/filter (oneDNN; fp32 or bf16), kernel
- *                layout conversion (HWIO <-> oneDNN's blocked layout), BN folding
+ *   conv.c       convolution plans, forward, backward data/filter (oneDNN; fp32 or bf16) and
+ *                both in one call (training's backward: dy rounded to bf16 once),
+ *                kernel layout conversion (HWIO <-> oneDNN's blocked layout), BN folding
  *   batchnorm.c  batch norm train/infer/backward (fused ReLU)
  *   activation.c relu forward/backward, residual add
  *   pool.c       max pool (zero or -inf padding), global avg/max/GeM pooling

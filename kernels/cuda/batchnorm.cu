@@ -10,7 +10,11 @@
  *
  * Each op: per-channel sums (device.cuh st_column_sums, deterministic), one per-channel kernel
  * turning sums into the scale/shift (or backward coefficients) in scratch, one elementwise kernel.
+ * With d->sync (sync_bn) the per-channel sums are copied to the host, combined over the ranks
+ * (kernels/bn_sync.h, MPI on the host) and copied back between the two: a host sync point in
+ * every training BN op, the price of the global batch's statistics.
  */
+#include "../bn_sync.h"
 #include "../math/activation.h"
 #include "../math/batchnorm.h"
 #include "device.cuh"
@@ -38,21 +42,62 @@ struct gradient_moments {
 };
 } // namespace
 
-/* Scratch layout of one op: the column sums, then 3 float arrays of C. */
-static void *bn_scratch(st_backend *be, long rows, int c, double2 **sums_space, float **coef) {
+/* Scratch layout of one op: the column sums, C double2 for the global batch's sums (sync),
+ * then 3 float arrays of C. */
+static void *bn_scratch(st_backend *be, long rows, int c, double2 **sums_space, double2 **whole,
+                        float **coef) {
     size_t sums_bytes = st_column_scratch_count(rows, c) * sizeof(double2);
-    char *base = (char *)cuda_scratch(be, sums_bytes + 3 * (size_t)c * sizeof(float));
+    size_t whole_bytes = (size_t)c * sizeof(double2);
+    char *base = (char *)cuda_scratch(be, sums_bytes + whole_bytes + 3 * (size_t)c * sizeof(float));
     *sums_space = (double2 *)base;
-    *coef = (float *)(base + sums_bytes);
+    *whole = (double2 *)(base + sums_bytes);
+    *coef = (float *)(base + sums_bytes + whole_bytes);
     return base;
 }
 
-static __global__ void train_stats_kernel(const st_bn_desc d, const double2 *sums, const float *x,
-                                          const float *gamma, const float *beta,
-                                          const st_bn_train_out out) {
+/* sync_bn forward: this rank's sums (C double2) and pivot (its first row, C floats) through the
+ * pinned host buffer to st_bn_sync_moments and back as the global batch's sums about rank 0's
+ * pivot, into sums and pivot_out (device). Returns the global rows. The host buffer is written
+ * only after a stream sync, and later copies into it queue behind this upload. */
+static double sync_moments(st_backend *be, int c, long rows, double2 *sums, const float *x,
+                           float *pivot_out) {
+    cudaStream_t stream = cuda_ctx_of(be)->stream;
+    size_t sums_bytes = (size_t)c * sizeof(double2), pivot_bytes = (size_t)c * sizeof(float);
+    char *host = (char *)cuda_host_result(be, sums_bytes + pivot_bytes);
+    double2 *host_sums = (double2 *)host;
+    float *host_pivot = (float *)(host + sums_bytes);
+    CUDA_CHECK(cudaMemcpyAsync(host_sums, sums, sums_bytes, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaMemcpyAsync(host_pivot, x, pivot_bytes, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    double total_rows = (double)rows;
+    st_bn_sync_moments(c, &total_rows, host_pivot, &host_sums[0].x, &host_sums[0].y, 2);
+    CUDA_CHECK(cudaMemcpyAsync(sums, host_sums, sums_bytes, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaMemcpyAsync(pivot_out, host_pivot, pivot_bytes, cudaMemcpyHostToDevice, stream));
+    return total_rows;
+}
+
+/* sync_bn backward: this rank's (sum g, sum g * xhat) (C double2) summed over the ranks into
+ * whole (device); returns the global rows. Host buffer as in sync_moments. */
+static double sync_grad_sums(st_backend *be, int c, long rows, const double2 *sums,
+                             double2 *whole) {
+    cudaStream_t stream = cuda_ctx_of(be)->stream;
+    size_t bytes = (size_t)c * sizeof(double2);
+    double2 *host = (double2 *)cuda_host_result(be, bytes);
+    CUDA_CHECK(cudaMemcpyAsync(host, sums, bytes, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    double total_rows = (double)rows;
+    st_bn_sync_grad_sums(&host[0].x, 2 * (size_t)c, &total_rows);
+    CUDA_CHECK(cudaMemcpyAsync(whole, host, bytes, cudaMemcpyHostToDevice, stream));
+    return total_rows;
+}
+
+static __global__ void train_stats_kernel(const st_bn_desc d, const double2 *sums, double rows,
+                                          const float *pivot, const float *gamma,
+                                          const float *beta, const st_bn_train_out out) {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= d.c) return;
-    st_bn_train_channel(&d, ch, sums[ch].x, sums[ch].y, x[ch], gamma[ch], beta[ch], &out);
+    st_bn_train_channel(&d, ch, rows, sums[ch].x, sums[ch].y, pivot[ch], gamma[ch], beta[ch],
+                        &out);
 }
 
 static __global__ void infer_coef_kernel(const float *gamma, const float *beta,
@@ -89,15 +134,22 @@ extern "C" void cuda_bn_forward_train(st_backend *be, const st_bn_desc *d, const
     cuda_ctx *ctx = cuda_ctx_of(be);
     ST_CHECK(d->rows > 1, "batch norm training needs more than one value per channel (rows=%ld)",
              d->rows);
-    double2 *sums_space;
+    double2 *sums_space, *whole;
     float *coef;
-    bn_scratch(be, d->rows, d->c, &sums_space, &coef);
+    bn_scratch(be, d->rows, d->c, &sums_space, &whole, &coef);
     float *scale = coef, *shift = coef + d->c;
     centred_moments terms = {x, d->c};
     double2 *sums = st_column_sums(ctx->stream, d->rows, d->c, terms, sums_space);
+    const float *pivot = x; /* the first row */
+    double rows = (double)d->rows;
+    if (d->sync) {
+        float *common_pivot = coef + 2 * (size_t)d->c;
+        rows = sync_moments(be, d->c, d->rows, sums, x, common_pivot);
+        pivot = common_pivot;
+    }
     st_bn_train_out out = {save_mean, save_rstd, scale, shift, running_mean, running_var};
-    train_stats_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(*d, sums, x, gamma,
-                                                                          beta, out);
+    train_stats_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(*d, sums, rows, pivot,
+                                                                          gamma, beta, out);
     CUDA_CHECK_LAUNCH("train_stats_kernel");
     apply(ctx->stream, d, x, scale, shift, y);
 }
@@ -115,12 +167,14 @@ extern "C" void cuda_bn_forward_infer(st_backend *be, const st_bn_desc *d, const
     apply(ctx->stream, d, x, scale, shift, y);
 }
 
-static __global__ void backward_coef_kernel(const double2 *sums, const float *gamma,
-                                            const float *save_rstd, int c, double rows,
-                                            const st_bn_grad_coef coef) {
+/* local: this rank's sums (dgamma, dbeta); whole: the whole batch's (dx coefficients) */
+static __global__ void backward_coef_kernel(const double2 *local, const double2 *whole,
+                                            const float *gamma, const float *save_rstd, int c,
+                                            double rows, const st_bn_grad_coef coef) {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) return;
-    st_bn_backward_channel(ch, sums[ch].x, sums[ch].y, rows, gamma[ch], save_rstd[ch], &coef);
+    st_bn_backward_channel(ch, local[ch].x, local[ch].y, whole[ch].x, whole[ch].y, rows,
+                           gamma[ch], save_rstd[ch], &coef);
 }
 
 static __global__ void backward_dx_kernel(const float *x, const float *y, const float *dy,
@@ -143,15 +197,18 @@ extern "C" void cuda_bn_backward(st_backend *be, const st_bn_desc *d, const floa
     cuda_ctx *ctx = cuda_ctx_of(be);
     ST_CHECK(!d->relu || y, "batch norm backward with fused ReLU needs the forward output y");
     ST_CHECK(d->rows > 0, "batch norm backward over zero rows");
-    double2 *sums_space;
+    double2 *sums_space, *whole;
     float *coef;
-    bn_scratch(be, d->rows, d->c, &sums_space, &coef);
+    bn_scratch(be, d->rows, d->c, &sums_space, &whole, &coef);
     float *gamma_rstd = coef, *mean_g = coef + d->c, *mean_gx = coef + 2 * (size_t)d->c;
     gradient_moments terms = {x, y, dy, save_mean, save_rstd, d->c, d->relu};
     double2 *sums = st_column_sums(ctx->stream, d->rows, d->c, terms, sums_space);
+    double rows = (double)d->rows;
+    if (d->sync) rows = sync_grad_sums(be, d->c, d->rows, sums, whole);
+    else whole = sums;
     st_bn_grad_coef grad_coef = {dgamma, dbeta, gamma_rstd, mean_g, mean_gx};
     backward_coef_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(
-        sums, gamma, save_rstd, d->c, (double)d->rows, grad_coef);
+        sums, whole, gamma, save_rstd, d->c, rows, grad_coef);
     CUDA_CHECK_LAUNCH("backward_coef_kernel");
     size_t count = (size_t)d->rows * d->c;
     backward_dx_kernel<<<st_grid_for(count), ST_BLOCK, 0, ctx->stream>>>(

@@ -40,6 +40,27 @@
  *
  * Forward applies bias and the fused ReLU in one epilogue kernel after cuDNN. Backward outputs dx,
  * dw, dbias are overwritten (alpha 1, beta 0).
+ *
+ * bf16 plans (d->bf16; conv_bf16_supported: compute capability 8.0 and later) run cuDNN's
+ * PSEUDO_BFLOAT16_CONFIG, the one bf16 configuration of the legacy API: x, w and y descriptors
+ * CUDNN_DATA_BFLOAT16, the convolution's compute type CUDNN_DATA_FLOAT (FP32 accumulation), in
+ * all three passes, on tensor cores (candidates ranked under CUDNN_TENSOR_OP_MATH and run with
+ * their own math type; FP16 conversion and non-deterministic ones still refused; the
+ * SIMTUNE_CUDA_MATH mode concerns FP32 plans only). Our tensors stay FP32 as on the CPU: each
+ * pass rounds its FP32 inputs (x, dy) into bf16 copies in a shared scratch (st_bf16_from_float of
+ * kernels/math/bf16.h, the CPU's rounding bit for bit, with the asymmetric padding applied in the
+ * same kernel), reads the kernel's cached bf16 copy, and widens cuDNN's bf16 output into our FP32
+ * y, dx or dw (forward: bias and ReLU in the same epilogue). One difference from the CPU, where
+ * oneDNN writes FP32 outputs: cuDNN's bf16 configuration writes y, dx and dw in bf16, so each
+ * output element is rounded once more (relative error <= 2^-8, then FP32 bias/ReLU); the bias
+ * gradient is the FP32 column sum of the unrounded dy (the CPU's oneDNN sums its bf16 dy).
+ * The shared bf16 scratch (x or dx, y or dy, dw of one call) is sized like the workspace, to the
+ * largest need of the ready bf16 plans, when a plan is made.
+ * Kernel cache: a kernel's bf16 copy (cuda_kernel16, keyed by the FP32 buffer) is made by the
+ * first pass that reads the buffer and reused by every pass and plan until the buffer is written:
+ * conv_weights_import and conv_fold_bn mark it stale themselves, conv_weights_changed does for
+ * writers outside the conv ops (optimizer, raw copies) and drops it when the buffer is freed.
+ * So a frozen kernel is rounded once and a trainable one once per step, as on the CPU.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +68,7 @@
 
 #include "../math/activation.h"
 #include "../math/batchnorm.h"
+#include "../math/bf16.h"
 #include "device.cuh"
 
 #define ST_CONV_WORKSPACE_LIMIT ((size_t)1 << 30)
@@ -71,15 +93,41 @@ struct st_conv_plan {
     cudnnTensorDescriptor_t x_desc;                       /* (N, C, HP, WP) NHWC */
     cudnnTensorDescriptor_t y_desc;                       /* (N, K, P, Q) NHWC */
     cudnnFilterDescriptor_t w_desc;                       /* (K, C, R, S) NHWC = KRSC */
+                                                          /* (all three bf16 in bf16 plans) */
     cudnnConvolutionDescriptor_t conv_desc;
     int ready;                      /* pass[] chosen, x_padded allocated; 0 once released */
     unsigned long long last_use;    /* ctx->plan_clock at the latest use, for the LRU */
     pass_choice pass[PASS_COUNT];
-    float *x_padded; /* (N, HP, WP, C) or NULL when the padding is symmetric or not ready */
+    float *x_padded; /* (N, HP, WP, C) or NULL when the padding is symmetric, the plan is bf16
+                      * (it pads into its bf16 copy) or not ready */
 };
 
-/* x_padded (N, HP, WP, C) = x (N, H, W, C) placed at (top, left), zeros elsewhere. */
-static __global__ void pad_kernel(const float *x, float *xp, int n, int h, int w, int c, int hp,
+/* The bf16 copy of one FP32 conv kernel buffer w (KRSC, n values): current until w is written. */
+struct cuda_kernel16 {
+    const float *w;
+    uint16_t *w16;
+    size_t n;
+    int current;
+    cuda_kernel16 *next;
+};
+
+/* A bf16 plan's operands in the shared bf16 scratch for one call. */
+struct bf16_operands {
+    uint16_t *x; /* (N, HP, WP, C): x rounded (and padded), or backward-data's padded dx */
+    uint16_t *y; /* (N, P, Q, K): forward's y, or dy rounded */
+    uint16_t *w; /* (K, R, S, C): backward-filter's dw */
+};
+
+/* Element access by storage type: FP32 as is, bf16 through the shared rounding (math/bf16.h). */
+static __device__ float load_value(const float *p, size_t i) { return p[i]; }
+static __device__ float load_value(const uint16_t *p, size_t i) { return st_bf16_to_float(p[i]); }
+static __device__ void store_value(float *p, size_t i, float v) { p[i] = v; }
+static __device__ void store_value(uint16_t *p, size_t i, float v) { p[i] = st_bf16_from_float(v); }
+
+/* x_padded (N, HP, WP, C) = x (N, H, W, C) placed at (top, left), zeros elsewhere; T float or
+ * bf16 (rounded). */
+template <class T>
+static __global__ void pad_kernel(const float *x, T *xp, int n, int h, int w, int c, int hp,
                                   int wp, int top, int left) {
     size_t total = (size_t)n * hp * wp * c;
     ST_GRID_STRIDE(i, total) {
@@ -88,14 +136,15 @@ static __global__ void pad_kernel(const float *x, float *xp, int n, int h, int w
         int j = (int)(pixel % wp) - left;
         int row = (int)((pixel / wp) % hp) - top;
         size_t img = pixel / ((size_t)wp * hp);
-        xp[i] = (row >= 0 && row < h && j >= 0 && j < w)
-                    ? x[((img * h + row) * w + j) * c + ch]
-                    : 0.0f;
+        store_value(xp, i, (row >= 0 && row < h && j >= 0 && j < w)
+                               ? x[((img * h + row) * w + j) * c + ch]
+                               : 0.0f);
     }
 }
 
-/* dx (N, H, W, C) = the (top, left)-offset window of dx_padded (N, HP, WP, C). */
-static __global__ void crop_kernel(const float *dxp, float *dx, int n, int h, int w, int c, int hp,
+/* dx (N, H, W, C) = the (top, left)-offset window of dx_padded (N, HP, WP, C), float or bf16. */
+template <class T>
+static __global__ void crop_kernel(const T *dxp, float *dx, int n, int h, int w, int c, int hp,
                                    int wp, int top, int left) {
     size_t total = (size_t)n * h * w * c;
     ST_GRID_STRIDE(i, total) {
@@ -104,25 +153,34 @@ static __global__ void crop_kernel(const float *dxp, float *dx, int n, int h, in
         int j = (int)(pixel % w);
         int row = (int)((pixel / w) % h);
         size_t img = pixel / ((size_t)w * h);
-        dx[i] = dxp[((img * hp + row + top) * wp + j + left) * c + ch];
+        dx[i] = load_value(dxp, ((img * hp + row + top) * wp + j + left) * c + ch);
     }
 }
 
-/* y (rows, K) = relu?(y + bias) */
-static __global__ void bias_relu_kernel(float *y, const float *bias, size_t rows, int k, int relu) {
+/* y (rows, K) = relu?(conv + bias): conv is cuDNN's output, y itself (FP32 plans) or its bf16
+ * copy (bf16 plans, widened here). */
+template <class T>
+static __global__ void bias_relu_kernel(const T *conv, float *y, const float *bias, size_t rows,
+                                        int k, int relu) {
     ST_GRID_STRIDE(i, rows * (size_t)k) {
-        float v = y[i] + (bias ? bias[i % (size_t)k] : 0.0f);
+        float v = load_value(conv, i) + (bias ? bias[i % (size_t)k] : 0.0f);
         y[i] = st_maybe_relu(v, relu);
     }
+}
+
+/* to = from, n values: FP32 -> bf16 rounds (st_bf16_from_float), bf16 -> FP32 widens. */
+template <class From, class To>
+static __global__ void convert_kernel(const From *from, To *to, size_t n) {
+    ST_GRID_STRIDE(i, n) store_value(to, i, load_value(from, i));
 }
 
 /* The geometry in the words of the error messages: N,H,W,C -> K, RxS, stride, pads. */
 static void describe(char *buf, size_t size, const st_conv_desc *d) {
     snprintf(buf, size,
              "conv N,H,W,C %d,%d,%d,%d -> K %d, %dx%d, stride %dx%d, pads top %d bottom %d "
-             "left %d right %d",
+             "left %d right %d%s",
              d->n, d->h, d->w, d->c, d->k, d->r, d->s, d->stride_h, d->stride_w, d->pad_top,
-             d->pad_bottom, d->pad_left, d->pad_right);
+             d->pad_bottom, d->pad_left, d->pad_right, d->bf16 ? ", bf16" : "");
 }
 
 /* Device memory for `what` of plan p (NULL for 0 bytes); out of memory stops naming the conv's
@@ -135,34 +193,74 @@ static void *plan_alloc(const st_conv_plan *p, size_t bytes, const char *what) {
     return cuda_device_malloc(bytes, purpose);
 }
 
-/* The shared workspace becomes exactly `bytes` (after the queued calls that use it). */
-static void workspace_resize(cuda_ctx *ctx, const st_conv_plan *p, size_t bytes) {
-    if (bytes == ctx->workspace_bytes) return;
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* no queued cuDNN call still uses it */
-    if (ctx->workspace) CUDA_CHECK(cudaFree(ctx->workspace));
-    ctx->workspace = NULL;
-    ctx->workspace_bytes = 0;
-    ctx->workspace = plan_alloc(p, bytes, "cuDNN workspace");
-    ctx->workspace_bytes = bytes;
+/* A shared buffer (*buffer, *size bytes) becomes exactly `bytes`, after the queued calls that
+ * use it; `what` names it in an out-of-memory message. */
+static void buffer_resize(cuda_ctx *ctx, const st_conv_plan *p, void **buffer, size_t *size,
+                          size_t bytes, const char *what) {
+    if (bytes == *size) return;
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* no queued call still uses it */
+    if (*buffer) CUDA_CHECK(cudaFree(*buffer));
+    *buffer = NULL;
+    *size = 0;
+    *buffer = plan_alloc(p, bytes, what);
+    *size = bytes;
 }
 
-/* The workspace shrinks or grows to the largest need of the ready plans. */
-static void workspace_fit(cuda_ctx *ctx, const st_conv_plan *p) {
-    size_t need = 0;
-    for (const st_conv_plan *q = ctx->plans; q; q = q->next)
-        for (int i = 0; q->ready && i < PASS_COUNT; i++)
+static void workspace_resize(cuda_ctx *ctx, const st_conv_plan *p, size_t bytes) {
+    buffer_resize(ctx, p, &ctx->workspace, &ctx->workspace_bytes, bytes, "cuDNN workspace");
+}
+
+/* Bytes of n bf16 values in the bf16 scratch, 256-byte aligned (cuDNN's preferred alignment). */
+static size_t bf16_region(size_t n) { return (n * sizeof(uint16_t) + 255) / 256 * 256; }
+
+static size_t x_count(const st_conv_plan *p) {
+    return (size_t)p->desc.n * p->hp * p->wp * p->desc.c;
+}
+static size_t y_count(const st_conv_plan *p) {
+    return (size_t)p->desc.n * p->desc.p * p->desc.q * p->desc.k;
+}
+static size_t w_count(const st_conv_plan *p) {
+    return (size_t)p->desc.k * p->desc.r * p->desc.s * p->desc.c;
+}
+
+/* The bf16 scratch one call of p carves (bf16_operands); 0 for an FP32 plan. */
+static size_t bf16_scratch_need(const st_conv_plan *p) {
+    if (!p->desc.bf16) return 0;
+    return bf16_region(x_count(p)) + bf16_region(y_count(p)) + bf16_region(w_count(p));
+}
+
+static bf16_operands bf16_carve(const cuda_ctx *ctx, const st_conv_plan *p) {
+    char *base = (char *)ctx->bf16_scratch;
+    bf16_operands o;
+    o.x = (uint16_t *)base;
+    o.y = (uint16_t *)(base + bf16_region(x_count(p)));
+    o.w = (uint16_t *)(base + bf16_region(x_count(p)) + bf16_region(y_count(p)));
+    return o;
+}
+
+/* The workspace and the bf16 scratch shrink or grow to the largest need of the ready plans. */
+static void buffers_fit(cuda_ctx *ctx, const st_conv_plan *p) {
+    size_t need = 0, need16 = 0;
+    for (const st_conv_plan *q = ctx->plans; q; q = q->next) {
+        if (!q->ready) continue;
+        for (int i = 0; i < PASS_COUNT; i++)
             if (q->pass[i].workspace > need) need = q->pass[i].workspace;
+        if (bf16_scratch_need(q) > need16) need16 = bf16_scratch_need(q);
+    }
     workspace_resize(ctx, p, need);
+    buffer_resize(ctx, p, &ctx->bf16_scratch, &ctx->bf16_scratch_bytes, need16,
+                  "bf16 operand scratch");
 }
 
 /* ---- the three passes: ranking, workspace query and execution, written once each ---- */
 
-/* Scratch tensors of a plan's shapes for the trial runs; each pass reads and writes them in its
- * roles (forward x, w -> y; backward-data y, w -> x; backward-filter x, y -> w). */
+/* Scratch tensors of a plan's shapes and element type for the trial runs; each pass reads and
+ * writes them in its roles (forward x, w -> y; backward-data y, w -> x; backward-filter x, y ->
+ * w). Untyped: cuDNN reads the element type from the descriptors (FP32, or bf16 plans' bf16). */
 struct trial_buffers {
-    float *x; /* (N, HP, WP, C) */
-    float *w; /* (K, R, S, C) */
-    float *y; /* (N, P, Q, K) */
+    void *x; /* (N, HP, WP, C) */
+    void *w; /* (K, R, S, C) */
+    void *y; /* (N, P, Q, K) */
 };
 
 static const float alpha_one = 1.0f, beta_zero = 0.0f; /* cuDNN: overwrite the output */
@@ -183,8 +281,8 @@ struct forward_pass {
                                                        p->conv_desc, p->y_desc, algo, bytes);
     }
     /* y = conv(x, w) */
-    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const float *x,
-                             const float *w, float *y) {
+    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const void *x,
+                             const void *w, void *y) {
         return cudnnConvolutionForward(ctx->cudnn, &alpha_one, p->x_desc, x, p->w_desc, w,
                                        p->conv_desc, algo, ctx->workspace, ctx->workspace_bytes,
                                        &beta_zero, p->y_desc, y);
@@ -211,8 +309,8 @@ struct backward_data_pass {
                                                             p->conv_desc, p->x_desc, algo, bytes);
     }
     /* dx = gradient of the (padded) input from dy and w */
-    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const float *dy,
-                             const float *w, float *dx) {
+    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const void *dy,
+                             const void *w, void *dx) {
         return cudnnConvolutionBackwardData(ctx->cudnn, &alpha_one, p->w_desc, w, p->y_desc, dy,
                                             p->conv_desc, algo, ctx->workspace,
                                             ctx->workspace_bytes, &beta_zero, p->x_desc, dx);
@@ -239,8 +337,8 @@ struct backward_filter_pass {
             ctx->cudnn, p->x_desc, p->y_desc, p->conv_desc, p->w_desc, algo, bytes);
     }
     /* dw = gradient of the kernel from x and dy */
-    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const float *x,
-                             const float *dy, float *dw) {
+    static cudnnStatus_t run(cuda_ctx *ctx, const st_conv_plan *p, algo_t algo, const void *x,
+                             const void *dy, void *dw) {
         return cudnnConvolutionBackwardFilter(ctx->cudnn, &alpha_one, p->x_desc, x, p->y_desc, dy,
                                               p->conv_desc, algo, ctx->workspace,
                                               ctx->workspace_bytes, &beta_zero, p->w_desc, dw);
@@ -253,26 +351,30 @@ struct backward_filter_pass {
 
 /* ---- choosing a pass's algorithm ---- */
 
-/* The math type set on the descriptor before the heuristics rank the candidates. */
-static cudnnMathType_t ranking_math(const cuda_ctx *ctx) {
+/* The math type set on the descriptor before the heuristics rank the candidates: bf16 plans
+ * ask for tensor cores (bf16 data uses them only under CUDNN_TENSOR_OP_MATH). */
+static cudnnMathType_t ranking_math(const cuda_ctx *ctx, const st_conv_plan *p) {
+    if (p->desc.bf16) return CUDNN_TENSOR_OP_MATH;
     return ctx->math == CUDA_MATH_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
 }
 
-/* Why a ranked candidate cannot be used in the context's math mode, or NULL. */
-static const char *candidate_refusal(const cuda_ctx *ctx, cudnnStatus_t status,
-                                     cudnnDeterminism_t determinism, cudnnMathType_t math) {
+/* Why a ranked candidate cannot be used for p in the context's math mode, or NULL. */
+static const char *candidate_refusal(const cuda_ctx *ctx, const st_conv_plan *p,
+                                     cudnnStatus_t status, cudnnDeterminism_t determinism,
+                                     cudnnMathType_t math) {
     if (status != CUDNN_STATUS_SUCCESS) return cudnnGetErrorString(status);
     if (determinism != CUDNN_DETERMINISTIC) return "not deterministic";
     if (math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return "converts to FP16";
-    if (ctx->math == CUDA_MATH_FP32 && math == CUDNN_TENSOR_OP_MATH)
+    if (!p->desc.bf16 && ctx->math == CUDA_MATH_FP32 && math == CUDNN_TENSOR_OP_MATH)
         return "tensor cores (fp32 mode)";
     return NULL;
 }
 
 /* The math type a usable candidate runs with: FMA in fp32 mode (no TF32, whatever the
- * heuristics reported), its own in tf32 mode. */
-static cudnnMathType_t candidate_math(const cuda_ctx *ctx, cudnnMathType_t math) {
-    return ctx->math == CUDA_MATH_TF32 ? math : CUDNN_FMA_MATH;
+ * heuristics reported), its own in tf32 mode and in bf16 plans. */
+static cudnnMathType_t candidate_math(const cuda_ctx *ctx, const st_conv_plan *p,
+                                      cudnnMathType_t math) {
+    return ctx->math == CUDA_MATH_TF32 || p->desc.bf16 ? math : CUDNN_FMA_MATH;
 }
 
 /* Appends "algo A: why; " to the log of refused candidates (truncated when full). */
@@ -285,9 +387,12 @@ ST_NORETURN static void fail_no_algorithm(const cuda_ctx *ctx, const st_conv_pla
                                           const char *pass, const char *log) {
     char geometry[200];
     describe(geometry, sizeof geometry, &p->desc);
-    ST_FAIL("cuDNN: no usable %s algorithm for %s (SIMTUNE_CUDA_MATH=%s, deterministic, "
+    ST_FAIL("cuDNN: no usable %s algorithm for %s (%s, deterministic, "
             "workspace <= %zu MiB); candidates tried: %s",
-            pass, geometry, ctx->math == CUDA_MATH_TF32 ? "tf32" : "fp32",
+            pass, geometry,
+            p->desc.bf16                 ? "bf16 tensor-core math"
+            : ctx->math == CUDA_MATH_TF32 ? "SIMTUNE_CUDA_MATH=tf32"
+                                          : "SIMTUNE_CUDA_MATH=fp32",
             ST_CONV_WORKSPACE_LIMIT >> 20, log[0] ? log : "none ranked");
 }
 
@@ -314,12 +419,12 @@ static pass_choice choose_pass(cuda_ctx *ctx, st_conv_plan *p, const trial_buffe
     typename Pass::perf_t perf[Pass::capacity];
     int count = 0;
     char log[1024] = "";
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, ranking_math(ctx)));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, ranking_math(ctx, p)));
     CUDNN_CHECK(Pass::rank(ctx, p, &count, perf));
     for (int i = 0; i < count; i++) {
         const char *why =
-            candidate_refusal(ctx, perf[i].status, perf[i].determinism, perf[i].mathType);
-        pass_choice choice = {(int)perf[i].algo, candidate_math(ctx, perf[i].mathType), 0};
+            candidate_refusal(ctx, p, perf[i].status, perf[i].determinism, perf[i].mathType);
+        pass_choice choice = {(int)perf[i].algo, candidate_math(ctx, p, perf[i].mathType), 0};
         if (!why)
             why = try_candidate<Pass>(ctx, p, perf[i].algo, choice.math, t, &choice.workspace);
         if (!why) return choice;
@@ -354,12 +459,14 @@ static st_conv_plan *plan_create(const st_conv_desc *d) {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y_desc));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w_desc));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv_desc));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x_desc, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n,
-                                           d->c, p->hp, p->wp));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y_desc, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n,
-                                           d->k, d->p, d->q));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, d->k,
-                                           d->c, d->r, d->s));
+    /* bf16: PSEUDO_BFLOAT16_CONFIG, bf16 tensors and FP32 compute (the convolution's type) */
+    const cudnnDataType_t data = d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x_desc, CUDNN_TENSOR_NHWC, data, d->n, d->c, p->hp,
+                                           p->wp));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y_desc, CUDNN_TENSOR_NHWC, data, d->n, d->k, d->p,
+                                           d->q));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w_desc, data, CUDNN_TENSOR_NHWC, d->k, d->c, d->r,
+                                           d->s));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv_desc, sym_h, sym_w, d->stride_h,
                                                 d->stride_w, 1, 1, CUDNN_CROSS_CORRELATION,
                                                 CUDNN_DATA_FLOAT));
@@ -406,17 +513,18 @@ static void make_room(cuda_ctx *ctx, const st_conv_plan *p) {
 }
 
 /* Chooses the three passes' algorithms on scratch buffers of the plan's shapes (zeroed, so the
- * trial runs read defined values) and keeps the input scratch as x_padded when the plan pads. */
+ * trial runs read defined values) and keeps the input scratch as x_padded when an FP32 plan
+ * pads. */
 static void plan_choose(cuda_ctx *ctx, st_conv_plan *p) {
-    const st_conv_desc *d = &p->desc;
     make_room(ctx, p);
-    size_t x_bytes = (size_t)d->n * p->hp * p->wp * d->c * sizeof(float);
-    size_t w_bytes = (size_t)d->k * d->r * d->s * d->c * sizeof(float);
-    size_t y_bytes = (size_t)d->n * d->p * d->q * d->k * sizeof(float);
+    const size_t element = p->desc.bf16 ? sizeof(uint16_t) : sizeof(float);
+    const int keep_x = p->padded && !p->desc.bf16;
+    size_t x_bytes = x_count(p) * element, w_bytes = w_count(p) * element;
+    size_t y_bytes = y_count(p) * element;
     trial_buffers t;
-    t.x = (float *)plan_alloc(p, x_bytes, p->padded ? "padded input" : "trial input");
-    t.w = (float *)plan_alloc(p, w_bytes, "trial kernel");
-    t.y = (float *)plan_alloc(p, y_bytes, "trial output");
+    t.x = plan_alloc(p, x_bytes, keep_x ? "padded input" : "trial input");
+    t.w = plan_alloc(p, w_bytes, "trial kernel");
+    t.y = plan_alloc(p, y_bytes, "trial output");
     CUDA_CHECK(cudaMemsetAsync(t.x, 0, x_bytes, ctx->stream));
     CUDA_CHECK(cudaMemsetAsync(t.w, 0, w_bytes, ctx->stream));
     CUDA_CHECK(cudaMemsetAsync(t.y, 0, y_bytes, ctx->stream));
@@ -426,10 +534,10 @@ static void plan_choose(cuda_ctx *ctx, st_conv_plan *p) {
     CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* the trials are done with the scratch */
     CUDA_CHECK(cudaFree(t.w));
     CUDA_CHECK(cudaFree(t.y));
-    if (p->padded) p->x_padded = t.x;
+    if (keep_x) p->x_padded = (float *)t.x;
     else CUDA_CHECK(cudaFree(t.x));
     p->ready = 1;
-    workspace_fit(ctx, p);
+    buffers_fit(ctx, p);
 }
 
 /* Marks p used now and makes it ready (re-planning a released plan). Every op on a plan calls
@@ -456,7 +564,9 @@ extern "C" st_conv_plan *cuda_conv_plan(st_backend *be, const st_conv_desc *d) {
     ST_CHECK((size_t)d->n * d->h * d->w * d->c < ((size_t)1 << 31) &&
                  (size_t)d->n * d->p * d->q * d->k < ((size_t)1 << 31),
              "conv plan: tensor of 2^31 or more elements (cuDNN 4-d descriptors use int)");
-    ST_CHECK(!d->bf16, "conv plan: bf16 convolutions are not implemented on CUDA yet");
+    ST_CHECK(!d->bf16 || ctx->bf16_capable,
+             "conv plan: bf16 asked on a device before compute capability 8.0 "
+             "(conv_bf16_supported is 0)");
     st_conv_plan *p = ctx->plans;
     while (p && memcmp(&p->desc, d, sizeof *d) != 0) p = p->next;
     if (!p) {
@@ -468,19 +578,69 @@ extern "C" st_conv_plan *cuda_conv_plan(st_backend *be, const st_conv_desc *d) {
     return p;
 }
 
-/* bf16 convolutions (tensor cores) are not implemented here yet: callers run FP32. */
-extern "C" int cuda_conv_bf16_supported(st_backend *be) {
-    (void)be;
-    return 0;
+/* bf16 tensor cores and cuDNN's PSEUDO_BFLOAT16_CONFIG need compute capability 8.0 or later. */
+extern "C" int cuda_conv_bf16_supported(st_backend *be) { return cuda_ctx_of(be)->bf16_capable; }
+
+/* The link to w's kernel16 entry, or to the list's end (NULL) when w has none. */
+static cuda_kernel16 **kernel16_link(cuda_ctx *ctx, const float *w) {
+    cuda_kernel16 **link = &ctx->kernels16;
+    while (*link && (*link)->w != w) link = &(*link)->next;
+    return link;
 }
 
-/* Nothing derived from a kernel outlives a call here (no bf16 copies), so nothing to drop. */
+static void kernel16_free(cuda_ctx *ctx, cuda_kernel16 *e) {
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* no queued conv still reads the copy */
+    CUDA_CHECK(cudaFree(e->w16));
+    free(e);
+}
+
+/* w was written (freed 0: its copy is rounded again when next read) or is being freed (1: the
+ * entry goes, so a later buffer at the same address starts afresh and the memory returns). */
+static void kernel16_forget(cuda_ctx *ctx, const float *w, int freed) {
+    cuda_kernel16 **link = kernel16_link(ctx, w);
+    cuda_kernel16 *e = *link;
+    if (!e) return;
+    if (!freed) {
+        e->current = 0;
+        return;
+    }
+    *link = e->next;
+    kernel16_free(ctx, e);
+}
+
+/* The bf16 copy of the FP32 kernel w (n values) the passes of bf16 plans read: rounded on the
+ * stream (after the ops that wrote w) only when stale. */
+static const uint16_t *kernel16_read(cuda_ctx *ctx, const st_conv_plan *p, const float *w) {
+    const size_t n = w_count(p);
+    cuda_kernel16 **link = kernel16_link(ctx, w);
+    if (!*link) {
+        *link = (cuda_kernel16 *)ST_CALLOC(1, sizeof **link);
+        (*link)->w = w;
+    }
+    cuda_kernel16 *e = *link;
+    if (e->n != n) { /* a new entry, or another kernel now at this address */
+        if (e->w16) {
+            CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+            CUDA_CHECK(cudaFree(e->w16));
+        }
+        e->w16 = NULL;
+        e->w16 = (uint16_t *)plan_alloc(p, n * sizeof(uint16_t), "bf16 kernel copy");
+        e->n = n;
+        e->current = 0;
+    }
+    if (!e->current) {
+        convert_kernel<<<st_grid_for(n), ST_BLOCK, 0, ctx->stream>>>(w, e->w16, n);
+        CUDA_CHECK_LAUNCH("convert_kernel (bf16 kernel copy)");
+        e->current = 1;
+    }
+    return e->w16;
+}
+
 extern "C" void cuda_conv_weights_changed(st_backend *be, const float *w, int freed) {
-    (void)be;
-    (void)w;
-    (void)freed;
+    kernel16_forget(cuda_ctx_of(be), w, freed);
 }
 
+/* Every plan, bf16 kernel copy and the bf16 scratch (backend destroy). */
 extern "C" void cuda_conv_plans_free(st_backend *be) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     while (ctx->plans) {
@@ -488,6 +648,14 @@ extern "C" void cuda_conv_plans_free(st_backend *be) {
         ctx->plans = p->next;
         plan_destroy(ctx, p);
     }
+    while (ctx->kernels16) {
+        cuda_kernel16 *e = ctx->kernels16;
+        ctx->kernels16 = e->next;
+        kernel16_free(ctx, e);
+    }
+    if (ctx->bf16_scratch) CUDA_CHECK(cudaFree(ctx->bf16_scratch));
+    ctx->bf16_scratch = NULL;
+    ctx->bf16_scratch_bytes = 0;
 }
 
 extern "C" size_t cuda_conv_weights_numel(st_backend *be, const st_conv_plan *p) {
@@ -509,6 +677,7 @@ extern "C" void cuda_conv_weights_import(st_backend *be, st_conv_plan *p, const 
     host_transpose(hwio_host, krsc, taps, (size_t)d->k);
     cuda_upload(be, w, krsc, numel * sizeof *krsc); /* krsc may be freed on return */
     free(krsc);
+    kernel16_forget(cuda_ctx_of(be), w, 0);
 }
 
 extern "C" void cuda_conv_weights_export(st_backend *be, st_conv_plan *p, const float *w,
@@ -521,60 +690,121 @@ extern "C" void cuda_conv_weights_export(st_backend *be, st_conv_plan *p, const 
     free(krsc);
 }
 
-/* Makes p ready, sets the pass's math type and returns the input cuDNN reads: x, or x padded by
- * the plan's explicit excess padding into x_padded. */
-static const float *prepare_input(cuda_ctx *ctx, st_conv_plan *p, const float *x, int pass) {
+/* Makes p ready for a pass and sets the pass's math type. Every op on a plan starts here. */
+static void pass_begin(cuda_ctx *ctx, st_conv_plan *p, int pass) {
     plan_use(ctx, p);
     CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->pass[pass].math));
-    if (!p->padded || !x) return x;
+}
+
+/* x as cuDNN reads it, T = float: x itself, or x padded by the plan's explicit excess padding into
+ * x_padded; T = bf16: x rounded (and padded) into x16. */
+template <class T>
+static const T *conv_input(cuda_ctx *ctx, st_conv_plan *p, const float *x, T *out) {
     const st_conv_desc *d = &p->desc;
-    size_t total = (size_t)d->n * p->hp * p->wp * d->c;
-    pad_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(
-        x, p->x_padded, d->n, d->h, d->w, d->c, p->hp, p->wp, p->extra_top, p->extra_left);
+    if (!p->padded) {
+        if constexpr (sizeof(T) == sizeof(float)) return x;
+        else {
+            convert_kernel<<<st_grid_for(x_count(p)), ST_BLOCK, 0, ctx->stream>>>(x, out,
+                                                                                 x_count(p));
+            CUDA_CHECK_LAUNCH("convert_kernel (bf16 input)");
+            return out;
+        }
+    }
+    pad_kernel<<<st_grid_for(x_count(p)), ST_BLOCK, 0, ctx->stream>>>(
+        x, out, d->n, d->h, d->w, d->c, p->hp, p->wp, p->extra_top, p->extra_left);
     CUDA_CHECK_LAUNCH("pad_kernel");
-    return p->x_padded;
+    return out;
+}
+
+/* dx (N, H, W, C) from cuDNN's gradient of its input grad (N, HP, WP, C): cropped when the plan
+ * pads, widened when bf16 (T uint16_t); nothing to do for an unpadded FP32 plan (grad is dx). */
+template <class T>
+static void conv_input_gradient(cuda_ctx *ctx, const st_conv_plan *p, const T *grad, float *dx) {
+    const st_conv_desc *d = &p->desc;
+    size_t total = (size_t)d->n * d->h * d->w * d->c;
+    if (p->padded) {
+        crop_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(
+            grad, dx, d->n, d->h, d->w, d->c, p->hp, p->wp, p->extra_top, p->extra_left);
+        CUDA_CHECK_LAUNCH("crop_kernel");
+    } else if constexpr (sizeof(T) != sizeof(float)) {
+        convert_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(grad, dx, total);
+        CUDA_CHECK_LAUNCH("convert_kernel (bf16 dx)");
+    }
+}
+
+/* y (rows, K) = relu?(conv + bias), conv being y itself or a bf16 copy; an FP32 plan without bias
+ * or ReLU has nothing to do. */
+template <class T>
+static void conv_epilogue(cuda_ctx *ctx, const st_conv_plan *p, const T *conv, const float *bias,
+                          float *y) {
+    const st_conv_desc *d = &p->desc;
+    if (!bias && !d->relu && (const void *)conv == (const void *)y) return;
+    size_t rows = (size_t)d->n * d->p * d->q;
+    bias_relu_kernel<<<st_grid_for(rows * d->k), ST_BLOCK, 0, ctx->stream>>>(conv, y, bias, rows,
+                                                                              d->k, d->relu);
+    CUDA_CHECK_LAUNCH("bias_relu_kernel");
+}
+
+/* dy (N, P, Q, K) rounded into the bf16 scratch's y region. */
+static const uint16_t *bf16_dy(cuda_ctx *ctx, const st_conv_plan *p, const float *dy,
+                               uint16_t *dy16) {
+    convert_kernel<<<st_grid_for(y_count(p)), ST_BLOCK, 0, ctx->stream>>>(dy, dy16, y_count(p));
+    CUDA_CHECK_LAUNCH("convert_kernel (bf16 dy)");
+    return dy16;
 }
 
 extern "C" void cuda_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const float *w,
                                   const float *bias, float *y) {
     cuda_ctx *ctx = cuda_ctx_of(be);
-    const st_conv_desc *d = &p->desc;
-    const float *input = prepare_input(ctx, p, x, PASS_FORWARD);
-    CUDNN_CHECK(forward_pass::run(ctx, p, (cudnnConvolutionFwdAlgo_t)p->pass[PASS_FORWARD].algo,
-                                  input, w, y));
-    if (bias || d->relu) {
-        size_t rows = (size_t)d->n * d->p * d->q;
-        bias_relu_kernel<<<st_grid_for(rows * d->k), ST_BLOCK, 0, ctx->stream>>>(y, bias, rows,
-                                                                                  d->k, d->relu);
-        CUDA_CHECK_LAUNCH("bias_relu_kernel");
+    pass_begin(ctx, p, PASS_FORWARD);
+    const cudnnConvolutionFwdAlgo_t algo = (cudnnConvolutionFwdAlgo_t)p->pass[PASS_FORWARD].algo;
+    if (!p->desc.bf16) {
+        CUDNN_CHECK(forward_pass::run(ctx, p, algo, conv_input(ctx, p, x, p->x_padded), w, y));
+        conv_epilogue(ctx, p, y, bias, y);
+        return;
     }
+    bf16_operands o = bf16_carve(ctx, p);
+    CUDNN_CHECK(forward_pass::run(ctx, p, algo, conv_input(ctx, p, x, o.x),
+                                  kernel16_read(ctx, p, w), o.y));
+    conv_epilogue(ctx, p, o.y, bias, y);
 }
 
 extern "C" void cuda_conv_backward_data(st_backend *be, st_conv_plan *p, const float *dy,
                                         const float *w, float *dx) {
     cuda_ctx *ctx = cuda_ctx_of(be);
-    const st_conv_desc *d = &p->desc;
-    prepare_input(ctx, p, NULL, PASS_BACKWARD_DATA); /* nothing to pad: dx is the output */
-    float *grad_input = p->padded ? p->x_padded : dx;
-    CUDNN_CHECK(backward_data_pass::run(
-        ctx, p, (cudnnConvolutionBwdDataAlgo_t)p->pass[PASS_BACKWARD_DATA].algo, dy, w,
-        grad_input));
-    if (p->padded) {
-        size_t total = (size_t)d->n * d->h * d->w * d->c;
-        crop_kernel<<<st_grid_for(total), ST_BLOCK, 0, ctx->stream>>>(
-            p->x_padded, dx, d->n, d->h, d->w, d->c, p->hp, p->wp, p->extra_top, p->extra_left);
-        CUDA_CHECK_LAUNCH("crop_kernel");
+    pass_begin(ctx, p, PASS_BACKWARD_DATA);
+    const cudnnConvolutionBwdDataAlgo_t algo =
+        (cudnnConvolutionBwdDataAlgo_t)p->pass[PASS_BACKWARD_DATA].algo;
+    if (!p->desc.bf16) {
+        float *grad_input = p->padded ? p->x_padded : dx;
+        CUDNN_CHECK(backward_data_pass::run(ctx, p, algo, dy, w, grad_input));
+        conv_input_gradient(ctx, p, grad_input, dx);
+        return;
     }
+    bf16_operands o = bf16_carve(ctx, p);
+    CUDNN_CHECK(backward_data_pass::run(ctx, p, algo, bf16_dy(ctx, p, dy, o.y),
+                                        kernel16_read(ctx, p, w), o.x));
+    conv_input_gradient(ctx, p, o.x, dx);
 }
 
 extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x,
                                           const float *dy, float *dw, float *dbias) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     const st_conv_desc *d = &p->desc;
-    const float *input = prepare_input(ctx, p, x, PASS_BACKWARD_FILTER);
-    CUDNN_CHECK(backward_filter_pass::run(
-        ctx, p, (cudnnConvolutionBwdFilterAlgo_t)p->pass[PASS_BACKWARD_FILTER].algo, input, dy,
-        dw));
+    pass_begin(ctx, p, PASS_BACKWARD_FILTER);
+    const cudnnConvolutionBwdFilterAlgo_t algo =
+        (cudnnConvolutionBwdFilterAlgo_t)p->pass[PASS_BACKWARD_FILTER].algo;
+    if (!d->bf16) {
+        CUDNN_CHECK(
+            backward_filter_pass::run(ctx, p, algo, conv_input(ctx, p, x, p->x_padded), dy, dw));
+    } else {
+        bf16_operands o = bf16_carve(ctx, p);
+        CUDNN_CHECK(backward_filter_pass::run(ctx, p, algo, conv_input(ctx, p, x, o.x),
+                                              bf16_dy(ctx, p, dy, o.y), o.w));
+        convert_kernel<<<st_grid_for(w_count(p)), ST_BLOCK, 0, ctx->stream>>>(o.w, dw,
+                                                                               w_count(p));
+        CUDA_CHECK_LAUNCH("convert_kernel (bf16 dw)");
+    }
     if (dbias) cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, dy, dbias);
 }
 
@@ -609,4 +839,5 @@ extern "C" void cuda_conv_fold_bn(st_backend *be, st_conv_plan *p, const float *
     fold_weights_kernel<<<st_grid_for(taps * d->k), ST_BLOCK, 0, ctx->stream>>>(
         w, gamma, var, eps, taps, d->k, w_out);
     CUDA_CHECK_LAUNCH("fold_weights_kernel");
+    kernel16_forget(ctx, w_out, 0);
 }

@@ -12,7 +12,9 @@
  * TF32 tensor cores on sm_80+ (cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32 in gemm.cu, cuDNN
  * CUDNN_DEFAULT_MATH with FP16-converting algorithms refused in conv.cu): about 7x the FP32 peak
  * on H100, inputs rounded to 10 mantissa bits. cuBLAS's own math mode stays CUBLAS_DEFAULT_MATH;
- * the compute type of each call decides.
+ * the compute type of each call decides. The math mode concerns FP32 plans only: a bf16 conv plan
+ * (st_conv_desc.bf16, offered on compute capability 8.0 and later) always runs cuDNN's bf16
+ * tensor-core math (conv.cu).
  */
 #include "cuda_backend.h"
 
@@ -53,7 +55,7 @@ void *cuda_host_result(st_backend *be, size_t bytes) {
 void cuda_destroy(st_backend *be) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    cuda_conv_plans_free(be);
+    cuda_conv_plans_free(be); /* and the bf16 kernel copies and scratch */
     if (ctx->workspace) CUDA_CHECK(cudaFree(ctx->workspace));
     if (ctx->scratch) CUDA_CHECK(cudaFree(ctx->scratch));
     if (ctx->host_result) CUDA_CHECK(cudaFreeHost(ctx->host_result));
@@ -112,6 +114,9 @@ static int read_math_mode(cuda_math_mode *mode) {
 
 static void init_context(cuda_ctx *ctx) {
     CUDA_CHECK(cudaSetDevice(ctx->device));
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->device));
+    ctx->bf16_capable = major >= 8; /* cuDNN's bf16 convolutions need sm_80 (Ampere) or later */
     CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&ctx->cublas));
     CUBLAS_CHECK(cublasSetStream(ctx->cublas, ctx->stream));

@@ -6,6 +6,7 @@
  *   gemm.cu       gemm (cuBLAS, row-major through the column-major swap), dense forward/backward
  *   conv.cu       convolution plans, forward, backward data/filter (cuDNN), kernel layout
  *                 conversion (HWIO <-> KRSC), BN folding
+ *   conv_backward.c  both backward passes in one call (training's conv_backward)
  *   batchnorm.cu  batch norm train/infer/backward (fused ReLU)
  *   activation.cu relu forward/backward, residual add
  *   pool.cu       max pool (zero or -inf padding), global avg/max/GeM pooling
@@ -42,8 +43,11 @@ typedef enum {
     CUDA_MATH_TF32  /* TF32 tensor cores on sm_80+, never an FP16 conversion */
 } cuda_math_mode;
 
+typedef struct cuda_kernel16 cuda_kernel16; /* conv.cu: a conv kernel's cached bf16 copy */
+
 typedef struct cuda_ctx {
     int device;
+    int bf16_capable;           /* compute capability 8.0 or later: bf16 tensor-core convs */
     cudaStream_t stream;        /* every op runs on this stream */
     cublasHandle_t cublas;      /* bound to stream */
     cudnnHandle_t cudnn;        /* bound to stream */
@@ -51,6 +55,10 @@ typedef struct cuda_ctx {
 
     void *workspace;            /* cuDNN workspace: max over ready conv plans, set at plan time */
     size_t workspace_bytes;
+    void *bf16_scratch;         /* bf16 operands of one conv call (x, y or dy, dw): max over
+                                 * ready bf16 plans, set at plan time like the workspace */
+    size_t bf16_scratch_bytes;
+    cuda_kernel16 *kernels16;   /* bf16 copies of conv kernels, one per FP32 kernel buffer */
 
     cudaStream_t copy_stream;   /* upload_async copies; ordered against stream by the events */
     cudaEvent_t upload_start;   /* recorded on stream: what a copy must wait for */

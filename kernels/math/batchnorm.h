@@ -10,6 +10,8 @@
  * Backward with xhat = (x - mean) * rstd, g = dL/dy (after the ReLU mask when fused):
  *   dbeta = sum g, dgamma = sum g * xhat,
  *   dx = gamma * rstd * (g - dbeta / rows - xhat * dgamma / rows).
+ * With st_bn_desc.sync (sync_bn, kernels/bn_sync.h) rows, mean, variance and the sums in dx are
+ * the global batch's over the ranks; dgamma and dbeta stay this rank's part.
  */
 #ifndef ST_MATH_BATCHNORM_H
 #define ST_MATH_BATCHNORM_H
@@ -58,11 +60,12 @@ typedef struct st_bn_train_out {
     float *save_mean, *save_rstd, *scale, *shift, *running_mean, *running_var;
 } st_bn_train_out;
 
-/* Channel c of a training forward from the sums of d = x - pivot over the rows: the saved
- * statistics, scale and shift, and the running-statistics update. */
-ST_HD void st_bn_train_channel(const st_bn_desc *d, int c, double sum_d, double sum_d2,
-                               float pivot, float gamma, float beta, const st_bn_train_out *out) {
-    double rows = (double)d->rows;
+/* Channel c of a training forward from the sums of d = x - pivot over the batch's rows (d->rows,
+ * or the global batch's with sync_bn: kernels/bn_sync.h): the saved statistics, scale and
+ * shift, and the running-statistics update. */
+ST_HD void st_bn_train_channel(const st_bn_desc *d, int c, double rows, double sum_d,
+                               double sum_d2, float pivot, float gamma, float beta,
+                               const st_bn_train_out *out) {
     double mean = st_bn_mean_from_sums(sum_d, pivot, rows);
     double var = st_bn_var_from_sums(sum_d, sum_d2, rows);
     float rstd = st_bn_rstd((float)var, d->eps);
@@ -83,11 +86,15 @@ typedef struct st_bn_grad_coef {
     float *dgamma, *dbeta, *gamma_rstd, *mean_g, *mean_g_xhat;
 } st_bn_grad_coef;
 
-/* Channel c of backward from sum_g = sum g and sum_gx = sum g * xhat over the rows. */
-ST_HD void st_bn_backward_channel(int c, double sum_g, double sum_gx, double rows, float gamma,
-                                  float rstd, const st_bn_grad_coef *out) {
-    out->dbeta[c] = (float)sum_g;
-    out->dgamma[c] = (float)sum_gx;
+/* Channel c of backward from sum_g = sum g and sum_gx = sum g * xhat. The dx coefficients use
+ * the sums and rows of the whole batch; dgamma and dbeta the sums over this process's rows
+ * (local_*): with sync_bn (kernels/bn_sync.h) the trainer sums the gradient arena over the
+ * ranks, so each rank leaves its own part; without it local and whole are the same. */
+ST_HD void st_bn_backward_channel(int c, double local_g, double local_gx, double sum_g,
+                                  double sum_gx, double rows, float gamma, float rstd,
+                                  const st_bn_grad_coef *out) {
+    out->dbeta[c] = (float)local_g;
+    out->dgamma[c] = (float)local_gx;
     out->gamma_rstd[c] = gamma * rstd;
     out->mean_g[c] = (float)(sum_g / rows);
     out->mean_g_xhat[c] = (float)(sum_gx / rows);
