@@ -170,6 +170,7 @@ static long embed_on_ranks(st_embedder *em, const st_dataset *ds, int batch, flo
     size_t d = (size_t)st_embedder_dim(em);
     st_comm_gatherv(vectors, (size_t)(end - first) * d * sizeof *vectors, vectors);
     st_comm_gatherv(ok, (size_t)(end - first), ok);
+    if (st_comm_rank() != 0) return kept; /* its own range: ok holds no more */
     kept = 0;
     for (long i = 0; i < ds->n; i++) kept += ok[i];
     return kept;

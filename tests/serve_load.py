@@ -11,7 +11,7 @@ another order by oneDNN) and equals `simtune search --json` for 4 of the images;
 shows batches of more than one query; the server's RSS after the run exceeds its RSS after a
 warm-up of 100 searches by less than 16 MiB (glibc keeps per-thread arenas for connection
 threads, a few MiB; a leak of the decoded upload or the results, about 10-100 KiB a request,
-would add 6-60 MiB over 600 requests). Bounded: about 20-40 s on 2 busy cores.
+would add 6-60 MiB over 600 requests; under AddressSanitizer its leak check at exit instead). Bounded: about 20-40 s on 2 busy cores.
 Exit 0 on success, 1 on a failure.
 """
 import json
@@ -107,7 +107,11 @@ def main():
     singles = re.search(r'^simtune_batch_size_bucket\{le="1"\} (\d+)$', metrics, re.M)
     count = re.search(r"^simtune_batch_size_count (\d+)$", metrics, re.M)
     check(singles and count and int(count.group(1)) > int(singles.group(1)), "no batch held more than one query")
-    check(rss_after - rss_before < 16 * 1024, f"RSS grew from {rss_before} to {rss_after} KiB")
+    # Under AddressSanitizer (tools/sanitize.sh sets ASAN_OPTIONS) freed memory waits in its
+    # quarantine (up to 256 MiB), so RSS says nothing there; its leak check at the server's exit
+    # (a non-zero exit code, checked above) takes the RSS bound's place.
+    if "ASAN_OPTIONS" not in os.environ:
+        check(rss_after - rss_before < 16 * 1024, f"RSS grew from {rss_before} to {rss_after} KiB")
     print(f"serve_load: RSS {rss_before} -> {rss_after} KiB; batches {count.group(1) if count else '?'}, "
           f"single-query {singles.group(1) if singles else '?'}")
     return testlib.finish("serve_load", [work])
