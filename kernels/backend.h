@@ -37,6 +37,13 @@ typedef struct st_conv_desc {
     int bf16;                           /* math in bf16: x, dy and the kernel rounded to bf16,
                                          * FP32 accumulation, outputs, parameters and gradients
                                          * (only where conv_bf16_supported) */
+    int x_bf16;                         /* bf16 plans: x arrives rounded, as bf16 bit patterns
+                                         * (uint16_t: st_bn_desc.y_bf16 or a conv's y_bf16),
+                                         * and is read as is */
+    int y_bf16;                         /* bf16 plans: the forward writes y as bf16 bit patterns,
+                                         * for readers that take it so (st_bn_desc.x_bf16, a
+                                         * conv's x_bf16) */
+    int dy_bf16;                        /* bf16 plans: dy arrives rounded (st_bn_desc.dx_bf16) */
 } st_conv_desc;
 
 typedef struct st_bn_desc {
@@ -47,6 +54,14 @@ typedef struct st_bn_desc {
     int relu;       /* forward applies ReLU after the affine transform (fused) */
     int sync;       /* training ops: statistics and backward sums of the global batch over the
                      * ranks (sync_bn, kernels/bn_sync.h); every rank calls the op in turn */
+    int x_bf16;     /* x holds bf16 bit patterns (a bf16 conv's y_bf16 output): every op reads
+                     * it so */
+    int y_bf16;     /* y holds bf16 bit patterns (uint16_t, rounded as kernels/math/bf16.h) for
+                     * bf16 convs that read it as x (st_conv_desc.x_bf16): the forward ops write
+                     * it so, bn_backward takes its ReLU mask from it (the value the conv read
+                     * > 0) */
+    int dx_bf16;    /* bn_backward writes dx as bf16 bit patterns: the dy of the bf16 conv
+                     * before it (st_conv_desc.dy_bf16) */
 } st_bn_desc;
 
 typedef struct st_pool_desc {

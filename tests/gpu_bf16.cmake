@@ -3,6 +3,7 @@
 #                    rounds with) against the CPU's VCVTNEPS2BF16 bit for bit and against the CPU
 #                    backend's bf16 convolutions (label cpu)
 #   test_gpu_bf16    the device's bf16 rounding, per-op bf16 convolutions, the bf16 kernel cache,
+#                    operands stored as bf16 (x/y/dy_bf16 convs, x/y/dx_bf16 batch norms),
 #                    whole models' bf16 forward/backward against the CPU in FP32 and SGD steps
 #                    (test_gpu_bf16.c). Label gpu; exits 77 without a device or on one before
 #                    compute capability 8.0 (a failure under SIMTUNE_REQUIRE_GPU=1);

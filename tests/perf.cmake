@@ -9,6 +9,10 @@ st_add_script_test(NAME test_bf16_cli LABELS python
 #   test_bf16_train      a bf16 training step against fp32: features, every gradient, BN moving
 #                        statistics at bf16 tolerances (C, through the model API)
 st_add_test(NAME test_bf16_train SOURCES test_bf16_train.c LIBS st_infer)
+#   test_bf16_operands   bf16 between a BN and the bf16 convs next to it: BN outputs and conv dy
+#                        stored as bf16 give the FP32-stored path's bits; where the model plans
+#                        them and the activation bytes they save (C, ops and model API)
+st_add_test(NAME test_bf16_operands SOURCES test_bf16_operands.c LIBS st_infer)
 #   test_bf16_kernel_cache  the CPU's one bf16 copy per conv kernel goes stale when it should:
 #                        after SGD steps and a direct write, bit-exact against a fresh model
 st_add_test(NAME test_bf16_kernel_cache SOURCES test_bf16_kernel_cache.c LIBS st_infer)

@@ -221,12 +221,23 @@ static void check_backend(const char *backend_name) {
                    "forbids skipping its part", backend_name);
         return;
     }
-    /* st_conv_desc: n h w c k r s stride_h stride_w pad top bottom left right, p q relu */
     geometry_case cases[] = {
-        {"3x3 64->64 (ResNet body)", {8, 14, 14, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}, 3},
-        {"1x1 s2 64->128 (projection)", {8, 14, 14, 64, 128, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0}, 5},
-        {"7x7 s2 3->64 (stem, asym pad)", {4, 23, 23, 3, 64, 7, 7, 2, 2, 3, 2, 3, 2, 0, 0, 0, 0}, 1},
-        {"3x3 6->10 (padded channels)", {4, 9, 9, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}, 3},
+        {"3x3 64->64 (ResNet body)",
+         {.n = 8, .h = 14, .w = 14, .c = 64, .k = 64, .r = 3, .s = 3, .stride_h = 1,
+          .stride_w = 1, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
+         3},
+        {"1x1 s2 64->128 (projection)",
+         {.n = 8, .h = 14, .w = 14, .c = 64, .k = 128, .r = 1, .s = 1, .stride_h = 2,
+          .stride_w = 2},
+         5},
+        {"7x7 s2 3->64 (stem, asym pad)",
+         {.n = 4, .h = 23, .w = 23, .c = 3, .k = 64, .r = 7, .s = 7, .stride_h = 2,
+          .stride_w = 2, .pad_top = 3, .pad_bottom = 2, .pad_left = 3, .pad_right = 2},
+         1},
+        {"3x3 6->10 (padded channels)",
+         {.n = 4, .h = 9, .w = 9, .c = 6, .k = 10, .r = 3, .s = 3, .stride_h = 1, .stride_w = 1,
+          .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
+         3},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         geometry_case *g = &cases[i];

@@ -14,11 +14,23 @@
  *              the CPU's bf16 plan computes: bf16 products are exact in FP32, the sums FP32;
  *              and it needs no AVX512_BF16 on the GPU machine), within OP_TOL by norm; the
  *              fused epilogue bit for bit against relu(y + bias) computed on the host from the
- *              device's y; the bias gradient against the double column sums of dy (the CUDA bf16
- *              path sums the unrounded FP32 dy) within 1e-5.
+ *              device's y; the bias gradient against the double column sums of the bf16-rounded
+ *              dy (what conv.cu sums, as oneDNN does) within 1e-5.
  *   cache      the kernel's bf16 copy follows its buffer: re-importing other weights into it
  *              and writing it raw (a device copy + conv_weights_changed) both change the output to
  *              exactly that of a fresh buffer holding the new weights.
+ *   activations  operands stored as bf16 between bf16 convs and BNs: a bf16 plan with x_bf16 and
+ *              dy_bf16 given bf16(x), bf16(dy) (rounded on the host, uploaded as uint16_t) against
+ *              the same device's plan without the flags given FP32 x and dy, on an asymmetric-
+ *              padded stride-2 conv (padded from the bf16 input) and a symmetric one (read in
+ *              place): forward y, conv_backward's dw, dbias and dx, backward-data's dx, all bit for
+ *              bit (the same rounding, the bias sums of the same bf16 dy); the forward with y_bf16
+ *              (plain, and with bias and ReLU) writes st_bf16_from_float of its FP32 y.
+ *              bn_forward_train and bn_forward_infer with y_bf16 write st_bf16_from_float of their
+ *              FP32 y; bn_backward given the bf16 y (y_bf16) equals bn_backward given it widened to
+ *              FP32, and with dx_bf16 writes st_bf16_from_float of that dx; every bn op with
+ *              x_bf16 equals the same op given the bf16 x widened to FP32: all bit for bit (one
+ *              FP32 computation on the same values, only loads and stores differ).
  *   model      tv_resnet18 (128 px, batch 8) and resnet50 (Keras: conv biases; 64 px, batch 4),
  *              everything trainable, parameters randomised and residual branches damped
  *              (gpu_parity.h), one training forward and backward: the device in `precision: bf16`
@@ -45,11 +57,13 @@
  *       resnet50 at 64 px, batch 4 (conv5's BN sees 16 rows and amplifies rounding), as measured
  *       with `test_gpu_bf16 bf16-cpu` (the CPU's bf16 convolutions with their outputs rounded to
  *       bf16 as cuDNN's are, the epilogue and bias gradient as conv.cu computes them; the same
- *       values up to summation order) over three random draws: features 4.6e-3 .. 4.8e-3
- *       (tv_resnet18) and 1.12e-2 .. 1.23e-2 (resnet50), ~5x the perturbed input's; gradient RMS
- *       2.2x .. 2.6x the perturbed run's; worst tensor 0.20 .. 0.24 (tv_resnet18) and
- *       0.31 .. 0.38 (resnet50), all BN betas of early blocks, where ReLU flips compound. So the
- *       margins are 2.4x (features), 2.3x (RMS), 2.1x (worst). A conv in a wrong layout or
+ *       values up to summation order) over four random draws, with the activations between
+ *       convs and BNs stored as bf16 (the model's plan): features 4.7e-3 .. 5.0e-3
+ *       (tv_resnet18) and 1.34e-2 .. 1.40e-2 (resnet50, whose conv biases add one more rounding
+ *       of y), 5x .. 6.6x the perturbed input's; gradient RMS 2.2x .. 2.7x the perturbed run's;
+ *       worst tensor 0.19 .. 0.30 (tv_resnet18) and 0.34 .. 0.40 (resnet50), all BN betas of
+ *       early blocks, where ReLU flips compound. So the margins are 2.1x (features), 2.2x (RMS),
+ *       2.0x (worst). A conv in a wrong layout or
  *       without FP32 accumulation moves the features by order 1; a zero or sign-flipped gradient
  *       tensor is off by 1 or 2.
  *
@@ -103,6 +117,7 @@ static st_conv_plan *emu_conv_plan(st_backend *be, const st_conv_desc *d) {
     st_conv_desc_finish(&e->desc);
     st_conv_desc plain = e->desc;
     plain.relu = 0;
+    plain.y_bf16 = 0; /* the emulated epilogue rounds y */
     e->inner = emu_inner->conv_plan(emu_inner, &plain);
     return (st_conv_plan *)(void *)e;
 }
@@ -131,15 +146,21 @@ static void emu_fold_bn(st_backend *be, st_conv_plan *p, const float *w, const f
                             b_out);
 }
 
-/* conv.cu's forward: y = relu?(bf16(conv) + bias) */
+/* conv.cu's forward: y = relu?(bf16(conv) + bias), with y_bf16 rounded to bf16 bit patterns */
 static void emu_forward(st_backend *be, st_conv_plan *p, const float *x, const float *w,
                         const float *bias, float *y) {
     (void)be;
     const st_conv_desc *d = &emu_of(p)->desc;
-    emu_inner->conv_forward(emu_inner, emu_of(p)->inner, x, w, NULL, y);
     size_t n = (size_t)d->n * d->p * d->q * d->k;
-    for (size_t i = 0; i < n; i++)
-        y[i] = st_maybe_relu(st_bf16_round(y[i]) + (bias ? bias[i % (size_t)d->k] : 0.0f), d->relu);
+    float *conv = d->y_bf16 ? ST_MALLOC(n * sizeof *conv) : y; /* y has room for n bf16 only */
+    emu_inner->conv_forward(emu_inner, emu_of(p)->inner, x, w, NULL, conv);
+    for (size_t i = 0; i < n; i++) {
+        float v = st_maybe_relu(st_bf16_round(conv[i]) + (bias ? bias[i % (size_t)d->k] : 0.0f),
+                                d->relu);
+        if (d->y_bf16) ((uint16_t *)y)[i] = st_bf16_from_float(v);
+        else y[i] = v;
+    }
+    if (conv != y) free(conv);
 }
 
 static void emu_backward_data(st_backend *be, st_conv_plan *p, const float *dy, const float *w,
@@ -150,7 +171,12 @@ static void emu_backward_data(st_backend *be, st_conv_plan *p, const float *dy, 
     round_all(dx, (size_t)d->n * d->h * d->w * d->c);
 }
 
-/* conv.cu's backward-filter: dw rounded to bf16, dbias the column sums of the FP32 dy */
+/* dy[i] as the bf16 conv reads it: rounded, or widened when it arrives as bf16 (dy_bf16). */
+static float bf16_dy_value(const st_conv_desc *d, const float *dy, size_t i) {
+    return d->dy_bf16 ? st_bf16_to_float(((const uint16_t *)dy)[i]) : st_bf16_round(dy[i]);
+}
+
+/* conv.cu's backward-filter: dw rounded to bf16, dbias the double column sums of the bf16 dy */
 static void emu_backward_filter(st_backend *be, st_conv_plan *p, const float *x, const float *dy,
                                 float *dw, float *dbias) {
     (void)be;
@@ -161,7 +187,7 @@ static void emu_backward_filter(st_backend *be, st_conv_plan *p, const float *x,
     size_t rows = (size_t)d->n * d->p * d->q;
     for (int k = 0; k < d->k; k++) {
         double sum = 0;
-        for (size_t r = 0; r < rows; r++) sum += dy[r * (size_t)d->k + (size_t)k];
+        for (size_t r = 0; r < rows; r++) sum += bf16_dy_value(d, dy, r * (size_t)d->k + (size_t)k);
         dbias[k] = (float)sum;
     }
 }
@@ -339,7 +365,7 @@ static conv_results run_conv(st_backend *be, st_conv_desc d, const float *x, con
 /* The fused epilogue bit for bit against the host's relu(y + bias) from the device's own y (the
  * ReLU plan's cuDNN descriptors equal the plain plan's, so the heuristics pick the same
  * deterministic algorithm and cuDNN's bf16 y is the same), and dbias against double column sums
- * of the FP32 dy. */
+ * of the bf16-rounded dy. */
 static void check_epilogue(const char *name, const st_conv_desc *d, const conv_results *r,
                            const float *dy, const float *bias) {
     size_t differ = 0;
@@ -348,12 +374,14 @@ static void check_epilogue(const char *name, const st_conv_desc *d, const conv_r
     TEST_CHECK(differ == 0, "%s: fused bias + ReLU: %zu of %zu outputs differ from relu(y + bias)",
                name, differ, y_numel(d));
     double *sums = calloc((size_t)d->k, sizeof *sums);
-    for (size_t i = 0; i < y_numel(d); i++) sums[i % (size_t)d->k] += dy[i];
+    for (size_t i = 0; i < y_numel(d); i++) sums[i % (size_t)d->k] += st_bf16_round(dy[i]);
     float *want = ST_MALLOC((size_t)d->k * sizeof *want);
     for (int k = 0; k < d->k; k++) want[k] = (float)sums[k];
     double err = test_rel_error(r->dbias, want, (size_t)d->k);
-    /* FP32 sums of a few thousand terms in another order: ~1e-7; 1e-5 as test_gpu_ops */
-    TEST_CHECK(err <= 1e-5, "%s: dbias: relative error %.3g against the FP32 dy's sums", name, err);
+    /* double sums of a few thousand terms in another order, stored as FP32: ~1e-8; 1e-5 as
+     * test_gpu_ops. Summing the unrounded dy instead is off by ~1e-3. */
+    TEST_CHECK(err <= 1e-5, "%s: dbias: relative error %.3g against the bf16 dy's sums", name,
+               err);
     free(sums);
     free(want);
 }
@@ -433,6 +461,303 @@ static void check_cache(void) {
     dev->free(dev, xd);
     float *host_buffers[] = {x, h1, h2, y1, y2, y2_fresh, y3};
     for (int i = 0; i < 7; i++) free(host_buffers[i]);
+}
+
+/* ---- activations: operands that arrive as bf16 (x_bf16, dy_bf16, y_bf16, dx_bf16) ----------- */
+
+/* Device copy of x rounded to bf16 on the host, as bf16 bit patterns (what a BN with y_bf16 or
+ * dx_bf16 writes); the ops take it as float *. */
+static float *to_device_bf16(st_backend *be, const float *x, size_t n) {
+    uint16_t *h = ST_MALLOC(n * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = st_bf16_from_float(x[i]);
+    float *d = be->alloc(be, n * sizeof *h);
+    be->upload(be, d, h, n * sizeof *h);
+    free(h);
+    return d;
+}
+
+static uint16_t *download_bf16(st_backend *be, const float *src, size_t n) {
+    uint16_t *h = ST_MALLOC(n * sizeof *h);
+    be->download(be, h, src, n * sizeof *h);
+    return h;
+}
+
+/* Host results of a bf16 plan's forward, training backward (conv_backward: dw, dbias, dx) and
+ * backward-data alone; dw raw in the backend layout, which plans differing in the flags share. */
+typedef struct activation_results {
+    float *y, *dw, *dbias, *dx, *dx_data;
+} activation_results;
+
+static activation_results run_activation_conv(const st_conv_desc *d, const float *xd,
+                                              const float *dyd, const float *w) {
+    st_conv_plan *p = dev->conv_plan(dev, d);
+    size_t nw = dev->conv_weights_numel(dev, p);
+    float *yd = dev->alloc(dev, y_numel(d) * sizeof(float));
+    float *dxd = dev->alloc(dev, x_numel(d) * sizeof(float));
+    float *dwd = dev->alloc(dev, nw * sizeof(float));
+    float *dbd = dev->alloc(dev, (size_t)d->k * sizeof(float));
+    activation_results r;
+    dev->conv_forward(dev, p, xd, w, NULL, yd);
+    r.y = download(dev, yd, y_numel(d));
+    dev->conv_backward(dev, p, xd, dyd, w, dwd, dbd, dxd, NULL);
+    r.dw = download(dev, dwd, nw);
+    r.dbias = download(dev, dbd, (size_t)d->k);
+    r.dx = download(dev, dxd, x_numel(d));
+    dev->conv_backward_data(dev, p, dyd, w, dxd);
+    r.dx_data = download(dev, dxd, x_numel(d));
+    void *buffers[] = {yd, dxd, dwd, dbd};
+    for (int i = 0; i < 4; i++) dev->free(dev, buffers[i]);
+    return r;
+}
+
+static void free_activation_results(activation_results *r) {
+    float *fields[] = {r->y, r->dw, r->dbias, r->dx, r->dx_data};
+    for (int i = 0; i < 5; i++) free(fields[i]);
+}
+
+/* Values of the forward of d (x_bf16) with y_bf16 that are not st_bf16_from_float of the same
+ * forward's FP32 y; bias and the fused ReLU as d says. */
+static size_t y_bf16_mismatches(st_conv_desc d, const float *xd16, const float *w,
+                                const float *bias) {
+    size_t n = y_numel(&d);
+    float *yd = dev->alloc(dev, n * sizeof(float)), *y16d = dev->alloc(dev, n * sizeof(uint16_t));
+    dev->conv_forward(dev, dev->conv_plan(dev, &d), xd16, w, bias, yd);
+    d.y_bf16 = 1;
+    dev->conv_forward(dev, dev->conv_plan(dev, &d), xd16, w, bias, y16d);
+    float *y = download(dev, yd, n);
+    uint16_t *y16 = download_bf16(dev, y16d, n);
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += y16[i] != st_bf16_from_float(y[i]);
+    dev->free(dev, yd);
+    dev->free(dev, y16d);
+    free(y);
+    free(y16);
+    return differ;
+}
+
+/* A bf16 plan given bf16(x) and bf16(dy) as bit patterns (x_bf16, dy_bf16) against the same
+ * plan without the flags given the FP32 x and dy: every output bit for bit, since the device
+ * rounds with the host's st_bf16_from_float and the bias gradient sums the bf16 dy either way. */
+static void check_conv_activations(const char *name, st_conv_desc d) {
+    d.bf16 = 1;
+    st_conv_desc_finish(&d);
+    st_conv_desc d16 = d;
+    d16.x_bf16 = d16.dy_bf16 = 1;
+    float *x = random_host(x_numel(&d), 1), *hwio = random_host(w_numel(&d), 0.1f);
+    float *dy = random_host(y_numel(&d), 1);
+    st_conv_plan *p = dev->conv_plan(dev, &d);
+    size_t nw = dev->conv_weights_numel(dev, p);
+    float *w = dev->alloc(dev, nw * sizeof(float));
+    dev->conv_weights_import(dev, p, hwio, w);
+    float *xd = to_device(dev, x, x_numel(&d)), *dyd = to_device(dev, dy, y_numel(&d));
+    float *xd16 = to_device_bf16(dev, x, x_numel(&d));
+    float *dyd16 = to_device_bf16(dev, dy, y_numel(&d));
+    activation_results want = run_activation_conv(&d, xd, dyd, w);
+    activation_results got = run_activation_conv(&d16, xd16, dyd16, w);
+    const float *pairs[5][2] = {{got.y, want.y}, {got.dw, want.dw}, {got.dbias, want.dbias},
+                                {got.dx, want.dx}, {got.dx_data, want.dx_data}};
+    const size_t counts[5] = {y_numel(&d), nw, (size_t)d.k, x_numel(&d), x_numel(&d)};
+    static const char *const what[5] = {"forward y", "backward dw", "backward dbias",
+                                        "backward dx", "backward-data dx"};
+    int equal = 0;
+    for (int i = 0; i < 5; i++) {
+        int same = same_bits(pairs[i][0], pairs[i][1], counts[i]);
+        equal += same;
+        TEST_CHECK(same, "%s: %s with x_bf16/dy_bf16 differs from the FP32 operands' (%.3g)",
+                   name, what[i], test_rel_error(pairs[i][0], pairs[i][1], counts[i]));
+    }
+    printf("activations %s: %d of 5 outputs (y, dw, dbias, dx twice) from bf16 operands equal the "
+           "FP32 operands' bit for bit\n", name, equal);
+    float *bias = random_host((size_t)d.k, 0.5f), *bd = to_device(dev, bias, (size_t)d.k);
+    size_t plain = y_bf16_mismatches(d16, xd16, w, NULL);
+    d16.relu = 1;
+    size_t fused = y_bf16_mismatches(d16, xd16, w, bd);
+    TEST_CHECK(plain == 0 && fused == 0,
+               "%s: forward with y_bf16: %zu (plain) and %zu (bias, ReLU) of %zu values are not "
+               "bf16(y)", name, plain, fused, y_numel(&d));
+    dev->free(dev, bd);
+    free(bias);
+    free_activation_results(&want);
+    free_activation_results(&got);
+    dev->conv_weights_changed(dev, w, 1);
+    void *buffers[] = {w, xd, dyd, xd16, dyd16};
+    for (int i = 0; i < 5; i++) dev->free(dev, buffers[i]);
+    free(x);
+    free(hwio);
+    free(dy);
+}
+
+/* A batch norm's device buffers: x, gamma, beta in; running stats (reset per call), saved stats. */
+typedef struct bn_buffers {
+    float *x, *gamma, *beta, *running_mean, *running_var, *save_mean, *save_rstd;
+    float *host_running; /* (2C) host: the running mean, then variance, every forward starts from */
+} bn_buffers;
+
+/* y (room for rows*C floats) from a training forward (train) or an inference forward. */
+static void bn_forward(const st_bn_desc *d, const bn_buffers *b, int train, float *y) {
+    size_t c = (size_t)d->c;
+    dev->upload(dev, b->running_mean, b->host_running, c * sizeof(float));
+    dev->upload(dev, b->running_var, b->host_running + c, c * sizeof(float));
+    if (train)
+        dev->bn_forward_train(dev, d, b->x, b->gamma, b->beta, y, b->save_mean, b->save_rstd,
+                              b->running_mean, b->running_var);
+    else
+        dev->bn_forward_infer(dev, d, b->x, b->gamma, b->beta, b->running_mean, b->running_var,
+                              y);
+}
+
+/* Both forwards with y_bf16 write st_bf16_from_float of the FP32 y, bit for bit; returns the
+ * training forward's bf16 y (device), whose statistics are in b->save_mean / b->save_rstd. */
+static float *check_bn_forward(st_bn_desc d, const bn_buffers *b) {
+    size_t n = (size_t)d.rows * d.c;
+    float *y = dev->alloc(dev, n * sizeof(float)), *y16 = dev->alloc(dev, n * sizeof(uint16_t));
+    static const char *const what[2] = {"bn_forward_infer", "bn_forward_train"};
+    for (int train = 0; train < 2; train++) {
+        d.y_bf16 = 0;
+        bn_forward(&d, b, train, y);
+        d.y_bf16 = 1;
+        bn_forward(&d, b, train, y16);
+        float *want = download(dev, y, n);
+        uint16_t *got = download_bf16(dev, y16, n);
+        size_t differ = 0;
+        for (size_t i = 0; i < n; i++) differ += got[i] != st_bf16_from_float(want[i]);
+        TEST_CHECK(differ == 0, "activations: %s with y_bf16: %zu of %zu values are not bf16(y)",
+                   what[train], differ, n);
+        free(want);
+        free(got);
+    }
+    dev->free(dev, y);
+    return y16;
+}
+
+/* bn_backward of d (flags as given) as host floats: dx (FP32, or its bf16 widened), then dgamma
+ * and dbeta (C each). */
+static float *bn_backward_host(const st_bn_desc *d, const bn_buffers *b, const float *y,
+                               const float *dy) {
+    size_t n = (size_t)d->rows * d->c, c = (size_t)d->c;
+    float *dx = dev->alloc(dev, n * sizeof(float)), *dgb = dev->alloc(dev, 2 * c * sizeof(float));
+    dev->bn_backward(dev, d, b->x, y, dy, b->gamma, b->save_mean, b->save_rstd, dx, dgb, dgb + c);
+    float *h = ST_MALLOC((n + 2 * c) * sizeof *h);
+    if (d->dx_bf16) {
+        uint16_t *dx16 = download_bf16(dev, dx, n);
+        for (size_t i = 0; i < n; i++) h[i] = st_bf16_to_float(dx16[i]);
+        free(dx16);
+    } else {
+        dev->download(dev, h, dx, n * sizeof *h);
+    }
+    dev->download(dev, h + n, dgb, 2 * c * sizeof *h);
+    dev->free(dev, dx);
+    dev->free(dev, dgb);
+    return h;
+}
+
+/* Every bn op of d on b as host floats: the training forward's y, saved mean and rstd, running
+ * mean and variance, the backward's dx, dgamma and dbeta (ReLU mask: that y), the inference
+ * forward's y. */
+static float *bn_all_ops(const st_bn_desc *d, const bn_buffers *b, const float *dyd) {
+    size_t n = (size_t)d->rows * d->c, c = (size_t)d->c;
+    float *h = ST_MALLOC((3 * n + 6 * c) * sizeof *h), *y = dev->alloc(dev, n * sizeof(float));
+    bn_forward(d, b, 1, y);
+    dev->download(dev, h, y, n * sizeof *h);
+    const float *stats[4] = {b->save_mean, b->save_rstd, b->running_mean, b->running_var};
+    for (int i = 0; i < 4; i++) dev->download(dev, h + n + i * c, stats[i], c * sizeof *h);
+    float *backward = bn_backward_host(d, b, y, dyd);
+    memcpy(h + n + 4 * c, backward, (n + 2 * c) * sizeof *h);
+    bn_forward(d, b, 0, y);
+    dev->download(dev, h + 2 * n + 6 * c, y, n * sizeof *h);
+    dev->free(dev, y);
+    free(backward);
+    return h;
+}
+
+/* bn ops reading x as bf16 (x_bf16: a bf16 conv's y_bf16 output) against the same ops given that
+ * x widened to FP32 (d as given): every output bit for bit (the same values, widened in the op). */
+static void check_bn_input_bf16(st_bn_desc d, const float *x, const bn_buffers *b,
+                                const float *dyd) {
+    size_t n = (size_t)d.rows * d.c, c = (size_t)d.c;
+    float *x_wide = rounded_copy(x, n);
+    bn_buffers wide = *b, narrow = *b;
+    wide.x = to_device(dev, x_wide, n);
+    narrow.x = to_device_bf16(dev, x, n);
+    float *want = bn_all_ops(&d, &wide, dyd);
+    d.x_bf16 = 1;
+    float *got = bn_all_ops(&d, &narrow, dyd);
+    TEST_CHECK(same_bits(got, want, 3 * n + 6 * c),
+               "activations: bn ops with x_bf16 differ from the same ops given x widened (%.3g)",
+               test_rel_error(got, want, 3 * n + 6 * c));
+    dev->free(dev, wide.x);
+    dev->free(dev, narrow.x);
+    free(x_wide);
+    free(want);
+    free(got);
+}
+
+/* bn ops with bf16 storage: the forwards write bf16(y); backward given the bf16 y equals backward
+ * given that y widened to FP32 (the ReLU mask of the value the conv read), and with dx_bf16 writes
+ * bf16(dx), dgamma and dbeta unchanged: all bit for bit (the same FP32 computation, only the
+ * stores differ). */
+static void check_bn_activations(void) {
+    st_bn_desc d = {.rows = 2 * 7 * 9, .c = 40, .eps = 1e-5f, .momentum = 0.1f, .relu = 1};
+    size_t n = (size_t)d.rows * d.c, c = (size_t)d.c;
+    float *x = random_host(n, 2), *gamma = random_host(c, 1), *beta = random_host(c, 0.5f);
+    float *dy = random_host(n, 1), *host_running = ST_MALLOC(2 * c * sizeof *host_running);
+    for (size_t i = 0; i < c; i++) host_running[i] = 0.1f, host_running[c + i] = 1.5f;
+    bn_buffers b = {.x = to_device(dev, x, n), .gamma = to_device(dev, gamma, c),
+                    .beta = to_device(dev, beta, c),
+                    .running_mean = dev->alloc(dev, c * sizeof(float)),
+                    .running_var = dev->alloc(dev, c * sizeof(float)),
+                    .save_mean = dev->alloc(dev, c * sizeof(float)),
+                    .save_rstd = dev->alloc(dev, c * sizeof(float)),
+                    .host_running = host_running};
+    float *y16 = check_bn_forward(d, &b);
+    uint16_t *y16_host = download_bf16(dev, y16, n);
+    float *y_wide = ST_MALLOC(n * sizeof *y_wide);
+    size_t masked = 0;
+    for (size_t i = 0; i < n; i++) masked += (y_wide[i] = st_bf16_to_float(y16_host[i])) <= 0;
+    float *y_wide_d = to_device(dev, y_wide, n), *dyd = to_device(dev, dy, n);
+    float *want = bn_backward_host(&d, &b, y_wide_d, dyd);
+    d.y_bf16 = 1;
+    float *got = bn_backward_host(&d, &b, y16, dyd);
+    TEST_CHECK(same_bits(got, want, n + 2 * c),
+               "activations: bn_backward given the bf16 y differs from given it widened");
+    d.dx_bf16 = 1;
+    float *got16 = bn_backward_host(&d, &b, y16, dyd);
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++)
+        differ += st_float_bits(got16[i]) != st_float_bits(st_bf16_round(want[i]));
+    TEST_CHECK(differ == 0, "activations: bn_backward with dx_bf16: %zu of %zu are not bf16(dx)",
+               differ, n);
+    TEST_CHECK(same_bits(got16 + n, want + n, 2 * c),
+               "activations: bn_backward with dx_bf16: dgamma or dbeta differ");
+    /* beta in [-0.5, 0.5] against a unit-variance xhat: the ReLU masks about half */
+    TEST_CHECK(masked > n / 4 && masked < 3 * n / 4,
+               "activations: the ReLU masks %zu of %zu values: the mask is barely exercised",
+               masked, n);
+    printf("activations bn: forwards with y_bf16, backward from the bf16 y (%zu of %zu masked), "
+           "dx_bf16: %zu of %zu dx differ from bf16(dx)\n", masked, n, differ, n);
+    d.y_bf16 = d.dx_bf16 = 0;
+    check_bn_input_bf16(d, x, &b, dyd);
+    float *device_buffers[] = {b.x, b.gamma, b.beta, b.running_mean, b.running_var, b.save_mean,
+                               b.save_rstd, y16, y_wide_d, dyd};
+    for (int i = 0; i < 10; i++) dev->free(dev, device_buffers[i]);
+    float *host_buffers[] = {x, gamma, beta, dy, host_running, y_wide, want, got, got16};
+    for (int i = 0; i < 9; i++) free(host_buffers[i]);
+    free(y16_host);
+}
+
+/* The activations case: conv ops on bf16 operands (asymmetric padding: padded from the bf16
+ * input; symmetric: read in place) and bn ops with bf16 storage, against the same device without
+ * the flags. */
+static void check_activations(void) {
+    check_conv_activations("3x3 stride 2, pads 0/1",
+                           (st_conv_desc){.n = 2, .h = 15, .w = 16, .c = 32, .k = 64, .r = 3,
+                                          .s = 3, .stride_h = 2, .stride_w = 2, .pad_bottom = 1,
+                                          .pad_right = 1});
+    check_conv_activations("3x3 stride 1, pads 1/1",
+                           (st_conv_desc){.n = 2, .h = 9, .w = 9, .c = 64, .k = 32, .r = 3, .s = 3,
+                                          .stride_h = 1, .stride_w = 1, .pad_top = 1,
+                                          .pad_bottom = 1, .pad_left = 1, .pad_right = 1});
+    check_bn_activations();
 }
 
 /* ---- whole models ---------------------------------------------------------------------------- */
@@ -602,6 +927,7 @@ int main(int argc, char **argv) {
                                                       .r = 3, .s = 3, .stride_h = 2, .stride_w = 2,
                                                       .pad_bottom = 1, .pad_right = 1});
     check_cache();
+    check_activations();
     check_model("tv_resnet18", 128, 8);
     check_model("resnet50", 64, 4);
     check_steps();

@@ -321,13 +321,22 @@ static void check_conv(st_conv_desc d, int with_bias) {
     free(hdy);
 }
 
+/* A conv geometry from one table row (the fields the tests vary; the rest zero). */
+static st_conv_desc geometry(int n, int h, int w, int c, int k, int r, int s, int stride_h,
+                             int stride_w, int top, int bottom, int left, int right, int relu) {
+    return (st_conv_desc){.n = n, .h = h, .w = w, .c = c, .k = k, .r = r, .s = s,
+                          .stride_h = stride_h, .stride_w = stride_w, .pad_top = top,
+                          .pad_bottom = bottom, .pad_left = left, .pad_right = right,
+                          .relu = relu};
+}
+
 static void test_conv(void) {
-    /*        n  h  w  c   k  r  s  sh sw  top bot left right */
-    st_conv_desc stem = {2, 19, 19, 3, 8, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0, 0, 0};
-    st_conv_desc body = {2, 8, 8, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0};
-    st_conv_desc shortcut = {2, 8, 8, 16, 32, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0};
-    st_conv_desc same_s2 = {2, 8, 8, 8, 8, 3, 3, 2, 2, 0, 1, 0, 1, 0, 0, 1, 0}; /* TF "same" */
-    st_conv_desc lopsided = {1, 7, 6, 4, 5, 3, 2, 2, 1, 2, 1, 1, 0, 0, 0, 0, 0};
+    /*                            n  h   w   c  k   r  s  sh sw top bot left right relu */
+    st_conv_desc stem = geometry(2, 19, 19, 3, 8, 7, 7, 2, 2, 3, 3, 3, 3, 0);
+    st_conv_desc body = geometry(2, 8, 8, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+    st_conv_desc shortcut = geometry(2, 8, 8, 16, 32, 1, 1, 2, 2, 0, 0, 0, 0, 0);
+    st_conv_desc same_s2 = geometry(2, 8, 8, 8, 8, 3, 3, 2, 2, 0, 1, 0, 1, 1); /* TF same */
+    st_conv_desc lopsided = geometry(1, 7, 6, 4, 5, 3, 2, 2, 1, 2, 1, 1, 0, 0);
     check_conv(stem, 1);
     check_conv(body, 1);
     check_conv(shortcut, 0);
@@ -336,7 +345,7 @@ static void test_conv(void) {
 }
 
 static void test_fold_bn(void) {
-    st_conv_desc d = {1, 4, 4, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
+    st_conv_desc d = geometry(1, 4, 4, 6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 0);
     st_conv_desc_finish(&d);
     size_t nw = (size_t)d.r * d.s * d.c * d.k;
     float *hw = host_random(nw, -1, 1), *hb = host_random(d.k, -1, 1);

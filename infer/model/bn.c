@@ -12,6 +12,9 @@
  * trainable BN has a backward (a frozen one below a trainable layer is a planning error). A BN
  * that only a residual add reads (step.grad_via_add, plan.c) reads the add's output gradient,
  * which the add's backward masked in place: nothing copies the gradient to the BN.
+ * In a bf16 model x comes in as bf16 from the conv before (step.bf16_in), the output goes out as
+ * bf16 where only bf16 convs read it (step.bf16_out, and the backward's ReLU mask comes from
+ * it), and dx as bf16 where it is a bf16 conv's dy (step.bf16_dx); plan.c decides.
  */
 #include "../../kernels/check.h"
 #include "layer.h"
@@ -21,7 +24,8 @@ static st_bn_desc bn_desc(const st_model *m, const st_layer *l, int n) {
     const st_tensor y = st_step_output(m, l)->out;
     return (st_bn_desc){.rows = (long)n * y.h * y.w, .c = y.c, .eps = l->step.bn_eps,
                         .momentum = m->config.bn_momentum, .relu = l->step.relu,
-                        .sync = m->config.sync_bn};
+                        .sync = m->config.sync_bn, .x_bf16 = l->step.bf16_in,
+                        .y_bf16 = l->step.bf16_out, .dx_bf16 = l->step.bf16_dx};
 }
 
 void st_bn_step_forward(st_model *m, const st_layer *l, int n, int training) {

@@ -14,7 +14,8 @@
  * materialized output (out.data == NULL), nor do padding layers.
  *
  * Memory (all from the model's arenas, laid out twice: sizing then commit):
- *   out.data  "kept" outputs (the values backward reads, the delimiting layer, the head) get
+ *   out.data  (FP32, or bf16 bit patterns where the step's bf16_out says so)
+ *             "kept" outputs (the values backward reads, the delimiting layer, the head) get
  *             their own block; every other output shares a small pool of reused blocks (slots),
  *             so a frozen trunk costs a few activation buffers only. A residual add overwrites
  *             one input that nothing else reads (in place): that input is written straight into
@@ -71,6 +72,14 @@ typedef struct st_step {
                         * the add masked by its ReLU in place (the add's gradient passes to its
                         * inputs unchanged otherwise), so the add writes no gradient for it; its
                         * output's grad points to the add's output gradient */
+
+    int bf16_out;      /* BN or bf16 conv whose output only bf16 convs and BNs read: stored as
+                        * bf16 (st_bn_desc.y_bf16 / conv.y_bf16; the readers' conv.x_bf16 /
+                        * bf16_in), half the bytes (plan.c) */
+    int bf16_in;       /* BN whose input is a conv's bf16 output (st_bn_desc.x_bf16) */
+    int bf16_dx;       /* BN whose input only it reads, the output of a bf16 conv that trains or
+                        * passes a gradient on: its backward writes that conv's dy as bf16
+                        * (st_bn_desc.dx_bf16; the conv's conv.dy_bf16) */
 
     st_conv_desc conv; /* full batch; plan for the full batch */
     st_conv_plan *plan;

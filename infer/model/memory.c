@@ -8,9 +8,10 @@
  *                 grads arena (what the optimizer walks); then the folded conv+BN copies.
  *   grads arena   gradients of the trainable parameters; empty in an inference model.
  *   acts arena    the input, "kept" outputs (what backward reads, the delimiting layer, the
- *                 head) in blocks of their own, every other output in a few reused slots; in a
- *                 training model also the gradient slots, the head gradients (d_features,
- *                 d_embedding, d_logits), the saved BN statistics and the backward scratch.
+ *                 head) in blocks of their own (half a block for a bf16 one: step.bf16_out),
+ *                 every other output in a few reused slots; in a training model also the
+ *                 gradient slots, the head gradients (d_features, d_embedding, d_logits), the
+ *                 saved BN statistics and the backward scratch.
  * A model built for inference keeps nothing for backward and gets no gradient memory at all.
  */
 #include <stdlib.h>
@@ -215,6 +216,12 @@ static void plan_slots(st_model *m, slot_plan *sp) {
 
 static float *take_tensor(st_arena *a, st_tensor *t) { return t->data = st_arena_take(a, st_numel(*t)); }
 
+/* Floats of layer i's own block: a bf16 output (step.bf16_out) takes half. */
+static size_t block_numel(const st_model *m, int i) {
+    const size_t numel = st_numel(m->layers[i].out);
+    return m->layers[m->layers[i].exec].step.bf16_out ? (numel + 1) / 2 : numel;
+}
+
 /* Parameter values: frozen ones and moving statistics first, then the trainable ones as one
  * slice mirrored by the gradients. */
 static void layout_params(st_model *m) {
@@ -244,7 +251,7 @@ static void layout_outputs(st_model *m, const slot_plan *sp) {
         st_layer *l = &m->layers[i];
         l->grad = NULL;
         if (i > 0) l->out.data = NULL;
-        if (i > 0 && l->materialized && l->kept) l->out.data = st_arena_take(acts, st_numel(l->out));
+        if (i > 0 && l->materialized && l->kept) l->out.data = st_arena_take(acts, block_numel(m, i));
         if (i > 0 && l->materialized && sp->slot_of[i] >= 0) l->out.data = slots[sp->slot_of[i]];
         if (l->materialized && sp->gslot_of[i] >= 0) l->grad = gslots[sp->gslot_of[i]];
     }

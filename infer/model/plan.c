@@ -8,9 +8,12 @@
  * built with training == 0 every layer is frozen, so every conv+BN pair is folded.
  * Then each step gets its descriptor (conv, pool, global pool, BN epsilon), whether it trains
  * and whether its output needs a gradient, which BNs read their gradient through the residual
- * add after them, and each conv its full-batch plan (made here, before the arenas are sized, so
- * that a parameter's storage size may depend on it: param.c).
+ * add after them, in a bf16 model which activations and conv gradients stay bf16 between convs
+ * and BNs, and each conv its full-batch plan (made here, before the arenas are sized, so that a
+ * parameter's storage size may depend on it: param.c).
  */
+#include <stdlib.h>
+
 #include "../../kernels/check.h"
 #include "layer.h"
 
@@ -152,6 +155,70 @@ static void route_add_gradients(st_model *m) {
     }
 }
 
+/* The step index of every reader of layer `out` (materialized), *n of them (caller frees). */
+static int *step_readers(const st_model *m, int out, int *n) {
+    int *readers = ST_MALLOC((size_t)m->n_layers * sizeof(int));
+    *n = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const st_step *s = &m->layers[i].step;
+        if (m->layers[i].exec != i) continue;
+        for (int k = 0; k < s->n_in; k++)
+            if (s->in_mat[k] == out) readers[(*n)++] = i;
+    }
+    return readers;
+}
+
+static int is_bf16_conv(const st_model *m, int step) {
+    const st_layer *l = &m->layers[step];
+    return l->kind == ST_LAYER_CONV && l->step.conv.bf16;
+}
+
+/* Steps that read their input as bf16 when asked: bf16 convs (x_bf16) and BNs (bf16_in). */
+static int reads_bf16(const st_model *m, int step) {
+    return is_bf16_conv(m, step) || m->layers[step].kind == ST_LAYER_BN;
+}
+
+/* A BN or bf16 conv whose output only bf16 convs and BNs read writes it as bf16 for them
+ * (bf16_out; the readers' x_bf16 / bf16_in): they need no copy of it, and a kept activation is
+ * half the bytes. */
+static void plan_bf16_output(st_model *m, int step) {
+    int n, *readers = step_readers(m, m->layers[step].step.last, &n);
+    int all = n > 0;
+    for (int r = 0; r < n; r++) all &= reads_bf16(m, readers[r]);
+    st_step *s = &m->layers[step].step;
+    s->bf16_out = all;
+    s->conv.y_bf16 = all && m->layers[step].kind == ST_LAYER_CONV;
+    for (int r = 0; r < n && all; r++) {
+        st_step *reader = &m->layers[readers[r]].step;
+        if (m->layers[readers[r]].kind == ST_LAYER_BN) reader->bf16_in = 1;
+        else reader->conv.x_bf16 = 1;
+    }
+    free(readers);
+}
+
+/* A BN that alone reads a bf16 conv's output writes that conv's dy as bf16 (bf16_dx, dy_bf16)
+ * when the conv's backward runs: it needs no copy of dy. */
+static void plan_bf16_dx(st_model *m, int bn) {
+    st_step *s = &m->layers[bn].step;
+    int in = s->in_mat[0], conv = m->layers[in].exec, n;
+    free(step_readers(m, in, &n));
+    if (n != 1 || !s->needs_grad || !is_bf16_conv(m, conv) || !m->layers[conv].step.needs_grad)
+        return;
+    s->bf16_dx = 1;
+    m->layers[conv].step.conv.dy_bf16 = 1;
+}
+
+/* bf16 models: the activations and gradients that pass between convs and BNs stay bf16
+ * (docs/benchmarks.md, "bf16 between convs and BNs"); adds, pools and the head read FP32. */
+static void plan_bf16_operands(st_model *m) {
+    for (int i = 0; i < m->n_layers; i++) {
+        const st_layer *l = &m->layers[i];
+        if (l->exec != i) continue;
+        if (l->kind == ST_LAYER_BN || is_bf16_conv(m, i)) plan_bf16_output(m, i);
+        if (l->kind == ST_LAYER_BN) plan_bf16_dx(m, i);
+    }
+}
+
 /* The full-batch conv plans. */
 static void plan_convs(st_model *m) {
     for (int i = 0; i < m->n_layers; i++) {
@@ -165,5 +232,6 @@ void st_model_plan(st_model *m) {
     plan_steps(m);
     describe_steps(m);
     route_add_gradients(m);
+    plan_bf16_operands(m);
     plan_convs(m);
 }

@@ -13,6 +13,12 @@
  * uses sums of x - pivot (pivot = first row) to avoid cancellation when |mean| >> std.
  * With d->sync the sums are combined over the ranks (kernels/bn_sync.h) before the per-channel
  * step, so normalisation and dx use the global batch's statistics.
+ * bf16 operands beside bf16 convs (d->x_bf16 reads x, d->y_bf16 writes y and reads the ReLU mask
+ * from it, d->dx_bf16 writes dx as bf16 bit patterns): the loop over a row's channels is an
+ * always-inlined function called with the storage types as constants (BN_SPECIALISE*, per row,
+ * inside the threads' loops), so every combination is its own vectorised loop with the
+ * conversions (kernels/math/bf16.h, the convs' rounding bit for bit) inline; the arithmetic is
+ * the FP32 path's on the stored values.
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -23,6 +29,26 @@
 #include "../math/activation.h"
 #include "../math/batchnorm.h"
 #include "cpu_ops.h"
+
+/* Inlined wherever called, so a storage flag passed as a constant vanishes from the loop. */
+#define BN_INLINE static inline __attribute__((always_inline))
+
+/* f(args..., a, b, ...) with each flag turned into the constant 0 or 1. */
+#define BN_SPECIALISE1(f, a, ...) ((a) ? f(__VA_ARGS__, 1) : f(__VA_ARGS__, 0))
+#define BN_SPECIALISE2(f, a, b, ...)                                                             \
+    ((a) ? BN_SPECIALISE1(f, b, __VA_ARGS__, 1) : BN_SPECIALISE1(f, b, __VA_ARGS__, 0))
+#define BN_SPECIALISE3(f, a, b, c, ...)                                                          \
+    ((a) ? BN_SPECIALISE2(f, b, c, __VA_ARGS__, 1) : BN_SPECIALISE2(f, b, c, __VA_ARGS__, 0))
+#define BN_SPECIALISE4(f, a, b, c, e, ...)                                                       \
+    ((a) ? BN_SPECIALISE3(f, b, c, e, __VA_ARGS__, 1)                                            \
+         : BN_SPECIALISE3(f, b, c, e, __VA_ARGS__, 0))
+
+/* bf16 operands feed and come from bf16 convs, which need AVX512_BF16 (so their rounding is the
+ * instruction's). */
+static void check_bf16_operands(st_backend *be, const st_bn_desc *d) {
+    ST_CHECK(!(d->x_bf16 || d->y_bf16 || d->dx_bf16) || cpu_conv_bf16_supported(be),
+             "batch norm: bf16 operands asked on a CPU without AVX512_BF16");
+}
 
 /* Rows summed in float before a block's sums go into double: 16 additions keep the float
  * rounding near 1e-6 relative, far below what the PyTorch comparisons allow (1e-4). */
@@ -77,31 +103,41 @@ static long block_end(long block, long rows) {
     return end < rows ? end : rows;
 }
 
-/* y = relu?(x * scale + shift) per channel; scale/shift (C) */
-static void bn_apply(const st_bn_desc *d, const float *x, const float *scale, const float *shift,
-                     float *y) {
-    const int C = d->c;
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < d->rows; r++) {
-        const float *xr = x + (size_t)r * C;
-        float *yr = y + (size_t)r * C;
-        if (d->relu) {
-            for (int c = 0; c < C; c++) yr[c] = st_relu(st_bn_apply(xr[c], scale[c], shift[c]));
-        } else {
-            for (int c = 0; c < C; c++) yr[c] = st_bn_apply(xr[c], scale[c], shift[c]);
-        }
+/* One row of y = relu?(x * scale + shift); x, y stored as x16, y16 say. */
+BN_INLINE void apply_row(const st_bn_desc *d, const float *x, const float *scale,
+                         const float *shift, float *y, size_t row, int x16, int y16) {
+    if (d->relu) {
+        for (int c = 0; c < d->c; c++)
+            st_stored_store(y, y16, row + c,
+                        st_relu(st_bn_apply(st_stored_load(x, x16, row + c), scale[c], shift[c])));
+    } else {
+        for (int c = 0; c < d->c; c++)
+            st_stored_store(y, y16, row + c,
+                        st_bn_apply(st_stored_load(x, x16, row + c), scale[c], shift[c]));
     }
 }
 
-void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, const float *gamma,
-                          const float *beta, float *y, float *save_mean, float *save_rstd,
-                          float *running_mean, float *running_var) {
-    (void)be;
+/* y = relu?(x * scale + shift) per channel; scale/shift (C). */
+static void bn_apply(const st_bn_desc *d, const float *x, const float *scale, const float *shift,
+                     float *y) {
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < d->rows; r++)
+        BN_SPECIALISE2(apply_row, d->x_bf16, d->y_bf16, d, x, scale, shift, y, (size_t)r * d->c);
+}
+
+/* One row's x - pivot and its square added into sum, sum2 (C); x stored as x16. */
+BN_INLINE void moments_row(const float *x, const float *pivot, float *sum, float *sum2, int C,
+                           size_t row, int x16) {
+    for (int c = 0; c < C; c++) {
+        float v = st_stored_load(x, x16, row + c) - pivot[c];
+        sum[c] += v;
+        sum2[c] += v * v;
+    }
+}
+
+/* Per-channel sums of x - pivot and its square (2 * C doubles, caller frees). */
+static double *moment_sums(const st_bn_desc *d, const float *x, const float *pivot) {
     const int C = d->c;
-    ST_CHECK(d->rows > 1, "batch norm training needs more than one value per channel (rows=%ld)",
-             d->rows);
-    float *pivot = ST_MALLOC((size_t)C * sizeof(float));
-    memcpy(pivot, x, (size_t)C * sizeof(float)); /* the first row */
     bn_partials part = partials_new(C);
 #pragma omp parallel
     {
@@ -109,17 +145,26 @@ void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, c
 #pragma omp for schedule(static)
         for (long b = 0; b < block_count(d->rows); b++) {
             for (long r = b * BN_BLOCK_ROWS; r < block_end(b, d->rows); r++) {
-                const float *xr = x + (size_t)r * C;
-                for (int c = 0; c < C; c++) {
-                    float v = xr[c] - pivot[c];
-                    sum[c] += v;
-                    sum2[c] += v * v;
-                }
+                if (d->x_bf16) moments_row(x, pivot, sum, sum2, C, (size_t)r * C, 1);
+                else moments_row(x, pivot, sum, sum2, C, (size_t)r * C, 0);
             }
             partials_flush(&part);
         }
     }
-    double *sum = partials_total(&part), *sum2 = sum + C, rows = (double)d->rows;
+    return partials_total(&part);
+}
+
+void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, const float *gamma,
+                          const float *beta, float *y, float *save_mean, float *save_rstd,
+                          float *running_mean, float *running_var) {
+    check_bf16_operands(be, d);
+    const int C = d->c;
+    ST_CHECK(d->rows > 1, "batch norm training needs more than one value per channel (rows=%ld)",
+             d->rows);
+    float *pivot = ST_MALLOC((size_t)C * sizeof(float));
+    for (int c = 0; c < C; c++) pivot[c] = st_stored_load(x, d->x_bf16, (size_t)c); /* first row */
+    double *sum = moment_sums(d, x, pivot);
+    double *sum2 = sum + C, rows = (double)d->rows;
     if (d->sync) st_bn_sync_moments(C, &rows, pivot, sum, sum2, 1);
     float *scale = ST_MALLOC((size_t)C * 2 * sizeof(float)), *shift = scale + C;
     st_bn_train_out out = {save_mean, save_rstd, scale, shift, running_mean, running_var};
@@ -134,7 +179,7 @@ void cpu_bn_forward_train(st_backend *be, const st_bn_desc *d, const float *x, c
 void cpu_bn_forward_infer(st_backend *be, const st_bn_desc *d, const float *x, const float *gamma,
                           const float *beta, const float *running_mean, const float *running_var,
                           float *y) {
-    (void)be;
+    check_bf16_operands(be, d);
     const int C = d->c;
     float *scale = ST_MALLOC((size_t)C * 2 * sizeof(float)), *shift = scale + C;
     for (int c = 0; c < C; c++) {
@@ -145,8 +190,19 @@ void cpu_bn_forward_infer(st_backend *be, const st_bn_desc *d, const float *x, c
     free(scale);
 }
 
-/* Backward pass 1: sums over the rows of g and of g * xhat, g the upstream gradient dy masked
- * by the fused ReLU (y NULL without) (2 * C doubles, caller frees). */
+/* One row's g and g * xhat added into sg, sgx (C), g the upstream gradient dy, masked by the
+ * fused ReLU's y when `masked`; x, y stored as x16, y16. */
+BN_INLINE void grad_sums_row(const float *x, const float *y, const float *dy,
+                             const float *save_mean, const float *save_rstd, float *sg,
+                             float *sgx, int C, size_t row, int x16, int masked, int y16) {
+    for (int c = 0; c < C; c++) {
+        float g = st_bn_upstream(masked, y, y16, dy, row + c);
+        sg[c] += g;
+        sgx[c] += g * st_bn_xhat(st_stored_load(x, x16, row + c), save_mean[c], save_rstd[c]);
+    }
+}
+
+/* Backward pass 1: the sums over the rows of g and g * xhat (2 * C doubles, caller frees). */
 static double *backward_sums(const st_bn_desc *d, const float *x, const float *y, const float *dy,
                              const float *save_mean, const float *save_rstd) {
     const int C = d->c;
@@ -156,25 +212,32 @@ static double *backward_sums(const st_bn_desc *d, const float *x, const float *y
         float *sg = partials_block(&part), *sgx = sg + C;
 #pragma omp for schedule(static)
         for (long b = 0; b < block_count(d->rows); b++) {
-            for (long r = b * BN_BLOCK_ROWS; r < block_end(b, d->rows); r++) {
-                const float *xr = x + (size_t)r * C, *gr = dy + (size_t)r * C;
-                const float *yr = y ? y + (size_t)r * C : NULL;
-                for (int c = 0; c < C; c++) {
-                    float g = st_bn_upstream(yr, gr, (size_t)c);
-                    sg[c] += g;
-                    sgx[c] += g * st_bn_xhat(xr[c], save_mean[c], save_rstd[c]);
-                }
-            }
+            for (long r = b * BN_BLOCK_ROWS; r < block_end(b, d->rows); r++)
+                BN_SPECIALISE3(grad_sums_row, d->x_bf16, y != NULL, d->y_bf16, x, y, dy,
+                               save_mean, save_rstd, sg, sgx, C, (size_t)r * C);
             partials_flush(&part);
         }
     }
     return partials_total(&part);
 }
 
+/* Backward pass 2, one row of dx from the per-channel coefficients (g masked when `masked`); x,
+ * y, dx stored as x16, y16, dx16. */
+BN_INLINE void dx_row(const float *x, const float *y, const float *dy, const float *save_mean,
+                      const float *save_rstd, const st_bn_grad_coef *grad, float *dx, int C,
+                      size_t row, int x16, int masked, int y16, int dx16) {
+    for (int c = 0; c < C; c++) {
+        float xhat = st_bn_xhat(st_stored_load(x, x16, row + c), save_mean[c], save_rstd[c]);
+        st_stored_store(dx, dx16, row + c,
+                    st_bn_backward_dx(st_bn_upstream(masked, y, y16, dy, row + c), xhat,
+                                      grad->gamma_rstd[c], grad->mean_g[c], grad->mean_g_xhat[c]));
+    }
+}
+
 void cpu_bn_backward(st_backend *be, const st_bn_desc *d, const float *x, const float *y,
                      const float *dy, const float *gamma, const float *save_mean,
                      const float *save_rstd, float *dx, float *dgamma, float *dbeta) {
-    (void)be;
+    check_bf16_operands(be, d);
     const int C = d->c;
     ST_CHECK(!d->relu || y, "batch norm backward with fused ReLU needs the forward output y");
     const float *mask = d->relu ? y : NULL;
@@ -195,15 +258,8 @@ void cpu_bn_backward(st_backend *be, const st_bn_desc *d, const float *x, const 
     if (whole != sg) free(whole);
     free(sg);
 #pragma omp parallel for schedule(static)
-    for (long r = 0; r < d->rows; r++) {
-        const float *xr = x + (size_t)r * C, *gr = dy + (size_t)r * C;
-        const float *yr = mask ? mask + (size_t)r * C : NULL;
-        float *dxr = dx + (size_t)r * C;
-        for (int c = 0; c < C; c++) {
-            float xhat = st_bn_xhat(xr[c], save_mean[c], save_rstd[c]);
-            dxr[c] = st_bn_backward_dx(st_bn_upstream(yr, gr, (size_t)c), xhat, gamma_rstd[c],
-                                       mean_g[c], mean_gx[c]);
-        }
-    }
+    for (long r = 0; r < d->rows; r++)
+        BN_SPECIALISE4(dx_row, d->x_bf16, mask != NULL, d->y_bf16, d->dx_bf16, x, mask, dy,
+                       save_mean, save_rstd, &grad, dx, C, (size_t)r * C);
     free(coef);
 }

@@ -41,7 +41,9 @@
  * FP32 inputs (x, dy, the kernel) and writes FP32 (y, dx, dw, dbias): our tensors, parameters
  * and gradients stay FP32 (the FP32 master weights of mixed precision), only the convolution's
  * multiplications see bf16. x and dy are copied per call into the shared scratch, except that
- * conv_backward rounds dy once for both of its passes; a kernel is
+ * conv_backward rounds dy once for both of its passes and that an operand arriving as bf16
+ * (x_bf16, dy_bf16: a BN or conv wrote it so) is read in place; with y_bf16 the forward writes
+ * y as bf16 (for the BN or convs after it); a kernel is
  * copied once into its own cache entry (kernel16, keyed by the FP32 buffer) and reused by every
  * pass and plan that reads that buffer until it changes: import and the BN fold mark the entry
  * stale themselves, conv_weights_changed does for writers outside the conv ops (the optimizer,
@@ -218,11 +220,13 @@ static op_geometry op_geometry_of(const st_conv_desc *d) {
     return g;
 }
 
-/* Plans of one geometry share their weight layout: they differ at most in batch and ReLU. */
+/* Plans of one geometry share their weight layout: they differ at most in batch, ReLU and
+ * which of x, y and dy are stored as bf16. */
 static int same_geometry(const st_conv_desc *a, const st_conv_desc *b) {
     st_conv_desc x = *a, y = *b;
     x.n = y.n = 0;
     x.relu = y.relu = 0;
+    x.x_bf16 = y.x_bf16 = x.y_bf16 = y.y_bf16 = x.dy_bf16 = y.dy_bf16 = 0;
     return memcmp(&x, &y, sizeof x) == 0;
 }
 
@@ -345,6 +349,14 @@ static dnnl_memory_t bf16_copy_fill(st_backend *be, bf16_copy *copy, dnnl_memory
     return copy->mem;
 }
 
+/* The operand behind f32 (whose handle is set) already holds bf16 values: bound as the copy. */
+static dnnl_memory_t bf16_as_is(bf16_copy *copy, dnnl_memory_t f32) {
+    void *values;
+    ST_DNNL(dnnl_memory_get_data_handle(f32, &values));
+    set_handle(copy->mem, values);
+    return copy->mem;
+}
+
 /* The link to w's kernel16 entry, or to the list's end (NULL) when w has none. */
 static kernel16 **kernel16_link(const st_backend *be, const float *w) {
     kernel16 **link = &dnnl_state.kernels16;
@@ -407,7 +419,8 @@ static dnnl_primitive_attr_t relu_attr(const st_conv_desc *d) {
     return attr;
 }
 
-/* A bf16 forward: x and the kernel as bf16 (copies made per call), bias and y FP32. The plan's
+/* A bf16 forward: x and the kernel as bf16 (copies made per call, or x as given with x_bf16),
+ * bias FP32, y FP32 or, with y_bf16, written as bf16 by the primitive itself. The plan's
  * FP32 kernel layout is the bf16 primitive's (given, or chosen here) with FP32 elements, so the
  * kernel's bf16 copy is an elementwise rounding like the activations'. */
 static void forward_bf16_create(st_conv_plan *p, const dnnl_memory_desc_t *layout,
@@ -416,8 +429,9 @@ static void forward_bf16_create(st_conv_plan *p, const dnnl_memory_desc_t *layou
     bf16_copy_create(&p->dst16, &p->dst_md);
     dnnl_memory_desc_t given16 = layout ? md_retyped(layout, dnnl_bf16) : g->any_weights16;
     dnnl_convolution_desc_t op;
+    const dnnl_memory_desc_t *y_md = p->desc.y_bf16 ? &p->dst16.md : &p->dst_md;
     ST_DNNL(dnnl_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_direct,
-                                               &p->src16.md, &given16, &p->bias_md, &p->dst_md,
+                                               &p->src16.md, &given16, &p->bias_md, y_md,
                                                g->strides, g->pad_l, g->pad_r));
     dnnl_primitive_attr_t attr = relu_attr(&p->desc);
     pass_create(p, &p->fwd, &op, attr, NULL);
@@ -540,6 +554,8 @@ st_conv_plan *cpu_conv_plan(st_backend *be, const st_conv_desc *d) {
              "conv plan: bad shape n=%d c=%d k=%d p=%d q=%d (st_conv_desc_finish not called?)",
              d->n, d->c, d->k, d->p, d->q);
     ST_CHECK(!d->bf16 || cpu_conv_bf16_supported(be), "conv plan: bf16 asked on a CPU without it");
+    ST_CHECK(d->bf16 || !(d->x_bf16 || d->y_bf16 || d->dy_bf16),
+             "conv plan: bf16 operands for an FP32 plan");
     for (st_conv_plan *p = dnnl_state.plans; p; p = p->next)
         if (p->be == be && memcmp(&p->desc, d, sizeof *d) == 0) return p;
     state_open();
@@ -639,14 +655,19 @@ static dnnl_memory_t pass_read_weights(st_backend *be, st_conv_plan *p, conv_pas
     return p->desc.bf16 ? kernel16_read(be, p) : p->weights;
 }
 
-/* x as the passes read it: itself, or its bf16 copy in a bf16 plan. */
+/* x as the passes read it: itself, its bf16 copy in a bf16 plan, or, arriving as bf16
+ * (x_bf16), itself as the bf16 operand. */
 static dnnl_memory_t pass_src(st_backend *be, st_conv_plan *p) {
-    return p->desc.bf16 ? bf16_copy_fill(be, &p->src16, p->src, SCRATCH_SRC) : p->src;
+    if (!p->desc.bf16) return p->src;
+    return p->desc.x_bf16 ? bf16_as_is(&p->src16, p->src)
+                          : bf16_copy_fill(be, &p->src16, p->src, SCRATCH_SRC);
 }
 
-/* dy as the backward passes read it: itself, or its bf16 copy in a bf16 plan. */
+/* dy as the backward passes read it, likewise (dy_bf16). */
 static dnnl_memory_t pass_diff_dst(st_backend *be, st_conv_plan *p) {
-    return p->desc.bf16 ? bf16_copy_fill(be, &p->dst16, p->dst, SCRATCH_DST) : p->dst;
+    if (!p->desc.bf16) return p->dst;
+    return p->desc.dy_bf16 ? bf16_as_is(&p->dst16, p->dst)
+                           : bf16_copy_fill(be, &p->dst16, p->dst, SCRATCH_DST);
 }
 
 void cpu_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const float *w,
@@ -658,7 +679,8 @@ void cpu_conv_forward(st_backend *be, st_conv_plan *p, const float *x, const flo
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, pass_src(be, p)},
                                {DNNL_ARG_WEIGHTS, pass_read_weights(be, p, &p->fwd)},
                                {DNNL_ARG_BIAS, p->bias},
-                               {DNNL_ARG_DST, p->dst}};
+                               {DNNL_ARG_DST, p->desc.y_bf16 ? bf16_as_is(&p->dst16, p->dst)
+                                                              : p->dst}};
     execute(p->fwd.prim, 4, args);
     ST_DNNL(dnnl_stream_wait(dnnl_state.stream));
 }

@@ -13,6 +13,13 @@
  * With d->sync (sync_bn) the per-channel sums are copied to the host, combined over the ranks
  * (kernels/bn_sync.h, MPI on the host) and copied back between the two: a host sync point in
  * every training BN op, the price of the global batch's statistics.
+ *
+ * bf16 storage (the BN sits between bf16 convolutions, st_bn_desc): with x_bf16 every op reads x
+ * as bf16 bit patterns (uint16_t, rows*C; widened, the pivot row too); with y_bf16 the forward ops
+ * write y so (st_bf16_from_float after the ReLU) and bn_backward takes its ReLU mask from that
+ * bf16 y (st_bn_upstream); with dx_bf16 bn_backward writes dx as bf16 (st_bf16_from_float
+ * of the FP32 dx). The computation stays FP32 on the stored values; the same kernels serve every
+ * combination, told by the flags how x, y and dx are stored.
  */
 #include "../bn_sync.h"
 #include "../math/activation.h"
@@ -23,9 +30,10 @@ namespace {
 /* (x - pivot, (x - pivot)^2), pivot = row 0 */
 struct centred_moments {
     const float *x;
-    int c;
+    int c, x_bf16;
     __device__ double2 operator()(long row, int col) const {
-        double v = (double)x[(size_t)row * c + col] - (double)x[col];
+        double v = (double)st_stored_load(x, x_bf16, (size_t)row * c + col) -
+                   (double)st_stored_load(x, x_bf16, (size_t)col);
         return make_double2(v, v * v);
     }
 };
@@ -33,11 +41,12 @@ struct centred_moments {
 /* (g, g * xhat) with g the ReLU-masked upstream gradient */
 struct gradient_moments {
     const float *x, *y, *dy, *mean, *rstd;
-    int c, relu;
+    int c, relu, x_bf16, y_bf16;
     __device__ double2 operator()(long row, int col) const {
         size_t i = (size_t)row * c + col;
-        float g = st_bn_upstream(relu ? y : NULL, dy, i);
-        return make_double2((double)g, (double)g * st_bn_xhat(x[i], mean[col], rstd[col]));
+        float g = st_bn_upstream(relu, y, y_bf16, dy, i);
+        float xhat = st_bn_xhat(st_stored_load(x, x_bf16, i), mean[col], rstd[col]);
+        return make_double2((double)g, (double)g * xhat);
     }
 };
 } // namespace
@@ -55,11 +64,12 @@ static void *bn_scratch(st_backend *be, long rows, int c, double2 **sums_space, 
     return base;
 }
 
-/* sync_bn forward: this rank's sums (C double2) and pivot (its first row, C floats) through the
- * pinned host buffer to st_bn_sync_moments and back as the global batch's sums about rank 0's
- * pivot, into sums and pivot_out (device). Returns the global rows. The host buffer is written
- * only after a stream sync, and later copies into it queue behind this upload. */
-static double sync_moments(st_backend *be, int c, long rows, double2 *sums, const float *x,
+/* sync_bn forward: this rank's sums (C double2) and pivot (its first row, C floats, device)
+ * through the pinned host buffer to st_bn_sync_moments and back as the global batch's sums about
+ * rank 0's pivot, into sums and pivot_out (device; may be pivot). Returns the global rows. The
+ * host buffer is written only after a stream sync, and later copies into it queue behind this
+ * upload. */
+static double sync_moments(st_backend *be, int c, long rows, double2 *sums, const float *pivot,
                            float *pivot_out) {
     cudaStream_t stream = cuda_ctx_of(be)->stream;
     size_t sums_bytes = (size_t)c * sizeof(double2), pivot_bytes = (size_t)c * sizeof(float);
@@ -67,7 +77,7 @@ static double sync_moments(st_backend *be, int c, long rows, double2 *sums, cons
     double2 *host_sums = (double2 *)host;
     float *host_pivot = (float *)(host + sums_bytes);
     CUDA_CHECK(cudaMemcpyAsync(host_sums, sums, sums_bytes, cudaMemcpyDeviceToHost, stream));
-    CUDA_CHECK(cudaMemcpyAsync(host_pivot, x, pivot_bytes, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaMemcpyAsync(host_pivot, pivot, pivot_bytes, cudaMemcpyDeviceToHost, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     double total_rows = (double)rows;
     st_bn_sync_moments(c, &total_rows, host_pivot, &host_sums[0].x, &host_sums[0].y, 2);
@@ -109,19 +119,26 @@ static __global__ void infer_coef_kernel(const float *gamma, const float *beta,
     shift[ch] = st_bn_shift(beta[ch], running_mean[ch], scale[ch]);
 }
 
-static __global__ void apply_kernel(const float *x, const float *scale, const float *shift,
-                                    size_t rows, int c, int relu, float *y) {
-    ST_GRID_STRIDE(i, rows * (size_t)c) {
-        int ch = (int)(i % (size_t)c);
-        y[i] = st_maybe_relu(st_bn_apply(x[i], scale[ch], shift[ch]), relu);
+/* The first row of x, widened from bf16 (x_bf16), into pivot (C): the centring pivot. */
+static __global__ void widen_row_kernel(const float *x, int c, float *pivot) {
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch < c) pivot[ch] = st_stored_load(x, 1, (size_t)ch);
+}
+
+/* y = relu?(x * scale + shift), x and y FP32 or bf16 (d.x_bf16, d.y_bf16) */
+static __global__ void apply_kernel(const st_bn_desc d, const float *x, const float *scale,
+                                    const float *shift, float *y) {
+    ST_GRID_STRIDE(i, (size_t)d.rows * d.c) {
+        int ch = (int)(i % (size_t)d.c);
+        float v = st_bn_apply(st_stored_load(x, d.x_bf16, i), scale[ch], shift[ch]);
+        st_stored_store(y, d.y_bf16, i, st_maybe_relu(v, d.relu));
     }
 }
 
 static void apply(cudaStream_t stream, const st_bn_desc *d, const float *x, const float *scale,
                   const float *shift, float *y) {
     size_t count = (size_t)d->rows * d->c;
-    apply_kernel<<<st_grid_for(count), ST_BLOCK, 0, stream>>>(x, scale, shift, (size_t)d->rows,
-                                                               d->c, d->relu, y);
+    apply_kernel<<<st_grid_for(count), ST_BLOCK, 0, stream>>>(*d, x, scale, shift, y);
     CUDA_CHECK_LAUNCH("apply_kernel");
 }
 
@@ -138,14 +155,20 @@ extern "C" void cuda_bn_forward_train(st_backend *be, const st_bn_desc *d, const
     float *coef;
     bn_scratch(be, d->rows, d->c, &sums_space, &whole, &coef);
     float *scale = coef, *shift = coef + d->c;
-    centred_moments terms = {x, d->c};
+    centred_moments terms = {x, d->c, d->x_bf16};
     double2 *sums = st_column_sums(ctx->stream, d->rows, d->c, terms, sums_space);
-    const float *pivot = x; /* the first row */
+    const float *pivot = x; /* the first row, FP32: x's own, or widened into pivot_space */
+    float *pivot_space = coef + 2 * (size_t)d->c;
+    if (d->x_bf16) {
+        widen_row_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(x, d->c,
+                                                                            pivot_space);
+        CUDA_CHECK_LAUNCH("widen_row_kernel");
+        pivot = pivot_space;
+    }
     double rows = (double)d->rows;
     if (d->sync) {
-        float *common_pivot = coef + 2 * (size_t)d->c;
-        rows = sync_moments(be, d->c, d->rows, sums, x, common_pivot);
-        pivot = common_pivot;
+        rows = sync_moments(be, d->c, d->rows, sums, pivot, pivot_space);
+        pivot = pivot_space; /* the common pivot */
     }
     st_bn_train_out out = {save_mean, save_rstd, scale, shift, running_mean, running_var};
     train_stats_kernel<<<channel_blocks(d->c), ST_BLOCK, 0, ctx->stream>>>(*d, sums, rows, pivot,
@@ -177,16 +200,18 @@ static __global__ void backward_coef_kernel(const double2 *local, const double2 
                            gamma[ch], save_rstd[ch], &coef);
 }
 
-static __global__ void backward_dx_kernel(const float *x, const float *y, const float *dy,
-                                          const float *save_mean, const float *save_rstd,
-                                          const float *gamma_rstd, const float *mean_g,
-                                          const float *mean_gx, size_t rows, int c, int relu,
-                                          float *dx) {
-    ST_GRID_STRIDE(i, rows * (size_t)c) {
-        int ch = (int)(i % (size_t)c);
-        float xhat = st_bn_xhat(x[i], save_mean[ch], save_rstd[ch]);
-        dx[i] = st_bn_backward_dx(st_bn_upstream(relu ? y : NULL, dy, i), xhat, gamma_rstd[ch],
-                                  mean_g[ch], mean_gx[ch]);
+/* dx, FP32 or bf16 (d.dx_bf16), from the per-channel coefficients; x and the mask's y as stored
+ * (d.x_bf16, d.y_bf16) */
+static __global__ void backward_dx_kernel(const st_bn_desc d, const float *x, const float *y,
+                                          const float *dy, const float *save_mean,
+                                          const float *save_rstd, const float *gamma_rstd,
+                                          const float *mean_g, const float *mean_gx, float *dx) {
+    ST_GRID_STRIDE(i, (size_t)d.rows * d.c) {
+        int ch = (int)(i % (size_t)d.c);
+        float xhat = st_bn_xhat(st_stored_load(x, d.x_bf16, i), save_mean[ch], save_rstd[ch]);
+        float g = st_bn_upstream(d.relu, y, d.y_bf16, dy, i);
+        st_stored_store(dx, d.dx_bf16, i,
+                        st_bn_backward_dx(g, xhat, gamma_rstd[ch], mean_g[ch], mean_gx[ch]));
     }
 }
 
@@ -201,7 +226,8 @@ extern "C" void cuda_bn_backward(st_backend *be, const st_bn_desc *d, const floa
     float *coef;
     bn_scratch(be, d->rows, d->c, &sums_space, &whole, &coef);
     float *gamma_rstd = coef, *mean_g = coef + d->c, *mean_gx = coef + 2 * (size_t)d->c;
-    gradient_moments terms = {x, y, dy, save_mean, save_rstd, d->c, d->relu};
+    gradient_moments terms = {x, y, dy, save_mean, save_rstd, d->c, d->relu, d->x_bf16,
+                              d->y_bf16};
     double2 *sums = st_column_sums(ctx->stream, d->rows, d->c, terms, sums_space);
     double rows = (double)d->rows;
     if (d->sync) rows = sync_grad_sums(be, d->c, d->rows, sums, whole);
@@ -212,7 +238,6 @@ extern "C" void cuda_bn_backward(st_backend *be, const st_bn_desc *d, const floa
     CUDA_CHECK_LAUNCH("backward_coef_kernel");
     size_t count = (size_t)d->rows * d->c;
     backward_dx_kernel<<<st_grid_for(count), ST_BLOCK, 0, ctx->stream>>>(
-        x, y, dy, save_mean, save_rstd, gamma_rstd, mean_g, mean_gx, (size_t)d->rows, d->c,
-        d->relu, dx);
+        *d, x, y, dy, save_mean, save_rstd, gamma_rstd, mean_g, mean_gx, dx);
     CUDA_CHECK_LAUNCH("backward_dx_kernel");
 }

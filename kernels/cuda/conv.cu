@@ -50,10 +50,19 @@
  * pass rounds its FP32 inputs (x, dy) into bf16 copies in a shared scratch (st_bf16_from_float of
  * kernels/math/bf16.h, the CPU's rounding bit for bit, with the asymmetric padding applied in the
  * same kernel), reads the kernel's cached bf16 copy, and widens cuDNN's bf16 output into our FP32
- * y, dx or dw (forward: bias and ReLU in the same epilogue). One difference from the CPU, where
- * oneDNN writes FP32 outputs: cuDNN's bf16 configuration writes y, dx and dw in bf16, so each
- * output element is rounded once more (relative error <= 2^-8, then FP32 bias/ReLU); the bias
- * gradient is the FP32 column sum of the unrounded dy (the CPU's oneDNN sums its bf16 dy).
+ * y, dx or dw (forward: bias and ReLU in the same epilogue). An input that arrives rounded is not
+ * rounded again: with x_bf16 / dy_bf16 (a BN or conv before, a BN after wrote it as bf16,
+ * st_bn_desc) x / dy hold bf16 bit patterns (NHWC, as many as the FP32 tensor) that cuDNN reads in
+ * place, x being copied into the scratch only when the plan pads. With y_bf16 the forward's y is
+ * bf16 bit patterns (for readers that take it so: st_bn_desc.x_bf16, a conv's x_bf16): cuDNN
+ * writes it in place and the epilogue, if any, adds bias and ReLU there and rounds again, so y is
+ * st_bf16_from_float of the FP32 y of the same plan without y_bf16, bit for bit. The bias
+ * gradient is the column sum (in double, then FP32) of the bf16 dy the filter pass read, widened,
+ * as the CPU's oneDNN sums its bf16 dy; so a plan's results are the same bits whether x and dy
+ * arrive rounded or FP32. One difference from the CPU, where oneDNN writes FP32 outputs (or,
+ * with y_bf16, rounds its FP32 accumulator plus bias once): cuDNN's bf16 configuration writes y,
+ * dx and dw in bf16, so each output element is rounded once more (relative error <= 2^-8, then
+ * FP32 bias/ReLU, and with y_bf16 the second rounding).
  * The shared bf16 scratch (x or dx, y or dy, dw of one call) is sized like the workspace, to the
  * largest need of the ready bf16 plans, when a plan is made.
  * Kernel cache: a kernel's bf16 copy (cuda_kernel16, keyed by the FP32 buffer) is made by the
@@ -123,11 +132,19 @@ static __device__ float load_value(const float *p, size_t i) { return p[i]; }
 static __device__ float load_value(const uint16_t *p, size_t i) { return st_bf16_to_float(p[i]); }
 static __device__ void store_value(float *p, size_t i, float v) { p[i] = v; }
 static __device__ void store_value(uint16_t *p, size_t i, float v) { p[i] = st_bf16_from_float(v); }
+/* to[i] = from[j]: converted between types (FP32 -> bf16 rounds), copied as is within one. */
+template <class From, class To>
+static __device__ void copy_value(To *to, size_t i, const From *from, size_t j) {
+    store_value(to, i, load_value(from, j));
+}
+static __device__ void copy_value(uint16_t *to, size_t i, const uint16_t *from, size_t j) {
+    to[i] = from[j]; /* already rounded (x_bf16): not rounded again */
+}
 
-/* x_padded (N, HP, WP, C) = x (N, H, W, C) placed at (top, left), zeros elsewhere; T float or
- * bf16 (rounded). */
-template <class T>
-static __global__ void pad_kernel(const float *x, T *xp, int n, int h, int w, int c, int hp,
+/* x_padded (N, HP, WP, C) = x (N, H, W, C) placed at (top, left), zeros elsewhere; x FP32 or bf16
+ * (x_bf16), x_padded FP32 or bf16 (FP32 x rounded). */
+template <class In, class Out>
+static __global__ void pad_kernel(const In *x, Out *xp, int n, int h, int w, int c, int hp,
                                   int wp, int top, int left) {
     size_t total = (size_t)n * hp * wp * c;
     ST_GRID_STRIDE(i, total) {
@@ -136,9 +153,9 @@ static __global__ void pad_kernel(const float *x, T *xp, int n, int h, int w, in
         int j = (int)(pixel % wp) - left;
         int row = (int)((pixel / wp) % hp) - top;
         size_t img = pixel / ((size_t)wp * hp);
-        store_value(xp, i, (row >= 0 && row < h && j >= 0 && j < w)
-                               ? x[((img * h + row) * w + j) * c + ch]
-                               : 0.0f);
+        if (row >= 0 && row < h && j >= 0 && j < w)
+            copy_value(xp, i, x, ((img * h + row) * w + j) * c + ch);
+        else store_value(xp, i, 0.0f);
     }
 }
 
@@ -157,14 +174,15 @@ static __global__ void crop_kernel(const T *dxp, float *dx, int n, int h, int w,
     }
 }
 
-/* y (rows, K) = relu?(conv + bias): conv is cuDNN's output, y itself (FP32 plans) or its bf16
- * copy (bf16 plans, widened here). */
-template <class T>
-static __global__ void bias_relu_kernel(const T *conv, float *y, const float *bias, size_t rows,
+/* y (rows, K) = relu?(conv + bias): conv is cuDNN's output, y itself (FP32 plans, and bf16 plans
+ * with y_bf16: bf16 in place) or its bf16 copy (bf16 plans, widened here); y FP32 or, with
+ * y_bf16, bf16 (rounded). */
+template <class T, class Out>
+static __global__ void bias_relu_kernel(const T *conv, Out *y, const float *bias, size_t rows,
                                         int k, int relu) {
     ST_GRID_STRIDE(i, rows * (size_t)k) {
         float v = load_value(conv, i) + (bias ? bias[i % (size_t)k] : 0.0f);
-        y[i] = st_maybe_relu(v, relu);
+        store_value(y, i, st_maybe_relu(v, relu));
     }
 }
 
@@ -567,6 +585,8 @@ extern "C" st_conv_plan *cuda_conv_plan(st_backend *be, const st_conv_desc *d) {
     ST_CHECK(!d->bf16 || ctx->bf16_capable,
              "conv plan: bf16 asked on a device before compute capability 8.0 "
              "(conv_bf16_supported is 0)");
+    ST_CHECK(d->bf16 || (!d->x_bf16 && !d->y_bf16 && !d->dy_bf16),
+             "conv plan: x_bf16/y_bf16/dy_bf16 set on an FP32 plan (they are for bf16 plans only)");
     st_conv_plan *p = ctx->plans;
     while (p && memcmp(&p->desc, d, sizeof *d) != 0) p = p->next;
     if (!p) {
@@ -696,13 +716,14 @@ static void pass_begin(cuda_ctx *ctx, st_conv_plan *p, int pass) {
     CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->pass[pass].math));
 }
 
-/* x as cuDNN reads it, T = float: x itself, or x padded by the plan's explicit excess padding into
- * x_padded; T = bf16: x rounded (and padded) into x16. */
-template <class T>
-static const T *conv_input(cuda_ctx *ctx, st_conv_plan *p, const float *x, T *out) {
+/* x (In: FP32, or bf16 under x_bf16) as cuDNN reads it (T: the plan's type): x itself when it
+ * is of type T and the plan does not pad, else x converted (FP32 -> bf16 rounds) and padded by the
+ * plan's explicit excess padding into out (x_padded, or the bf16 scratch's x region). */
+template <class In, class T>
+static const T *conv_input_from(cuda_ctx *ctx, const st_conv_plan *p, const In *x, T *out) {
     const st_conv_desc *d = &p->desc;
     if (!p->padded) {
-        if constexpr (sizeof(T) == sizeof(float)) return x;
+        if constexpr (sizeof(In) == sizeof(T)) return x;
         else {
             convert_kernel<<<st_grid_for(x_count(p)), ST_BLOCK, 0, ctx->stream>>>(x, out,
                                                                                  x_count(p));
@@ -714,6 +735,14 @@ static const T *conv_input(cuda_ctx *ctx, st_conv_plan *p, const float *x, T *ou
         x, out, d->n, d->h, d->w, d->c, p->hp, p->wp, p->extra_top, p->extra_left);
     CUDA_CHECK_LAUNCH("pad_kernel");
     return out;
+}
+
+/* conv_input_from for the x an op was given: bf16 bit patterns under x_bf16 (bf16 plans only). */
+template <class T>
+static const T *conv_input(cuda_ctx *ctx, const st_conv_plan *p, const float *x, T *out) {
+    if constexpr (sizeof(T) == sizeof(uint16_t))
+        if (p->desc.x_bf16) return conv_input_from(ctx, p, (const uint16_t *)x, out);
+    return conv_input_from(ctx, p, x, out);
 }
 
 /* dx (N, H, W, C) from cuDNN's gradient of its input grad (N, HP, WP, C): cropped when the plan
@@ -732,11 +761,11 @@ static void conv_input_gradient(cuda_ctx *ctx, const st_conv_plan *p, const T *g
     }
 }
 
-/* y (rows, K) = relu?(conv + bias), conv being y itself or a bf16 copy; an FP32 plan without bias
- * or ReLU has nothing to do. */
-template <class T>
+/* y (rows, K) = relu?(conv + bias), conv being y itself or a bf16 copy, y FP32 or bf16
+ * (y_bf16); nothing to do without bias or ReLU when conv is y. */
+template <class T, class Out>
 static void conv_epilogue(cuda_ctx *ctx, const st_conv_plan *p, const T *conv, const float *bias,
-                          float *y) {
+                          Out *y) {
     const st_conv_desc *d = &p->desc;
     if (!bias && !d->relu && (const void *)conv == (const void *)y) return;
     size_t rows = (size_t)d->n * d->p * d->q;
@@ -745,9 +774,11 @@ static void conv_epilogue(cuda_ctx *ctx, const st_conv_plan *p, const T *conv, c
     CUDA_CHECK_LAUNCH("bias_relu_kernel");
 }
 
-/* dy (N, P, Q, K) rounded into the bf16 scratch's y region. */
+/* dy (N, P, Q, K) as bf16: dy itself under dy_bf16, else dy rounded into the bf16 scratch's y
+ * region. */
 static const uint16_t *bf16_dy(cuda_ctx *ctx, const st_conv_plan *p, const float *dy,
                                uint16_t *dy16) {
+    if (p->desc.dy_bf16) return (const uint16_t *)dy;
     convert_kernel<<<st_grid_for(y_count(p)), ST_BLOCK, 0, ctx->stream>>>(dy, dy16, y_count(p));
     CUDA_CHECK_LAUNCH("convert_kernel (bf16 dy)");
     return dy16;
@@ -764,9 +795,12 @@ extern "C" void cuda_conv_forward(st_backend *be, st_conv_plan *p, const float *
         return;
     }
     bf16_operands o = bf16_carve(ctx, p);
+    /* y_bf16: cuDNN writes y itself, the epilogue (if any) rounds in place */
+    uint16_t *conv = p->desc.y_bf16 ? (uint16_t *)y : o.y;
     CUDNN_CHECK(forward_pass::run(ctx, p, algo, conv_input(ctx, p, x, o.x),
-                                  kernel16_read(ctx, p, w), o.y));
-    conv_epilogue(ctx, p, o.y, bias, y);
+                                  kernel16_read(ctx, p, w), conv));
+    if (p->desc.y_bf16) conv_epilogue(ctx, p, conv, bias, conv);
+    else conv_epilogue(ctx, p, conv, bias, y);
 }
 
 extern "C" void cuda_conv_backward_data(st_backend *be, st_conv_plan *p, const float *dy,
@@ -787,6 +821,38 @@ extern "C" void cuda_conv_backward_data(st_backend *be, st_conv_plan *p, const f
     conv_input_gradient(ctx, p, o.x, dx);
 }
 
+namespace {
+/* (dy widened, 0): the terms of a bf16 plan's bias gradient, for st_column_sums */
+struct bf16_column_value {
+    const uint16_t *dy; /* (rows, K) */
+    int k;
+    __device__ double2 operator()(long row, int col) const {
+        return make_double2((double)st_bf16_to_float(dy[(size_t)row * k + col]), 0.0);
+    }
+};
+} // namespace
+
+static __global__ void store_bias_kernel(int k, const double2 *sums, float *dbias) {
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col < k) dbias[col] = (float)sums[col].x;
+}
+
+/* dbias (K) = the column sums of the bf16 dy (rows, K) the filter pass read, widened and summed
+ * in double like cuda_column_sums' FP32 ones: the same whether dy came rounded (dy_bf16) or was
+ * rounded here, and what the CPU's oneDNN sums. */
+static void bf16_bias_gradient(st_backend *be, const st_conv_plan *p, const uint16_t *dy16,
+                               float *dbias) {
+    cuda_ctx *ctx = cuda_ctx_of(be);
+    const long rows = (long)p->desc.n * p->desc.p * p->desc.q;
+    const int k = p->desc.k;
+    double2 *scratch =
+        (double2 *)cuda_scratch(be, st_column_scratch_count(rows, k) * sizeof(double2));
+    bf16_column_value terms = {dy16, k};
+    double2 *sums = st_column_sums(ctx->stream, rows, k, terms, scratch);
+    store_bias_kernel<<<(k + ST_BLOCK - 1) / ST_BLOCK, ST_BLOCK, 0, ctx->stream>>>(k, sums, dbias);
+    CUDA_CHECK_LAUNCH("store_bias_kernel");
+}
+
 extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x,
                                           const float *dy, float *dw, float *dbias) {
     cuda_ctx *ctx = cuda_ctx_of(be);
@@ -797,15 +863,16 @@ extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const
     if (!d->bf16) {
         CUDNN_CHECK(
             backward_filter_pass::run(ctx, p, algo, conv_input(ctx, p, x, p->x_padded), dy, dw));
-    } else {
-        bf16_operands o = bf16_carve(ctx, p);
-        CUDNN_CHECK(backward_filter_pass::run(ctx, p, algo, conv_input(ctx, p, x, o.x),
-                                              bf16_dy(ctx, p, dy, o.y), o.w));
-        convert_kernel<<<st_grid_for(w_count(p)), ST_BLOCK, 0, ctx->stream>>>(o.w, dw,
-                                                                               w_count(p));
-        CUDA_CHECK_LAUNCH("convert_kernel (bf16 dw)");
+        if (dbias) cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, dy, dbias);
+        return;
     }
-    if (dbias) cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, dy, dbias);
+    bf16_operands o = bf16_carve(ctx, p);
+    const uint16_t *dy16 = bf16_dy(ctx, p, dy, o.y);
+    CUDNN_CHECK(
+        backward_filter_pass::run(ctx, p, algo, conv_input(ctx, p, x, o.x), dy16, o.w));
+    convert_kernel<<<st_grid_for(w_count(p)), ST_BLOCK, 0, ctx->stream>>>(o.w, dw, w_count(p));
+    CUDA_CHECK_LAUNCH("convert_kernel (bf16 dw)");
+    if (dbias) bf16_bias_gradient(be, p, dy16, dbias);
 }
 
 /* w_out (K, taps) = w * scale[k] (KRSC: K is the slowest axis); same formulas

@@ -3,8 +3,8 @@
  * of a convolution in one call, which the model (infer/model/conv.c) uses for every trainable
  * convolution. On the CPU the single call lets a bf16 plan round dy once for both passes
  * (kernels/cpu/conv.c); here it runs conv_backward_filter then conv_backward_data (conv.cu),
- * each converting its own inputs. Shapes and layouts are those ops': x (N, H, W, C), dy
- * (N, P, Q, K) NHWC, kernels in KRSC.
+ * each converting its own inputs (none when they arrive as bf16: x_bf16, dy_bf16). Shapes and
+ * layouts are those ops': x (N, H, W, C), dy (N, P, Q, K) NHWC, kernels in KRSC.
  */
 #include <time.h>
 

@@ -11,13 +11,16 @@
  *   dbeta = sum g, dgamma = sum g * xhat,
  *   dx = gamma * rstd * (g - dbeta / rows - xhat * dgamma / rows).
  * With st_bn_desc.sync (sync_bn, kernels/bn_sync.h) rows, mean, variance and the sums in dx are
- * the global batch's over the ranks; dgamma and dbeta stay this rank's part.
+ * the global batch's over the ranks; dgamma and dbeta stay this rank's part. With the bf16 flags
+ * of st_bn_desc the arithmetic is this FP32 one on the stored values: a bf16 x is read widened,
+ * y and dx are rounded as they are stored (math/bf16.h).
  */
 #ifndef ST_MATH_BATCHNORM_H
 #define ST_MATH_BATCHNORM_H
 
 #include "../backend.h"
 #include "activation.h"
+#include "bf16.h"
 #include "defs.h"
 
 ST_HD float st_bn_rstd(float var, float eps) { return 1.0f / sqrtf(var + eps); }
@@ -25,10 +28,11 @@ ST_HD float st_bn_rstd(float var, float eps) { return 1.0f / sqrtf(var + eps); }
 /* The normalised input. */
 ST_HD float st_bn_xhat(float x, float mean, float rstd) { return (x - mean) * rstd; }
 
-/* g: the upstream gradient dy[i] masked by the fused ReLU; y is the forward output, NULL when
- * the op has no ReLU. */
-ST_HD float st_bn_upstream(const float *y, const float *dy, size_t i) {
-    return y ? st_relu_grad(y[i], dy[i]) : dy[i];
+/* g: the upstream gradient dy[i], masked (the op has a fused ReLU) by the forward output y, FP32
+ * or, with y_bf16, bf16: then the mask is the value the bf16 conv after the BN read, so a positive
+ * y that rounded to zero (an FP32 denormal) masks its gradient as that zero did in the conv. */
+ST_HD float st_bn_upstream(int masked, const float *y, int y_bf16, const float *dy, size_t i) {
+    return masked ? st_relu_grad(st_stored_load(y, y_bf16, i), dy[i]) : dy[i];
 }
 
 /* The multiply-add form of the affine normalisation. */

@@ -9,11 +9,13 @@
  * them as zero; CUDA's __float2bfloat16_rn would keep bf16 denormals); infinities stay; a NaN stays
  * a NaN, quieted (mantissa bit 6 set) and truncated. A finite value of magnitude 0x1.ffp127 or more
  * rounds to infinity, as IEEE rounding does. A bf16 is the upper 16 bits of an FP32, so
- * st_bf16_to_float is exact.
+ * st_bf16_to_float is exact. st_stored_load / st_stored_store read and write an operand that the
+ * bf16-operand flags of backend.h say is stored as bf16 (the batch-norm kernels of both backends).
  */
 #ifndef ST_MATH_BF16_H
 #define ST_MATH_BF16_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -45,5 +47,15 @@ ST_HD float st_bf16_to_float(uint16_t h) {
 
 /* x rounded to bf16 and back: what a bf16 convolution reads in place of x. */
 ST_HD float st_bf16_round(float x) { return st_bf16_to_float(st_bf16_from_float(x)); }
+
+/* Element i of an operand stored as FP32, or as bf16 bit patterns in the same buffer when bf16
+ * (the bf16-operand flags of backend.h's descriptors): read widened, written rounded. */
+ST_HD float st_stored_load(const float *base, int bf16, size_t i) {
+    return bf16 ? st_bf16_to_float(((const uint16_t *)base)[i]) : base[i];
+}
+ST_HD void st_stored_store(float *base, int bf16, size_t i, float v) {
+    if (bf16) ((uint16_t *)base)[i] = st_bf16_from_float(v);
+    else base[i] = v;
+}
 
 #endif
