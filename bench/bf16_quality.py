@@ -5,8 +5,8 @@ Fine-tunes a config (default configs/train_orl_triplet.yaml: ORL faces, read in 
 ../shared/datasets, open-set: 10 people held out; configs/train_coil100_triplet.yaml is the
 COIL-100 twin, 25 objects held out) with `simtune train` once per seed and precision, and
 reports the held-out val/map@10, map@R and hit@1 of each run's last epoch, then mean and spread
-(sample standard deviation, min..max) per precision and the bf16 - fp32 difference of the means. The same seed
-gives both precisions the same split, initialisation and batches, so the difference is the
+(sample standard deviation, min..max) per precision and the bf16 - fp32 difference of the means.
+The same seed gives both precisions the same split, initialisation and batches, so the difference is the
 arithmetic's. Every run is the user's path: the binary, the config, --precision.
 
 Without --epochs and --image-size each run trains at the config's own budget (ORL: 27 epochs at

@@ -251,7 +251,8 @@ static void layout_outputs(st_model *m, const slot_plan *sp) {
         st_layer *l = &m->layers[i];
         l->grad = NULL;
         if (i > 0) l->out.data = NULL;
-        if (i > 0 && l->materialized && l->kept) l->out.data = st_arena_take(acts, block_numel(m, i));
+        if (i > 0 && l->materialized && l->kept)
+            l->out.data = st_arena_take(acts, block_numel(m, i));
         if (i > 0 && l->materialized && sp->slot_of[i] >= 0) l->out.data = slots[sp->slot_of[i]];
         if (l->materialized && sp->gslot_of[i] >= 0) l->grad = gslots[sp->gslot_of[i]];
     }

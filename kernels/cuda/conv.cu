@@ -821,38 +821,6 @@ extern "C" void cuda_conv_backward_data(st_backend *be, st_conv_plan *p, const f
     conv_input_gradient(ctx, p, o.x, dx);
 }
 
-namespace {
-/* (dy widened, 0): the terms of a bf16 plan's bias gradient, for st_column_sums */
-struct bf16_column_value {
-    const uint16_t *dy; /* (rows, K) */
-    int k;
-    __device__ double2 operator()(long row, int col) const {
-        return make_double2((double)st_bf16_to_float(dy[(size_t)row * k + col]), 0.0);
-    }
-};
-} // namespace
-
-static __global__ void store_bias_kernel(int k, const double2 *sums, float *dbias) {
-    int col = blockIdx.x * blockDim.x + threadIdx.x;
-    if (col < k) dbias[col] = (float)sums[col].x;
-}
-
-/* dbias (K) = the column sums of the bf16 dy (rows, K) the filter pass read, widened and summed
- * in double like cuda_column_sums' FP32 ones: the same whether dy came rounded (dy_bf16) or was
- * rounded here, and what the CPU's oneDNN sums. */
-static void bf16_bias_gradient(st_backend *be, const st_conv_plan *p, const uint16_t *dy16,
-                               float *dbias) {
-    cuda_ctx *ctx = cuda_ctx_of(be);
-    const long rows = (long)p->desc.n * p->desc.p * p->desc.q;
-    const int k = p->desc.k;
-    double2 *scratch =
-        (double2 *)cuda_scratch(be, st_column_scratch_count(rows, k) * sizeof(double2));
-    bf16_column_value terms = {dy16, k};
-    double2 *sums = st_column_sums(ctx->stream, rows, k, terms, scratch);
-    store_bias_kernel<<<(k + ST_BLOCK - 1) / ST_BLOCK, ST_BLOCK, 0, ctx->stream>>>(k, sums, dbias);
-    CUDA_CHECK_LAUNCH("store_bias_kernel");
-}
-
 extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const float *x,
                                           const float *dy, float *dw, float *dbias) {
     cuda_ctx *ctx = cuda_ctx_of(be);
@@ -863,7 +831,7 @@ extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const
     if (!d->bf16) {
         CUDNN_CHECK(
             backward_filter_pass::run(ctx, p, algo, conv_input(ctx, p, x, p->x_padded), dy, dw));
-        if (dbias) cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, dy, dbias);
+        if (dbias) cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, dy, 0, dbias);
         return;
     }
     bf16_operands o = bf16_carve(ctx, p);
@@ -872,7 +840,9 @@ extern "C" void cuda_conv_backward_filter(st_backend *be, st_conv_plan *p, const
         backward_filter_pass::run(ctx, p, algo, conv_input(ctx, p, x, o.x), dy16, o.w));
     convert_kernel<<<st_grid_for(w_count(p)), ST_BLOCK, 0, ctx->stream>>>(o.w, dw, w_count(p));
     CUDA_CHECK_LAUNCH("convert_kernel (bf16 dw)");
-    if (dbias) bf16_bias_gradient(be, p, dy16, dbias);
+    /* the sums of the bf16 dy the filter pass read (came rounded or rounded here), as oneDNN's */
+    if (dbias)
+        cuda_column_sums(be, (long)d->n * d->p * d->q, d->k, (const float *)dy16, 1, dbias);
 }
 
 /* w_out (K, taps) = w * scale[k] (KRSC: K is the slowest axis); same formulas

@@ -94,9 +94,10 @@ void *cuda_host_result(st_backend *be, size_t bytes);
 ST_BACKEND_OPS(CUDA_DECLARE_OP)
 #undef CUDA_DECLARE_OP
 
-/* Column sums of a row-major (rows, c) matrix into out (c), overwritten; deterministic order.
- * Shared by dense db, conv dbias. */
-void cuda_column_sums(st_backend *be, long rows, int c, const float *x, float *out);
+/* Column sums of a row-major (rows, c) matrix into out (c), overwritten; deterministic order,
+ * in double. x holds FP32 values, or bf16 bit patterns when x_bf16 (widened). Shared by dense db,
+ * conv dbias (a bf16 plan's: the sums of its bf16 dy). */
+void cuda_column_sums(st_backend *be, long rows, int c, const float *x, int x_bf16, float *out);
 void cuda_conv_plans_free(st_backend *be); /* conv.cu; called by destroy */
 
 #ifdef __cplusplus

@@ -11,6 +11,7 @@
  * CUBLAS_COMPUTE_32F_FAST_TF32 (inputs rounded to TF32 inside the tensor-core kernels, FP32
  * accumulation and output).
  */
+#include "../math/bf16.h"
 #include "device.cuh"
 
 extern "C" void cuda_gemm(st_backend *be, int trans_a, int trans_b, int m, int n, int k,
@@ -49,15 +50,15 @@ extern "C" void cuda_dense_backward(st_backend *be, int n, int in, int out, cons
                                     float *db) {
     cuda_gemm(be, 1, 0, in, out, n, 1.0f, x, in, dy, out, 0.0f, dw, out);     /* dw = x^T dy */
     if (dx) cuda_gemm(be, 0, 1, n, in, out, 1.0f, dy, out, w, out, 0.0f, dx, in); /* dy w^T */
-    if (db) cuda_column_sums(be, n, out, dy, db);
+    if (db) cuda_column_sums(be, n, out, dy, 0, db);
 }
 
 namespace {
 struct column_value {
-    const float *x; /* (rows, c) */
-    int c;
+    const float *x; /* (rows, c), FP32 or bf16 bit patterns (x_bf16) */
+    int c, x_bf16;
     __device__ double2 operator()(long row, int col) const {
-        return make_double2((double)x[(size_t)row * c + col], 0.0);
+        return make_double2((double)st_stored_load(x, x_bf16, (size_t)row * c + col), 0.0);
     }
 };
 } // namespace
@@ -67,7 +68,8 @@ static __global__ void store_sums(int c, const double2 *sums, float *out) {
     if (col < c) out[col] = (float)sums[col].x;
 }
 
-extern "C" void cuda_column_sums(st_backend *be, long rows, int c, const float *x, float *out) {
+extern "C" void cuda_column_sums(st_backend *be, long rows, int c, const float *x, int x_bf16,
+                                 float *out) {
     cuda_ctx *ctx = cuda_ctx_of(be);
     if (c == 0) return;
     if (rows == 0) {
@@ -76,7 +78,7 @@ extern "C" void cuda_column_sums(st_backend *be, long rows, int c, const float *
     }
     double2 *scratch =
         (double2 *)cuda_scratch(be, st_column_scratch_count(rows, c) * sizeof(double2));
-    column_value terms = {x, c};
+    column_value terms = {x, c, x_bf16};
     double2 *sums = st_column_sums(ctx->stream, rows, c, terms, scratch);
     store_sums<<<(c + ST_BLOCK - 1) / ST_BLOCK, ST_BLOCK, 0, ctx->stream>>>(c, sums, out);
     CUDA_CHECK_LAUNCH("store_sums");
