@@ -39,23 +39,28 @@ CONFIG = os.path.join(ROOT, "configs", "train_orl_triplet.yaml")
 METRICS = ("val/map@10", "val/map@R", "val/hit@1")
 
 
-def finished_metrics(folder):
-    """The last epoch's metrics of a run folder that trained all its epochs, else None."""
+def finished_metrics(args, folder):
+    """The last epoch's metrics of a run folder that trained all its epochs at the budget asked
+    (--epochs, --image-size where given), else None."""
     try:
         with open(os.path.join(folder, "config.yaml")) as f:
-            epochs = yaml.safe_load(f)["epochs"]
+            config = yaml.safe_load(f)
         with open(os.path.join(folder, "metrics.jsonl")) as f:
             lines = [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return None
-    return lines[-1] if lines and lines[-1].get("epoch") == epochs else None
+    if args.epochs is not None and config["epochs"] != args.epochs:
+        return None
+    if args.image_size is not None and config["model"]["image_size"] != args.image_size:
+        return None
+    return lines[-1] if lines and lines[-1].get("epoch") == config["epochs"] else None
 
 
 def train_once(args, work, precision, seed):
     """One run (or the finished run of that name already in --work); its last epoch's METRICS."""
     name = f"{precision}-seed{seed}"
     folder = os.path.join(work, name)
-    last = finished_metrics(folder) if args.work else None
+    last = finished_metrics(args, folder) if args.work else None
     if last is None:
         if os.path.exists(folder):
             shutil.rmtree(folder)  # an unfinished run starts over
@@ -71,7 +76,7 @@ def train_once(args, work, precision, seed):
         if run.returncode != 0:
             sys.stderr.write(f"{' '.join(cmd)}\nexit {run.returncode}\n{run.stderr}")
             raise SystemExit(1)
-        last = finished_metrics(folder)
+        last = finished_metrics(args, folder)
         if last is None:
             raise SystemExit(f"{folder}: the run ended without its last epoch's metrics")
     missing = [m for m in METRICS if m not in last]
