@@ -108,12 +108,13 @@ BN_INLINE void apply_row(const st_bn_desc *d, const float *x, const float *scale
                          const float *shift, float *y, size_t row, int x16, int y16) {
     if (d->relu) {
         for (int c = 0; c < d->c; c++)
-            st_stored_store(y, y16, row + c,
-                        st_relu(st_bn_apply(st_stored_load(x, x16, row + c), scale[c], shift[c])));
+            st_stored_store(
+                y, y16, row + c,
+                st_relu(st_bn_apply(st_stored_load(x, x16, row + c), scale[c], shift[c])));
     } else {
         for (int c = 0; c < d->c; c++)
             st_stored_store(y, y16, row + c,
-                        st_bn_apply(st_stored_load(x, x16, row + c), scale[c], shift[c]));
+                            st_bn_apply(st_stored_load(x, x16, row + c), scale[c], shift[c]));
     }
 }
 
@@ -144,10 +145,8 @@ static double *moment_sums(const st_bn_desc *d, const float *x, const float *piv
         float *sum = partials_block(&part), *sum2 = sum + C;
 #pragma omp for schedule(static)
         for (long b = 0; b < block_count(d->rows); b++) {
-            for (long r = b * BN_BLOCK_ROWS; r < block_end(b, d->rows); r++) {
-                if (d->x_bf16) moments_row(x, pivot, sum, sum2, C, (size_t)r * C, 1);
-                else moments_row(x, pivot, sum, sum2, C, (size_t)r * C, 0);
-            }
+            for (long r = b * BN_BLOCK_ROWS; r < block_end(b, d->rows); r++)
+                BN_SPECIALISE1(moments_row, d->x_bf16, x, pivot, sum, sum2, C, (size_t)r * C);
             partials_flush(&part);
         }
     }
@@ -228,9 +227,10 @@ BN_INLINE void dx_row(const float *x, const float *y, const float *dy, const flo
                       size_t row, int x16, int masked, int y16, int dx16) {
     for (int c = 0; c < C; c++) {
         float xhat = st_bn_xhat(st_stored_load(x, x16, row + c), save_mean[c], save_rstd[c]);
+        float g = st_bn_upstream(masked, y, y16, dy, row + c);
         st_stored_store(dx, dx16, row + c,
-                    st_bn_backward_dx(st_bn_upstream(masked, y, y16, dy, row + c), xhat,
-                                      grad->gamma_rstd[c], grad->mean_g[c], grad->mean_g_xhat[c]));
+                        st_bn_backward_dx(g, xhat, grad->gamma_rstd[c], grad->mean_g[c],
+                                          grad->mean_g_xhat[c]));
     }
 }
 
