@@ -23,6 +23,9 @@
  *           first two of each bottleneck, the first of each basic block: 32 and 5); every BN
  *           behind a trainable conv writes its dy as bf16 (53 and 12); and the activations arena
  *           shrinks by half of the kept bf16 outputs' bytes against the same model in FP32.
+ *           resnet50v2 (pre-activation): every BN but post_bn feeds convs only (48 bf16
+ *           outputs), the convs before a BN write bf16 (conv1, conv2 of each block: 32), those
+ *           before an add or the stem's max-pool FP32, and the BNs behind convs write bf16 dy (32).
  * Skips (77) where oneDNN has no avx512_core_bf16 (no bf16 plans, so no bf16 operands).
  */
 #include <stdio.h>
@@ -351,6 +354,7 @@ int main(void) {
     check_model(be, "resnet50", NULL, (bf16_plan){.bn_outs = 32, .conv_outs = 53, .dxs = 53});
     check_model(be, "tv_resnet18", "conv3_block1_out",
                 (bf16_plan){.bn_outs = 5, .conv_outs = 15, .dxs = 12});
+    check_model(be, "resnet50v2", NULL, (bf16_plan){.bn_outs = 48, .conv_outs = 32, .dxs = 32});
     st_backend_close(be);
     return test_finish("test_bf16_operands");
 }
