@@ -26,6 +26,10 @@
  *           resnet50v2 (pre-activation): every BN but post_bn feeds convs only (48 bf16
  *           outputs), the convs before a BN write bf16 (conv1, conv2 of each block: 32), those
  *           before an add or the stem's max-pool FP32, and the BNs behind convs write bf16 dy (32).
+ *           The delimiting layer's map stays FP32 (what `embed --layer` reads): tv_resnet18 frozen
+ *           to conv3_block1_1_relu, a folded conv whose ReLU output only a conv reads, keeps it
+ *           FP32 (15 bf16 conv outputs, 5 BN, 13 BN dx; the block's projection conv comes before
+ *           the delimiting layer, so it is frozen too).
  * Skips (77) where oneDNN has no avx512_core_bf16 (no bf16 plans, so no bf16 operands).
  */
 #include <stdio.h>
@@ -303,6 +307,8 @@ static bf16_plan check_plan(const st_model *m) {
                        s->conv.y_bf16, s->bf16_out);
             plan.conv_outs += s->bf16_out;
         }
+        TEST_CHECK(!s->bf16_out || s->last != m->freeze_index,
+                   "%s: the delimiting layer's map is stored as bf16", l->name);
         if (s->bf16_out && m->layers[s->last].kept) {
             size_t numel = st_numel(m->layers[s->last].out);
             plan.half_bytes += (numel - (numel + 1) / 2) * sizeof(float);
@@ -355,6 +361,8 @@ int main(void) {
     check_model(be, "tv_resnet18", "conv3_block1_out",
                 (bf16_plan){.bn_outs = 5, .conv_outs = 15, .dxs = 12});
     check_model(be, "resnet50v2", NULL, (bf16_plan){.bn_outs = 48, .conv_outs = 32, .dxs = 32});
+    check_model(be, "tv_resnet18", "conv3_block1_1_relu",
+                (bf16_plan){.bn_outs = 5, .conv_outs = 15, .dxs = 13});
     st_backend_close(be);
     return test_finish("test_bf16_operands");
 }

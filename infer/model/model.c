@@ -144,6 +144,9 @@ st_tensor st_model_layer_output(const st_model *m, int index) {
     ST_CHECK(index >= 0 && index < m->n_layers, "layer index %d out of range [0, %d)", index, m->n_layers);
     st_tensor t = m->layers[index].out;
     if (!m->layers[index].kept) t.data = NULL;
+    ST_CHECK(!t.data || !m->layers[m->layers[index].exec].step.bf16_out,
+             "layer %s is stored as bf16 (between bf16 convs and BNs), not as an FP32 map",
+             m->layers[index].name);
     return t;
 }
 

@@ -195,8 +195,9 @@ void st_model_backward(st_model *m, int n);
  * and the bf16 copies of conv kernels (kernels/cpu/conv.c). */
 void st_model_weights_changed(st_model *m);
 
-/* The output tensor of a layer; data is NULL when the output is fused into the next step or
- * lives in a reused buffer (for inference, name the layer in freeze_until to keep it). */
+/* The output tensor of a layer (FP32); data is NULL when the output is fused into the next step or
+ * lives in a reused buffer (for inference, name the layer in freeze_until to keep it: the
+ * delimiting layer is also never one of a bf16 model's bf16-stored operands). */
 st_tensor st_model_layer_output(const st_model *m, int index);
 
 /* The FLOPs the walks compute for n images (profile.c). training: forward and backward as

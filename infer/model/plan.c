@@ -209,12 +209,14 @@ static void plan_bf16_dx(st_model *m, int bn) {
 }
 
 /* bf16 models: the activations and gradients that pass between convs and BNs stay bf16
- * (docs/benchmarks.md, "bf16 between convs and BNs"); adds, pools and the head read FP32. */
+ * (docs/benchmarks.md, "bf16 between convs and BNs"); adds, pools and the head read FP32, and so
+ * does whoever reads the delimiting layer's map (st_model_layer_output: `embed --layer`). */
 static void plan_bf16_operands(st_model *m) {
     for (int i = 0; i < m->n_layers; i++) {
         const st_layer *l = &m->layers[i];
         if (l->exec != i) continue;
-        if (l->kind == ST_LAYER_BN || is_bf16_conv(m, i)) plan_bf16_output(m, i);
+        if ((l->kind == ST_LAYER_BN || is_bf16_conv(m, i)) && l->step.last != m->freeze_index)
+            plan_bf16_output(m, i);
         if (l->kind == ST_LAYER_BN) plan_bf16_dx(m, i);
     }
 }
