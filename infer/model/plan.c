@@ -200,9 +200,9 @@ static void plan_bf16_output(st_model *m, int step) {
  * when the conv's backward runs: it needs no copy of dy. */
 static void plan_bf16_dx(st_model *m, int bn) {
     st_step *s = &m->layers[bn].step;
-    int in = s->in_mat[0], conv = m->layers[in].exec, n;
-    free(step_readers(m, in, &n));
-    if (n != 1 || !s->needs_grad || !is_bf16_conv(m, conv) || !m->layers[conv].step.needs_grad)
+    int in = s->in_mat[0], conv = m->layers[in].exec;
+    if (count_consumers(m, in) != 1 || !s->needs_grad || !is_bf16_conv(m, conv) ||
+        !m->layers[conv].step.needs_grad)
         return;
     s->bf16_dx = 1;
     m->layers[conv].step.conv.dy_bf16 = 1;
